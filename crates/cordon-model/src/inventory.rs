@@ -1,0 +1,75 @@
+//! The kinds of things Cordon manages.
+
+
+
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The stable text used in configuration, the store and the API.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl ::std::str::FromStr for $name {
+            type Err = $crate::ParseError;
+            fn from_str(text: &str) -> Result<Self, Self::Err> {
+                match text {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err($crate::ParseError(format!(
+                        concat!("`{}` is not a valid ", stringify!($name), " (expected one of: {})"),
+                        text,
+                        [$($text),+].join(", ")
+                    ))),
+                }
+            }
+        }
+    };
+}
+pub(crate) use text_enum;
+
+text_enum! {
+    /// Whether a server is a VM on a hypervisor or a machine on a switch port.
+    ServerKind { Physical = "physical", Virtual = "virtual" }
+}
+
+text_enum! {
+    /// What a network is for.
+    NetworkRole { Operational = "operational", Quarantine = "quarantine" }
+}
+
+text_enum! {
+    /// Which driver speaks to a switch.
+    SwitchDriverKind { LinuxBridge = "linux-bridge" }
+}
+
+text_enum! {
+    /// Where a server stands, as Cordon last recorded it.
+    ServerState {
+        /// Every NIC is on its operational network with its operational address.
+        Operational = "operational",
+        /// A quarantine action is running.
+        Quarantining = "quarantining",
+        /// Every NIC is on its quarantine network with a quarantine address.
+        Quarantined = "quarantined",
+        /// An unquarantine action is running.
+        Unquarantining = "unquarantining",
+        /// A quarantine action ended without moving every NIC; see the action's messages.
+        QuarantineFailed = "quarantine_failed",
+        /// An unquarantine action ended without restoring every NIC.
+        UnquarantineFailed = "unquarantine_failed",
+    }
+}

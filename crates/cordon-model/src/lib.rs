@@ -1,0 +1,14 @@
+//! Cordon's domain: the vocabulary every other crate shares, and the pure decisions made on it.
+//!
+//! Architecture invariant: this crate does no I/O, starts no task and knows no wire format.
+//! Nothing here is `Serialize`; the API and the store convert at their own boundaries.
+
+pub mod action;
+pub mod address;
+pub mod inventory;
+pub mod messages;
+
+pub use action::{ActionCommand, ActionKind, ActionState, InvalidTransition};
+pub use address::{AddressPool, AddressRange, MacAddr, ParseError};
+pub use inventory::{NetworkRole, ServerKind, ServerState, SwitchDriverKind};
+pub use messages::{Message, Severity};

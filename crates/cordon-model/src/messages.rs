@@ -1,0 +1,245 @@
+//! Cordon's numbered messages: every operator-facing event and error has a stable number.
+//!
+//! `2xxxx` information, `4xxxx` warning, `6xxxx` error. Numbers never change meaning; a retired
+//! number is never reused. `docs/messages.md` is generated from [`ALL`] and a test keeps it equal.
+
+use std::fmt;
+
+/// How serious a message is; implied by the first digit of its number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Info,
+    Warning,
+    Error,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "INFO",
+            Severity::Warning => "WARNING",
+            Severity::Error => "ERROR",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One numbered message: its one-line text (with `{name}` placeholders) and its remedy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Message {
+    pub number: u32,
+    /// A short stable identifier, for code and logs.
+    pub name: &'static str,
+    pub text: &'static str,
+    pub remedy: &'static str,
+}
+
+impl Message {
+    pub fn severity(&self) -> Severity {
+        match self.number / 10_000 {
+            2 => Severity::Info,
+            4 => Severity::Warning,
+            _ => Severity::Error,
+        }
+    }
+
+    /// The text with each `{name}` replaced by its value; unknown placeholders stay visible.
+    pub fn render(&self, args: &[(&str, &dyn fmt::Display)]) -> String {
+        let mut out = self.text.to_string();
+        for (name, value) in args {
+            out = out.replace(&format!("{{{name}}}"), &value.to_string());
+        }
+        out
+    }
+
+    /// Looks a number up in the catalogue.
+    pub fn find(number: u32) -> Option<&'static Message> {
+        ALL.iter().find(|m| m.number == number)
+    }
+}
+
+macro_rules! catalogue {
+    ($($(#[$meta:meta])* $ident:ident = $number:literal, $name:literal, $text:literal, $remedy:literal;)+) => {
+        $($(#[$meta])* pub const $ident: Message = Message { number: $number, name: $name, text: $text, remedy: $remedy };)+
+        /// Every message, in number order.
+        pub const ALL: &[Message] = &[$($ident),+];
+    };
+}
+
+catalogue! {
+    CORDON_STARTED = 20001, "cordon_started",
+        "cordon {version} started as instance {instance}, listening on {listen}",
+        "None: informational.";
+    ADMIN_TOKEN_CREATED = 20002, "admin_token_created",
+        "first start: an admin API token was created and written to {path}",
+        "Keep the file secret (it is mode 0600). Use it with `--token-file` or the CORDON_TOKEN environment variable.";
+    INVENTORY_SYNCED = 20003, "inventory_synced",
+        "inventory synced from configuration: {added} added, {updated} updated, {retired} retired",
+        "None: informational.";
+    QUARANTINE_STARTED = 21001, "quarantine_started",
+        "quarantine of {server} started (action {action})",
+        "None: informational. Follow it with `cordon actions show {action}`.";
+    QUARANTINE_SUCCEEDED = 21002, "quarantine_succeeded",
+        "quarantine of {server} succeeded: {detail}",
+        "Tell the user, adapt the guest's address to the quarantine address shown by `cordon servers show`, clean the machine, then run `cordon unquarantine`.";
+    UNQUARANTINE_STARTED = 21003, "unquarantine_started",
+        "unquarantine of {server} started (action {action})",
+        "None: informational.";
+    UNQUARANTINE_SUCCEEDED = 21004, "unquarantine_succeeded",
+        "unquarantine of {server} succeeded: {detail}",
+        "Restore the guest's operational address if it was changed, and tell the user they may resume work.";
+    PORT_ALREADY_IN_PLACE = 21005, "port_already_in_place",
+        "port {port} of {server} was already on bridge {bridge}: recorded without moving it",
+        "None: Cordon's records now match the network (the port had been moved by hand).";
+    ACTION_CHECKED = 21006, "action_checked",
+        "action {action} checked by {actor}: Cordon will not act on it again",
+        "None. Checking never releases a server; only `cordon unquarantine` does.";
+    ACTION_RETRY_QUEUED = 21007, "action_retry_queued",
+        "action {action} queued for another attempt by {actor}",
+        "Follow it with `cordon actions show {action}`.";
+    SERVER_RETIRED = 40001, "server_retired",
+        "server {server} is no longer in the configuration: kept and flagged retired",
+        "If the server was removed on purpose, nothing to do. If it still has open actions, check or finish them; Cordon never deletes a server's history.";
+    ALREADY_QUARANTINED = 41001, "already_quarantined",
+        "server {server} is already quarantined",
+        "Nothing to do. To release it, run `cordon unquarantine {server}`.";
+    NOT_QUARANTINED = 41002, "not_quarantined",
+        "server {server} is not quarantined",
+        "Nothing to do. If the port was moved by hand, run `cordon quarantine {server}` so that Cordon's records match the network.";
+    ACTION_STATE_FORBIDS = 41003, "action_state_forbids",
+        "action {action} is {state}: it cannot {command}",
+        "See `cordon actions show {action}`; `retry` applies to failed actions, `check` to failed or retrying ones.";
+    ACTION_ALREADY_OPEN = 41004, "action_already_open",
+        "server {server} already has an open {kind} action ({action}): returning it",
+        "None: the request is already being handled. Follow it with `cordon actions show {action}`.";
+    INVALID_CONFIGURATION = 60001, "invalid_configuration",
+        "invalid configuration: {detail}",
+        "Fix the file at the line and key named, then start Cordon again. `cordon serve --config FILE --check` validates without starting.";
+    SERVER_NOT_FOUND = 60002, "server_not_found",
+        "server not found. name={name}",
+        "Check the name with `cordon servers list`. Servers come from the [[server]] entries of the configuration.";
+    ACTION_NOT_FOUND = 60003, "action_not_found",
+        "action not found. id={action}",
+        "Check the id with `cordon actions list`.";
+    DRIVER_FAILURE = 60010, "driver_failure",
+        "driver {driver} failed on {switch}: {detail}",
+        "Check that the switch (or its network namespace) exists and that the port and bridges named in the configuration exist on it. Fix it, then `cordon actions retry ID`; or move the port by hand and `cordon actions check ID`, then run `cordon quarantine`/`unquarantine` again so that the records match.";
+    READ_BACK_MISMATCH = 60011, "read_back_mismatch",
+        "read-back mismatch on {switch} port {port}: expected {expected}, observed {observed}",
+        "Something else changed the port at the same time, or the switch did not apply the change. Inspect the port by hand (`ip -n NETNS link show PORT`), fix it, then retry the action.";
+    POOL_EXHAUSTED = 60012, "pool_exhausted",
+        "quarantine address pool of network {network} is exhausted ({range})",
+        "Release quarantined servers that are clean (`cordon unquarantine`), or widen `pool` of that network in the configuration.";
+    NO_MOVABLE_NIC = 60013, "no_movable_nic",
+        "server {server} has no NIC on a switch port that Cordon manages",
+        "Give the server's [[server.nic]] entries a `switch` and a `port` in the configuration.";
+    UNAUTHENTICATED = 60020, "unauthenticated",
+        "authentication required: the bearer token is missing, unknown or revoked",
+        "Pass a token with `--token-file` or CORDON_TOKEN. The first admin token is in <data_dir>/admin.token.";
+    FORBIDDEN = 60021, "forbidden",
+        "a token with role {role} may not {operation}: role {needed} is required",
+        "Use a token with the role named.";
+    STORE_FAILURE = 60030, "store_failure",
+        "the store failed: {detail}",
+        "Check that <data_dir> is writable and the disk is not full; the detail names the database error.";
+    API_UNREACHABLE = 60031, "api_unreachable",
+        "cannot reach the Cordon API at {url}: {detail}",
+        "Check that `cordon serve` is running and that --url (or CORDON_URL) points at its listen address.";
+    WAIT_TIMED_OUT = 60032, "wait_timed_out",
+        "gave up waiting for action {action} after {seconds} s: it is still {state}",
+        "The action goes on. Follow it with `cordon actions show {action}`, or wait longer with --timeout.";
+    ACTION_DID_NOT_SUCCEED = 60033, "action_did_not_succeed",
+        "action {action} ended {state}: {detail}",
+        "Read the action's steps with `cordon actions show {action}`, fix the cause, then `cordon actions retry {action}`; or handle it by hand and `cordon actions check {action}`.";
+    BAD_REQUEST = 60040, "bad_request",
+        "bad request: {detail}",
+        "Correct the request as the detail says; the API is described at /api/v1/openapi.json.";
+    UNKNOWN_MESSAGE = 60041, "unknown_message",
+        "no message has number {number}",
+        "See docs/messages.md for every number.";
+    INTERNAL_ERROR = 60099, "internal_error",
+        "internal error: {detail}",
+        "This is a bug in Cordon. The action's journal says how far it got; report the detail.";
+    SERVER_NOT_FOUND_BY_ADDRESS = 67198, "server_not_found_by_address",
+        "server not found. ip={address}",
+        "No managed server has this address. Handle the host by hand (it may be unmanaged or the configuration out of date), then `cordon actions check ID`.";
+}
+
+/// The Markdown of `docs/messages.md`, generated from the catalogue.
+pub fn markdown() -> String {
+    let mut out = String::from(
+        "# Cordon messages\n\n\
+         Every operator-facing event and error carries a stable five-digit number: `2xxxx` information,\n\
+         `4xxxx` warning, `6xxxx` error. `cordon explain NUMBER` prints an entry. This file is generated\n\
+         from `crates/cordon-model/src/messages.rs` (`UPDATE_EXPECT=1 cargo test -p cordon-model` rewrites it).\n",
+    );
+    for m in ALL {
+        out.push_str(&format!(
+            "\n## {} {} `{}`\n\n{}\n\n**Remedy:** {}\n",
+            m.number,
+            m.severity(),
+            m.name,
+            m.text,
+            m.remedy
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_unique_sorted_and_well_formed() {
+        for pair in ALL.windows(2) {
+            assert!(
+                pair[0].number < pair[1].number,
+                "{} then {}",
+                pair[0].number,
+                pair[1].number
+            );
+        }
+        for m in ALL {
+            assert!(
+                (20000..70000).contains(&m.number),
+                "{} is not five digits",
+                m.number
+            );
+            assert!(
+                matches!(m.number / 10_000, 2 | 4 | 6),
+                "{} has no severity digit",
+                m.number
+            );
+            assert!(!m.text.contains('\n') && !m.remedy.is_empty());
+        }
+    }
+
+    #[test]
+    fn seed_number_is_kept() {
+        let m = Message::find(67198).unwrap();
+        assert_eq!(
+            m.render(&[("address", &"10.10.0.99")]),
+            "server not found. ip=10.10.0.99"
+        );
+    }
+
+    #[test]
+    fn docs_match_catalogue() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/messages.md");
+        let expected = markdown();
+        if std::env::var_os("UPDATE_EXPECT").is_some() {
+            std::fs::write(path, &expected).unwrap();
+        }
+        let actual = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            actual == expected,
+            "docs/messages.md is out of date: run `UPDATE_EXPECT=1 cargo test -p cordon-model`"
+        );
+    }
+}
