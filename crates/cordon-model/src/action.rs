@@ -69,22 +69,13 @@ impl ActionState {
     pub fn is_open(self) -> bool {
         matches!(
             self,
-            ActionState::AwaitingApproval
-                | ActionState::Pending
-                | ActionState::Running
-                | ActionState::Retrying
+            ActionState::AwaitingApproval | ActionState::Pending | ActionState::Running | ActionState::Retrying
         )
     }
 
     /// Whether the action ended for good.
     pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            ActionState::Succeeded
-                | ActionState::Rejected
-                | ActionState::Cancelled
-                | ActionState::Checked
-        )
+        matches!(self, ActionState::Succeeded | ActionState::Rejected | ActionState::Cancelled | ActionState::Checked)
     }
 
     /// The state after `command`, or the forbidden transition.
@@ -168,20 +159,14 @@ mod tests {
                 forbidden += 1;
             }
         }
-        assert_eq!(
-            forbidden,
-            ActionState::ALL.len() * ActionCommand::ALL.len() - ALLOWED.len()
-        );
+        assert_eq!(forbidden, ActionState::ALL.len() * ActionCommand::ALL.len() - ALLOWED.len());
     }
 
     #[test]
     fn final_states_accept_nothing() {
         for &from in ActionState::ALL.iter().filter(|s| s.is_final()) {
             for &command in ActionCommand::ALL {
-                assert!(
-                    from.apply(command).is_err(),
-                    "{from} is final but accepts {command}"
-                );
+                assert!(from.apply(command).is_err(), "{from} is final but accepts {command}");
             }
         }
     }

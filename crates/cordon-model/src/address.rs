@@ -18,11 +18,8 @@ impl FromStr for MacAddr {
     type Err = ParseError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let bad = || {
-            ParseError(format!(
-                "`{text}` is not a MAC address (expected six hex pairs like 02:00:00:00:01:01)"
-            ))
-        };
+        let bad =
+            || ParseError(format!("`{text}` is not a MAC address (expected six hex pairs like 02:00:00:00:01:01)"));
         let mut bytes = [0u8; 6];
         let mut parts = text.split([':', '-']);
         for byte in &mut bytes {
@@ -42,11 +39,7 @@ impl FromStr for MacAddr {
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
     }
 }
 
@@ -70,9 +63,7 @@ impl AddressRange {
             return Err(ParseError(format!("`{first}-{last}` mixes IPv4 and IPv6")));
         }
         if to_u128(first) > to_u128(last) {
-            return Err(ParseError(format!(
-                "`{first}-{last}` ends before it starts"
-            )));
+            return Err(ParseError(format!("`{first}-{last}` ends before it starts")));
         }
         Ok(AddressRange { first, last })
     }
@@ -105,16 +96,13 @@ impl FromStr for AddressRange {
     type Err = ParseError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let (first, last) = text
-            .split_once('-')
-            .ok_or_else(|| ParseError(format!("`{text}` is not an address range (expected first-last, like 10.99.0.100-10.99.0.199)")))?;
+        let (first, last) = text.split_once('-').ok_or_else(|| {
+            ParseError(format!("`{text}` is not an address range (expected first-last, like 10.99.0.100-10.99.0.199)"))
+        })?;
         let parse = |part: &str| {
-            part.trim().parse::<IpAddr>().map_err(|_| {
-                ParseError(format!(
-                    "`{}` in range `{text}` is not an IP address",
-                    part.trim()
-                ))
-            })
+            part.trim()
+                .parse::<IpAddr>()
+                .map_err(|_| ParseError(format!("`{}` in range `{text}` is not an IP address", part.trim())))
         };
         AddressRange::new(parse(first)?, parse(last)?)
     }
@@ -153,10 +141,7 @@ pub struct AddressPool {
 
 impl AddressPool {
     pub fn new(range: AddressRange, reserved: impl IntoIterator<Item = IpAddr>) -> Self {
-        AddressPool {
-            range,
-            reserved: reserved.into_iter().collect(),
-        }
+        AddressPool { range, reserved: reserved.into_iter().collect() }
     }
 
     pub fn range(&self) -> AddressRange {
@@ -220,10 +205,7 @@ mod tests {
     fn reserved_addresses_are_skipped() {
         let gateway: IpAddr = "10.99.0.1".parse().unwrap();
         let pool = AddressPool::new("10.99.0.1-10.99.0.3".parse().unwrap(), [gateway]);
-        assert_eq!(
-            pool.allocate(&BTreeSet::new()),
-            Some("10.99.0.2".parse().unwrap())
-        );
+        assert_eq!(pool.allocate(&BTreeSet::new()), Some("10.99.0.2".parse().unwrap()));
     }
 
     proptest! {

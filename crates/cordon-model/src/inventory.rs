@@ -1,7 +1,5 @@
 //! The kinds of things Cordon manages.
 
-
-
 macro_rules! text_enum {
     ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$meta])*
@@ -71,5 +69,48 @@ text_enum! {
         QuarantineFailed = "quarantine_failed",
         /// An unquarantine action ended without restoring every NIC.
         UnquarantineFailed = "unquarantine_failed",
+    }
+}
+
+text_enum! {
+    /// What an API token or a console user may do.
+    Role {
+        /// Everything, including tokens, users and policy.
+        Admin = "admin",
+        /// Quarantine, unquarantine, reboot, check, retry, approve, reject.
+        Operator = "operator",
+        /// Read only.
+        Viewer = "viewer",
+        /// Post detections only.
+        Sensor = "sensor",
+    }
+}
+
+impl Role {
+    /// Whether a holder of `self` may do what needs `needed`. Admin ⊇ operator ⊇ viewer;
+    /// sensor is apart: it may only post detections (and an admin may do that too).
+    pub fn allows(self, needed: Role) -> bool {
+        match (self, needed) {
+            (Role::Admin, _) => true,
+            (Role::Operator, Role::Operator | Role::Viewer) => true,
+            (Role::Viewer, Role::Viewer) => true,
+            (Role::Sensor, Role::Sensor) => true,
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_nest_and_sensor_stands_apart() {
+        assert!(Role::Admin.allows(Role::Sensor));
+        assert!(Role::Operator.allows(Role::Viewer));
+        assert!(!Role::Operator.allows(Role::Admin));
+        assert!(!Role::Viewer.allows(Role::Operator));
+        assert!(!Role::Sensor.allows(Role::Viewer));
+        assert!(!Role::Viewer.allows(Role::Sensor));
     }
 }

@@ -10,5 +10,5 @@ pub mod messages;
 
 pub use action::{ActionCommand, ActionKind, ActionState, InvalidTransition};
 pub use address::{AddressPool, AddressRange, MacAddr, ParseError};
-pub use inventory::{NetworkRole, ServerKind, ServerState, SwitchDriverKind};
+pub use inventory::{NetworkRole, Role, ServerKind, ServerState, SwitchDriverKind};
 pub use messages::{Message, Severity};

@@ -198,24 +198,11 @@ mod tests {
     #[test]
     fn numbers_are_unique_sorted_and_well_formed() {
         for pair in ALL.windows(2) {
-            assert!(
-                pair[0].number < pair[1].number,
-                "{} then {}",
-                pair[0].number,
-                pair[1].number
-            );
+            assert!(pair[0].number < pair[1].number, "{} then {}", pair[0].number, pair[1].number);
         }
         for m in ALL {
-            assert!(
-                (20000..70000).contains(&m.number),
-                "{} is not five digits",
-                m.number
-            );
-            assert!(
-                matches!(m.number / 10_000, 2 | 4 | 6),
-                "{} has no severity digit",
-                m.number
-            );
+            assert!((20000..70000).contains(&m.number), "{} is not five digits", m.number);
+            assert!(matches!(m.number / 10_000, 2 | 4 | 6), "{} has no severity digit", m.number);
             assert!(!m.text.contains('\n') && !m.remedy.is_empty());
         }
     }
@@ -223,10 +210,7 @@ mod tests {
     #[test]
     fn seed_number_is_kept() {
         let m = Message::find(67198).unwrap();
-        assert_eq!(
-            m.render(&[("address", &"10.10.0.99")]),
-            "server not found. ip=10.10.0.99"
-        );
+        assert_eq!(m.render(&[("address", &"10.10.0.99")]), "server not found. ip=10.10.0.99");
     }
 
     #[test]

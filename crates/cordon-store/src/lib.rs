@@ -1,1 +1,317 @@
-//! cordon-store
+//! Cordon's durable records behind one trait.
+//!
+//! Architecture invariant: nothing backend-specific crosses [`Store`]: no SQL, no connection, no
+//! row type. The SQLite implementation is the embedded default; a PostgreSQL one implements the
+//! same trait and runs the same suite (`tests/suite.rs`).
+//!
+//! Architecture invariant: an action's state only changes through [`Store::transition_action`],
+//! which applies the model's state machine and compares-and-swaps the generation, so two
+//! writers can never both move one action.
+
+mod sqlite;
+
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+use cordon_model::{
+    ActionCommand, ActionKind, ActionState, AddressPool, InvalidTransition, MacAddr, NetworkRole, Role, ServerKind,
+    ServerState,
+};
+
+pub use sqlite::SqliteStore;
+
+pub type Timestamp = DateTime<Utc>;
+
+/// What can go wrong in the store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("{what} not found")]
+    NotFound { what: String },
+    #[error("action {id} changed concurrently (expected generation {expected}, found {found})")]
+    Conflict { id: i64, expected: i64, found: i64 },
+    #[error("action {id}: {source}")]
+    InvalidTransition { id: i64, source: InvalidTransition },
+    #[error("quarantine address pool of network {network} is exhausted ({range})")]
+    PoolExhausted { network: String, range: String },
+    #[error("database schema version {found} is newer than this binary knows ({known}); upgrade Cordon")]
+    SchemaTooNew { found: i64, known: i64 },
+    #[error("{0}")]
+    Backend(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A network as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkSpec {
+    pub name: String,
+    pub role: NetworkRole,
+    pub subnet: String,
+    pub quarantine_network: Option<String>,
+    pub pool: Option<String>,
+    pub bridge: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantSpec {
+    pub name: String,
+    pub admin_email: String,
+}
+
+/// A server as configured; the store keeps it and adds where it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSpec {
+    pub name: String,
+    pub kind: ServerKind,
+    pub tenant: Option<String>,
+    pub user_email: Option<String>,
+    pub nics: Vec<NicSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicSpec {
+    pub mac: MacAddr,
+    /// The operational network.
+    pub network: String,
+    pub ip: IpAddr,
+    pub switch: Option<String>,
+    pub port: Option<String>,
+}
+
+/// Everything the configuration says about the inventory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inventory {
+    pub networks: Vec<NetworkSpec>,
+    pub tenants: Vec<TenantSpec>,
+    pub servers: Vec<ServerSpec>,
+}
+
+/// What an inventory sync changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    pub added: Vec<String>,
+    pub updated: Vec<String>,
+    /// Servers that left the configuration in this sync (flagged, never deleted).
+    pub retired: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerRecord {
+    pub id: i64,
+    pub name: String,
+    pub kind: ServerKind,
+    pub tenant: Option<String>,
+    pub user_email: Option<String>,
+    pub state: ServerState,
+    pub retired: bool,
+    pub nics: Vec<NicRecord>,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicRecord {
+    pub mac: MacAddr,
+    /// The operational network from the configuration.
+    pub network: String,
+    pub operational_ip: IpAddr,
+    pub switch: Option<String>,
+    pub port: Option<String>,
+    /// The network Cordon last put the NIC on (or found it on).
+    pub current_network: String,
+    /// The address the NIC has on `current_network`, as Cordon assigned it.
+    pub current_ip: Option<IpAddr>,
+}
+
+/// A numbered message attached to an action or server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRef {
+    pub number: u32,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAction {
+    pub kind: ActionKind,
+    pub server_id: Option<i64>,
+    /// The address that triggered the action, when it came from one.
+    pub address: Option<IpAddr>,
+    /// `pending`, or `awaiting_approval` when policy holds it.
+    pub state: ActionState,
+    pub reason: Option<String>,
+    /// Where the request came from: `api`, `cli`, `policy`, ...
+    pub trigger: String,
+    pub requested_by: String,
+    pub instance: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionRecord {
+    pub id: i64,
+    pub kind: ActionKind,
+    pub state: ActionState,
+    pub generation: i64,
+    pub server_id: Option<i64>,
+    pub server_name: Option<String>,
+    pub address: Option<IpAddr>,
+    pub reason: Option<String>,
+    pub trigger: String,
+    pub requested_by: String,
+    pub instance: String,
+    /// How many times a worker started the action.
+    pub attempts: u32,
+    pub message: Option<MessageRef>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActionFilter {
+    pub state: Option<ActionState>,
+    pub server_id: Option<i64>,
+    /// Newest first, at most this many (default 500).
+    pub limit: Option<u32>,
+}
+
+/// How a journaled step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// The step changed something and read it back.
+    Done,
+    /// The state already matched: nothing was changed.
+    AlreadyInPlace,
+    Failed,
+}
+
+impl StepOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepOutcome::Done => "done",
+            StepOutcome::AlreadyInPlace => "already_in_place",
+            StepOutcome::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [StepOutcome::Done, StepOutcome::AlreadyInPlace, StepOutcome::Failed].into_iter().find(|o| o.as_str() == text)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewStep {
+    pub action_id: i64,
+    pub attempt: u32,
+    /// The idempotent step, e.g. `ensure_port_on_bridge`.
+    pub name: String,
+    /// What it acted on, e.g. `tor-1/p-sbc-01`.
+    pub target: String,
+    pub outcome: StepOutcome,
+    pub detail: String,
+    pub message_number: Option<u32>,
+    pub instance: String,
+    pub started_at: Timestamp,
+    pub finished_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepRecord {
+    pub seq: i64,
+    pub step: NewStep,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    pub number: u32,
+    pub text: String,
+    pub server_id: Option<i64>,
+    pub action_id: Option<i64>,
+    pub instance: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRecord {
+    pub id: i64,
+    pub message: NewMessage,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub actor: String,
+    /// Where the request came from (a peer address, `cli`, `engine`).
+    pub origin: String,
+    pub verb: String,
+    pub target: String,
+    pub detail: String,
+    pub instance: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub at: Timestamp,
+    pub entry: AuditEntry,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: i64,
+    pub name: String,
+    pub role: Role,
+    pub created_at: Timestamp,
+    pub revoked: bool,
+}
+
+/// Cordon's durable state. Every method commits before it returns.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Upserts networks, tenants and servers by name; flags servers that left as retired.
+    /// A NIC that stays keeps where it stands; a new NIC starts on its operational network.
+    async fn sync_inventory(&self, inventory: &Inventory) -> Result<SyncReport>;
+    async fn list_servers(&self) -> Result<Vec<ServerRecord>>;
+    async fn server_by_name(&self, name: &str) -> Result<Option<ServerRecord>>;
+    async fn server_by_id(&self, id: i64) -> Result<Option<ServerRecord>>;
+    /// The non-retired server that has `address` as an operational or current address.
+    async fn server_by_address(&self, address: IpAddr) -> Result<Option<ServerRecord>>;
+    async fn set_server_state(&self, server_id: i64, state: ServerState) -> Result<()>;
+    /// Records where a NIC now is and which address it has there.
+    async fn record_nic_position(&self, server_id: i64, mac: MacAddr, network: &str, ip: Option<IpAddr>) -> Result<()>;
+
+    /// The NIC's lease on `network`, taking the lowest free address of `pool` if it has none.
+    /// Atomic: two NICs never hold one address.
+    async fn lease_address(&self, server_id: i64, mac: MacAddr, network: &str, pool: &AddressPool) -> Result<IpAddr>;
+    async fn release_address(&self, server_id: i64, mac: MacAddr, network: &str) -> Result<()>;
+
+    async fn create_action(&self, action: &NewAction) -> Result<ActionRecord>;
+    async fn action(&self, id: i64) -> Result<Option<ActionRecord>>;
+    async fn list_actions(&self, filter: &ActionFilter) -> Result<Vec<ActionRecord>>;
+    /// The oldest open action of `kind` on the server, if any.
+    async fn open_action(&self, server_id: i64, kind: ActionKind) -> Result<Option<ActionRecord>>;
+    /// Actions a worker should run (pending or retrying), oldest first.
+    async fn runnable_actions(&self) -> Result<Vec<ActionRecord>>;
+    /// Actions a previous process left `running` (it died mid-action).
+    async fn running_actions(&self) -> Result<Vec<ActionRecord>>;
+    /// Applies `command` if the action is still at `generation`; bumps the generation, counts
+    /// an attempt on `start`, and sets the action's message when one is given.
+    async fn transition_action(
+        &self,
+        id: i64,
+        generation: i64,
+        command: ActionCommand,
+        message: Option<MessageRef>,
+    ) -> Result<ActionRecord>;
+
+    async fn append_step(&self, step: &NewStep) -> Result<StepRecord>;
+    async fn steps(&self, action_id: i64) -> Result<Vec<StepRecord>>;
+
+    async fn record_message(&self, message: &NewMessage) -> Result<MessageRecord>;
+    async fn messages_for_action(&self, action_id: i64) -> Result<Vec<MessageRecord>>;
+    async fn recent_messages(&self, limit: u32) -> Result<Vec<MessageRecord>>;
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<AuditRecord>;
+    async fn list_audit(&self, limit: u32) -> Result<Vec<AuditRecord>>;
+
+    async fn create_token(&self, name: &str, role: Role, hash: &str) -> Result<TokenRecord>;
+    /// The live (not revoked) token with this hash.
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>>;
+    async fn count_tokens(&self) -> Result<u64>;
+}

@@ -1,0 +1,764 @@
+//! The embedded SQLite store (`<data_dir>/cordon.db`), through rusqlite.
+//!
+//! One connection behind a mutex: SQLite serializes writers anyway, and every call is short.
+//! Calls run on tokio's blocking pool so that an fsync never stalls the runtime. WAL with
+//! `synchronous = FULL`: a commit that returned survives a power cut.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{SecondsFormat, Utc};
+use cordon_model::{ActionCommand, ActionKind, ActionState, AddressPool, MacAddr, Role, ServerState};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+
+use crate::*;
+
+/// Ordered migrations; the index + 1 is the schema version.
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/sqlite/0001_initial.sql")];
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    connection: Arc<Mutex<Connection>>,
+}
+
+fn backend(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(error.to_string())
+}
+
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn parse_time(text: &str) -> rusqlite::Result<Timestamp> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn parse_text<T: std::str::FromStr>(text: &str) -> rusqlite::Result<T>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    text.parse::<T>()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and applies pending migrations.
+    pub fn open(path: &Path) -> Result<Self> {
+        let connection = Connection::open(path).map_err(|e| backend(format!("{}: {e}", path.display())))?;
+        Self::init(connection)
+    }
+
+    /// A private in-memory database, for tests.
+    pub fn open_in_memory() -> Result<Self> {
+        Self::init(Connection::open_in_memory().map_err(backend)?)
+    }
+
+    fn init(mut connection: Connection) -> Result<Self> {
+        connection
+            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
+            .map_err(backend)?;
+        migrate(&mut connection)?;
+        Ok(SqliteStore { connection: Arc::new(Mutex::new(connection)) })
+    }
+
+    async fn run<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let connection = self.connection.clone();
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock cannot leave a half-written transaction (it rolls
+            // back on drop), so a poisoned lock is still safe to use.
+            let mut guard = connection.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            work(&mut guard)
+        })
+        .await
+        .map_err(|e| backend(format!("store task failed: {e}")))?
+    }
+}
+
+fn migrate(connection: &mut Connection) -> Result<()> {
+    connection
+        .execute_batch(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
+        )
+        .map_err(backend)?;
+    let current: i64 = connection
+        .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))
+        .map_err(backend)?;
+    let known = MIGRATIONS.len() as i64;
+    if current > known {
+        return Err(StoreError::SchemaTooNew { found: current, known });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = connection.transaction().map_err(backend)?;
+        tx.execute_batch(sql).map_err(|e| backend(format!("migration {}: {e}", index + 1)))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+            params![index as i64 + 1, now()],
+        )
+        .map_err(backend)?;
+        tx.commit().map_err(backend)?;
+    }
+    Ok(())
+}
+
+const SERVER_COLUMNS: &str = "id, name, kind, tenant, user_email, state, retired, updated_at";
+
+fn server_row(row: &Row<'_>) -> rusqlite::Result<ServerRecord> {
+    Ok(ServerRecord {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        kind: parse_text(&row.get::<_, String>(2)?)?,
+        tenant: row.get(3)?,
+        user_email: row.get(4)?,
+        state: parse_text(&row.get::<_, String>(5)?)?,
+        retired: row.get::<_, i64>(6)? != 0,
+        nics: Vec::new(),
+        updated_at: parse_time(&row.get::<_, String>(7)?)?,
+    })
+}
+
+fn load_nics(connection: &Connection, server: &mut ServerRecord) -> rusqlite::Result<()> {
+    let mut statement = connection.prepare_cached(
+        "SELECT mac, network, operational_ip, switch, port, current_network, current_ip FROM nics WHERE server_id = ?1 ORDER BY position",
+    )?;
+    server.nics = statement
+        .query_map([server.id], |row| {
+            Ok(NicRecord {
+                mac: parse_text(&row.get::<_, String>(0)?)?,
+                network: row.get(1)?,
+                operational_ip: parse_text(&row.get::<_, String>(2)?)?,
+                switch: row.get(3)?,
+                port: row.get(4)?,
+                current_network: row.get(5)?,
+                current_ip: row.get::<_, Option<String>>(6)?.map(|t| parse_text(&t)).transpose()?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(())
+}
+
+fn one_server(connection: &Connection, clause: &str, param: &dyn rusqlite::ToSql) -> Result<Option<ServerRecord>> {
+    let sql = format!("SELECT {SERVER_COLUMNS} FROM servers WHERE {clause}");
+    let server = connection.query_row(&sql, [param], server_row).optional().map_err(backend)?;
+    match server {
+        Some(mut server) => {
+            load_nics(connection, &mut server).map_err(backend)?;
+            Ok(Some(server))
+        }
+        None => Ok(None),
+    }
+}
+
+const ACTION_COLUMNS: &str = "a.id, a.kind, a.state, a.generation, a.server_id, s.name, a.address, a.reason, a.trigger, a.requested_by, \
+     a.instance, a.attempts, a.message_number, a.message_text, a.created_at, a.updated_at";
+
+fn action_row(row: &Row<'_>) -> rusqlite::Result<ActionRecord> {
+    let number: Option<i64> = row.get(12)?;
+    let text: Option<String> = row.get(13)?;
+    Ok(ActionRecord {
+        id: row.get(0)?,
+        kind: parse_text(&row.get::<_, String>(1)?)?,
+        state: parse_text(&row.get::<_, String>(2)?)?,
+        generation: row.get(3)?,
+        server_id: row.get(4)?,
+        server_name: row.get(5)?,
+        address: row.get::<_, Option<String>>(6)?.map(|t| parse_text(&t)).transpose()?,
+        reason: row.get(7)?,
+        trigger: row.get(8)?,
+        requested_by: row.get(9)?,
+        instance: row.get(10)?,
+        attempts: row.get::<_, i64>(11)? as u32,
+        message: number.map(|n| MessageRef { number: n as u32, text: text.unwrap_or_default() }),
+        created_at: parse_time(&row.get::<_, String>(14)?)?,
+        updated_at: parse_time(&row.get::<_, String>(15)?)?,
+    })
+}
+
+fn one_action(connection: &Connection, id: i64) -> Result<Option<ActionRecord>> {
+    let sql =
+        format!("SELECT {ACTION_COLUMNS} FROM actions a LEFT JOIN servers s ON s.id = a.server_id WHERE a.id = ?1");
+    connection.query_row(&sql, [id], action_row).optional().map_err(backend)
+}
+
+fn many_actions(connection: &Connection, clause: &str, params: &[&dyn rusqlite::ToSql]) -> Result<Vec<ActionRecord>> {
+    let sql = format!("SELECT {ACTION_COLUMNS} FROM actions a LEFT JOIN servers s ON s.id = a.server_id {clause}");
+    let mut statement = connection.prepare_cached(&sql).map_err(backend)?;
+    let rows = statement.query_map(params, action_row).map_err(backend)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(backend)
+}
+
+fn message_row(row: &Row<'_>) -> rusqlite::Result<MessageRecord> {
+    Ok(MessageRecord {
+        id: row.get(0)?,
+        message: NewMessage {
+            number: row.get::<_, i64>(1)? as u32,
+            text: row.get(2)?,
+            server_id: row.get(3)?,
+            action_id: row.get(4)?,
+            instance: row.get(5)?,
+        },
+        created_at: parse_time(&row.get::<_, String>(6)?)?,
+    })
+}
+
+const MESSAGE_COLUMNS: &str = "id, number, text, server_id, action_id, instance, created_at";
+
+fn sync_inventory(tx: &Transaction<'_>, inventory: &Inventory) -> rusqlite::Result<SyncReport> {
+    let at = now();
+    for network in &inventory.networks {
+        tx.execute(
+            "INSERT INTO networks (name, role, subnet, quarantine_network, pool, bridge, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT(name) DO UPDATE SET role = excluded.role, subnet = excluded.subnet, quarantine_network = excluded.quarantine_network,
+             pool = excluded.pool, bridge = excluded.bridge, updated_at = excluded.updated_at",
+            params![network.name, network.role.as_str(), network.subnet, network.quarantine_network, network.pool, network.bridge, at],
+        )?;
+    }
+    for tenant in &inventory.tenants {
+        tx.execute(
+            "INSERT INTO tenants (name, admin_email, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET admin_email = excluded.admin_email, updated_at = excluded.updated_at",
+            params![tenant.name, tenant.admin_email, at],
+        )?;
+    }
+    let mut report = SyncReport::default();
+    let mut wanted = BTreeSet::new();
+    for server in &inventory.servers {
+        wanted.insert(server.name.clone());
+        let existing: Option<(i64, String, String, Option<String>, Option<String>, i64)> = tx
+            .query_row(
+                "SELECT id, name, kind, tenant, user_email, retired FROM servers WHERE name = ?1",
+                [&server.name],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+            )
+            .optional()?;
+        let server_id = match existing {
+            None => {
+                tx.execute(
+                    "INSERT INTO servers (name, kind, tenant, user_email, state, retired, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6)",
+                    params![server.name, server.kind.as_str(), server.tenant, server.user_email, ServerState::Operational.as_str(), at],
+                )?;
+                report.added.push(server.name.clone());
+                tx.last_insert_rowid()
+            }
+            Some((id, _, kind, tenant, user_email, retired)) => {
+                let changed_fields = kind != server.kind.as_str()
+                    || tenant != server.tenant
+                    || user_email != server.user_email
+                    || retired != 0;
+                tx.execute(
+                    "UPDATE servers SET kind = ?2, tenant = ?3, user_email = ?4, retired = 0, updated_at = ?5 WHERE id = ?1",
+                    params![id, server.kind.as_str(), server.tenant, server.user_email, at],
+                )?;
+                let nics_changed = sync_nics_changed(tx, id, server)?;
+                if changed_fields || nics_changed {
+                    report.updated.push(server.name.clone());
+                }
+                id
+            }
+        };
+        sync_nics(tx, server_id, server)?;
+    }
+    let mut statement = tx.prepare("SELECT id, name FROM servers WHERE retired = 0")?;
+    let live: Vec<(i64, String)> =
+        statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+    for (id, name) in live {
+        if !wanted.contains(&name) {
+            tx.execute("UPDATE servers SET retired = 1, updated_at = ?2 WHERE id = ?1", params![id, at])?;
+            report.retired.push(name);
+        }
+    }
+    Ok(report)
+}
+
+/// Whether the configured NICs differ from the stored ones (before `sync_nics` rewrites them).
+fn sync_nics_changed(tx: &Transaction<'_>, server_id: i64, server: &ServerSpec) -> rusqlite::Result<bool> {
+    let mut statement = tx.prepare(
+        "SELECT mac, network, operational_ip, switch, port FROM nics WHERE server_id = ?1 ORDER BY position",
+    )?;
+    let stored: Vec<(String, String, String, Option<String>, Option<String>)> = statement
+        .query_map([server_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let configured: Vec<(String, String, String, Option<String>, Option<String>)> = server
+        .nics
+        .iter()
+        .map(|n| (n.mac.to_string(), n.network.clone(), n.ip.to_string(), n.switch.clone(), n.port.clone()))
+        .collect();
+    Ok(stored != configured)
+}
+
+fn sync_nics(tx: &Transaction<'_>, server_id: i64, server: &ServerSpec) -> rusqlite::Result<()> {
+    let macs: Vec<String> = server.nics.iter().map(|n| n.mac.to_string()).collect();
+    // NICs that left the configuration go; their leases (if any) stay until an unquarantine
+    // would release them, so no address is handed out twice meanwhile.
+    let mut statement = tx.prepare("SELECT mac FROM nics WHERE server_id = ?1")?;
+    let stored: Vec<String> = statement.query_map([server_id], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+    for mac in stored.iter().filter(|m| !macs.contains(m)) {
+        tx.execute("DELETE FROM nics WHERE server_id = ?1 AND mac = ?2", params![server_id, mac])?;
+    }
+    for (position, nic) in server.nics.iter().enumerate() {
+        tx.execute(
+            "INSERT INTO nics (server_id, mac, position, network, operational_ip, switch, port, current_network, current_ip)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?4, ?5)
+             ON CONFLICT(server_id, mac) DO UPDATE SET position = excluded.position, network = excluded.network,
+             operational_ip = excluded.operational_ip, switch = excluded.switch, port = excluded.port,
+             current_ip = CASE WHEN nics.current_network = excluded.network THEN excluded.operational_ip ELSE nics.current_ip END,
+             current_network = CASE WHEN nics.current_network = nics.network THEN excluded.network ELSE nics.current_network END",
+            params![server_id, nic.mac.to_string(), position as i64, nic.network, nic.ip.to_string(), nic.switch, nic.port],
+        )?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn sync_inventory(&self, inventory: &Inventory) -> Result<SyncReport> {
+        let inventory = inventory.clone();
+        self.run(move |connection| {
+            let tx = connection.transaction().map_err(backend)?;
+            let report = sync_inventory(&tx, &inventory).map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(report)
+        })
+        .await
+    }
+
+    async fn list_servers(&self) -> Result<Vec<ServerRecord>> {
+        self.run(|connection| {
+            let sql = format!("SELECT {SERVER_COLUMNS} FROM servers ORDER BY name");
+            let mut statement = connection.prepare_cached(&sql).map_err(backend)?;
+            let mut servers: Vec<ServerRecord> = statement
+                .query_map([], server_row)
+                .map_err(backend)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(backend)?;
+            drop(statement);
+            for server in &mut servers {
+                load_nics(connection, server).map_err(backend)?;
+            }
+            Ok(servers)
+        })
+        .await
+    }
+
+    async fn server_by_name(&self, name: &str) -> Result<Option<ServerRecord>> {
+        let name = name.to_string();
+        self.run(move |connection| one_server(connection, "name = ?1", &name)).await
+    }
+
+    async fn server_by_id(&self, id: i64) -> Result<Option<ServerRecord>> {
+        self.run(move |connection| one_server(connection, "id = ?1", &id)).await
+    }
+
+    async fn server_by_address(&self, address: IpAddr) -> Result<Option<ServerRecord>> {
+        let address = address.to_string();
+        self.run(move |connection| {
+            one_server(
+                connection,
+                "retired = 0 AND id IN (SELECT server_id FROM nics WHERE operational_ip = ?1 OR current_ip = ?1) ORDER BY id LIMIT 1",
+                &address,
+            )
+        })
+        .await
+    }
+
+    async fn set_server_state(&self, server_id: i64, state: ServerState) -> Result<()> {
+        self.run(move |connection| {
+            let changed = connection
+                .execute(
+                    "UPDATE servers SET state = ?2, updated_at = ?3 WHERE id = ?1",
+                    params![server_id, state.as_str(), now()],
+                )
+                .map_err(backend)?;
+            if changed == 0 {
+                return Err(StoreError::NotFound { what: format!("server {server_id}") });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn record_nic_position(&self, server_id: i64, mac: MacAddr, network: &str, ip: Option<IpAddr>) -> Result<()> {
+        let network = network.to_string();
+        self.run(move |connection| {
+            let tx = connection.transaction().map_err(backend)?;
+            let changed = tx
+                .execute(
+                    "UPDATE nics SET current_network = ?3, current_ip = ?4 WHERE server_id = ?1 AND mac = ?2",
+                    params![server_id, mac.to_string(), network, ip.map(|i| i.to_string())],
+                )
+                .map_err(backend)?;
+            if changed == 0 {
+                return Err(StoreError::NotFound { what: format!("NIC {mac} of server {server_id}") });
+            }
+            tx.execute("UPDATE servers SET updated_at = ?2 WHERE id = ?1", params![server_id, now()])
+                .map_err(backend)?;
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn lease_address(&self, server_id: i64, mac: MacAddr, network: &str, pool: &AddressPool) -> Result<IpAddr> {
+        let network = network.to_string();
+        let pool = pool.clone();
+        self.run(move |connection| {
+            // IMMEDIATE takes the write lock first, so the read of leased addresses and the
+            // insert cannot interleave with another writer.
+            let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
+            let mac_text = mac.to_string();
+            let existing: Option<String> = tx
+                .query_row(
+                    "SELECT ip FROM ip_leases WHERE server_id = ?1 AND mac = ?2 AND network = ?3",
+                    params![server_id, mac_text, network],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            if let Some(ip) = existing {
+                return ip.parse().map_err(backend);
+            }
+            let mut statement = tx.prepare_cached("SELECT ip FROM ip_leases WHERE network = ?1").map_err(backend)?;
+            let leased: BTreeSet<IpAddr> = statement
+                .query_map([&network], |r| r.get::<_, String>(0))
+                .map_err(backend)?
+                .filter_map(|r| r.ok().and_then(|t| t.parse().ok()))
+                .collect();
+            drop(statement);
+            let Some(ip) = pool.allocate(&leased) else {
+                return Err(StoreError::PoolExhausted { network, range: pool.range().to_string() });
+            };
+            tx.execute(
+                "INSERT INTO ip_leases (network, ip, server_id, mac, leased_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![network, ip.to_string(), server_id, mac_text, now()],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(ip)
+        })
+        .await
+    }
+
+    async fn release_address(&self, server_id: i64, mac: MacAddr, network: &str) -> Result<()> {
+        let network = network.to_string();
+        self.run(move |connection| {
+            connection
+                .execute(
+                    "DELETE FROM ip_leases WHERE server_id = ?1 AND mac = ?2 AND network = ?3",
+                    params![server_id, mac.to_string(), network],
+                )
+                .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_action(&self, action: &NewAction) -> Result<ActionRecord> {
+        let action = action.clone();
+        self.run(move |connection| {
+            let at = now();
+            connection
+                .execute(
+                    "INSERT INTO actions (kind, state, generation, server_id, address, reason, trigger, requested_by, instance, attempts, created_at, updated_at)
+                     VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?9)",
+                    params![
+                        action.kind.as_str(),
+                        action.state.as_str(),
+                        action.server_id,
+                        action.address.map(|a| a.to_string()),
+                        action.reason,
+                        action.trigger,
+                        action.requested_by,
+                        action.instance,
+                        at
+                    ],
+                )
+                .map_err(backend)?;
+            let id = connection.last_insert_rowid();
+            one_action(connection, id)?.ok_or_else(|| StoreError::NotFound { what: format!("action {id}") })
+        })
+        .await
+    }
+
+    async fn action(&self, id: i64) -> Result<Option<ActionRecord>> {
+        self.run(move |connection| one_action(connection, id)).await
+    }
+
+    async fn list_actions(&self, filter: &ActionFilter) -> Result<Vec<ActionRecord>> {
+        let filter = filter.clone();
+        self.run(move |connection| {
+            let state = filter.state.map(|s| s.as_str().to_string());
+            let limit = i64::from(filter.limit.unwrap_or(500));
+            many_actions(
+                connection,
+                "WHERE (?1 IS NULL OR a.state = ?1) AND (?2 IS NULL OR a.server_id = ?2) ORDER BY a.id DESC LIMIT ?3",
+                &[&state, &filter.server_id, &limit],
+            )
+        })
+        .await
+    }
+
+    async fn open_action(&self, server_id: i64, kind: ActionKind) -> Result<Option<ActionRecord>> {
+        self.run(move |connection| {
+            let open: Vec<&str> = ActionState::ALL.iter().filter(|s| s.is_open()).map(|s| s.as_str()).collect();
+            let clause = format!(
+                "WHERE a.server_id = ?1 AND a.kind = ?2 AND a.state IN ({}) ORDER BY a.id LIMIT 1",
+                open.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ")
+            );
+            Ok(many_actions(connection, &clause, &[&server_id, &kind.as_str()])?.into_iter().next())
+        })
+        .await
+    }
+
+    async fn runnable_actions(&self) -> Result<Vec<ActionRecord>> {
+        self.run(|connection| many_actions(connection, "WHERE a.state IN ('pending', 'retrying') ORDER BY a.id", &[]))
+            .await
+    }
+
+    async fn running_actions(&self) -> Result<Vec<ActionRecord>> {
+        self.run(|connection| many_actions(connection, "WHERE a.state = 'running' ORDER BY a.id", &[])).await
+    }
+
+    async fn transition_action(
+        &self,
+        id: i64,
+        generation: i64,
+        command: ActionCommand,
+        message: Option<MessageRef>,
+    ) -> Result<ActionRecord> {
+        self.run(move |connection| {
+            let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
+            let current: Option<(String, i64)> = tx
+                .query_row("SELECT state, generation FROM actions WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .map_err(backend)?;
+            let Some((state, found)) = current else {
+                return Err(StoreError::NotFound { what: format!("action {id}") });
+            };
+            if found != generation {
+                return Err(StoreError::Conflict { id, expected: generation, found });
+            }
+            let state: ActionState = state.parse().map_err(backend)?;
+            let next = state.apply(command).map_err(|source| StoreError::InvalidTransition { id, source })?;
+            let started = i64::from(command == ActionCommand::Start);
+            let (number, text) = match &message {
+                Some(m) => (Some(i64::from(m.number)), Some(m.text.clone())),
+                None => (None, None),
+            };
+            tx.execute(
+                "UPDATE actions SET state = ?3, generation = generation + 1, attempts = attempts + ?4,
+                 message_number = COALESCE(?5, message_number), message_text = COALESCE(?6, message_text), updated_at = ?7
+                 WHERE id = ?1 AND generation = ?2",
+                params![id, generation, next.as_str(), started, number, text, now()],
+            )
+            .map_err(backend)?;
+            let record = one_action(&tx, id)?.ok_or_else(|| StoreError::NotFound { what: format!("action {id}") })?;
+            tx.commit().map_err(backend)?;
+            Ok(record)
+        })
+        .await
+    }
+
+    async fn append_step(&self, step: &NewStep) -> Result<StepRecord> {
+        let step = step.clone();
+        self.run(move |connection| {
+            let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
+            let seq: i64 = tx
+                .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM action_steps WHERE action_id = ?1", [step.action_id], |r| r.get(0))
+                .map_err(backend)?;
+            tx.execute(
+                "INSERT INTO action_steps (action_id, seq, attempt, name, target, outcome, detail, message_number, instance, started_at, finished_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    step.action_id,
+                    seq,
+                    step.attempt,
+                    step.name,
+                    step.target,
+                    step.outcome.as_str(),
+                    step.detail,
+                    step.message_number,
+                    step.instance,
+                    step.started_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+                    step.finished_at.to_rfc3339_opts(SecondsFormat::Micros, true)
+                ],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(StepRecord { seq, step })
+        })
+        .await
+    }
+
+    async fn steps(&self, action_id: i64) -> Result<Vec<StepRecord>> {
+        self.run(move |connection| {
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT seq, attempt, name, target, outcome, detail, message_number, instance, started_at, finished_at
+                     FROM action_steps WHERE action_id = ?1 ORDER BY seq",
+                )
+                .map_err(backend)?;
+            let rows = statement
+                .query_map([action_id], |r| {
+                    let outcome: String = r.get(4)?;
+                    Ok(StepRecord {
+                        seq: r.get(0)?,
+                        step: NewStep {
+                            action_id,
+                            attempt: r.get(1)?,
+                            name: r.get(2)?,
+                            target: r.get(3)?,
+                            outcome: StepOutcome::parse(&outcome).unwrap_or(StepOutcome::Failed),
+                            detail: r.get(5)?,
+                            message_number: r.get(6)?,
+                            instance: r.get(7)?,
+                            started_at: parse_time(&r.get::<_, String>(8)?)?,
+                            finished_at: parse_time(&r.get::<_, String>(9)?)?,
+                        },
+                    })
+                })
+                .map_err(backend)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn record_message(&self, message: &NewMessage) -> Result<MessageRecord> {
+        let message = message.clone();
+        self.run(move |connection| {
+            let at = now();
+            let severity = cordon_model::Message::find(message.number).map(|m| m.severity().as_str()).unwrap_or("ERROR");
+            connection
+                .execute(
+                    "INSERT INTO messages (number, severity, text, server_id, action_id, instance, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![message.number, severity, message.text, message.server_id, message.action_id, message.instance, at],
+                )
+                .map_err(backend)?;
+            Ok(MessageRecord { id: connection.last_insert_rowid(), created_at: parse_time(&at).map_err(backend)?, message })
+        })
+        .await
+    }
+
+    async fn messages_for_action(&self, action_id: i64) -> Result<Vec<MessageRecord>> {
+        self.run(move |connection| {
+            let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE action_id = ?1 ORDER BY id");
+            let mut statement = connection.prepare_cached(&sql).map_err(backend)?;
+            let rows = statement.query_map([action_id], message_row).map_err(backend)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn recent_messages(&self, limit: u32) -> Result<Vec<MessageRecord>> {
+        self.run(move |connection| {
+            let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages ORDER BY id DESC LIMIT ?1");
+            let mut statement = connection.prepare_cached(&sql).map_err(backend)?;
+            let rows = statement.query_map([limit], message_row).map_err(backend)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<AuditRecord> {
+        let entry = entry.clone();
+        self.run(move |connection| {
+            let at = now();
+            connection
+                .execute(
+                    "INSERT INTO audit (at, actor, origin, verb, target, detail, instance) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![at, entry.actor, entry.origin, entry.verb, entry.target, entry.detail, entry.instance],
+                )
+                .map_err(backend)?;
+            Ok(AuditRecord { id: connection.last_insert_rowid(), at: parse_time(&at).map_err(backend)?, entry })
+        })
+        .await
+    }
+
+    async fn list_audit(&self, limit: u32) -> Result<Vec<AuditRecord>> {
+        self.run(move |connection| {
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT id, at, actor, origin, verb, target, detail, instance FROM audit ORDER BY id DESC LIMIT ?1",
+                )
+                .map_err(backend)?;
+            let rows = statement
+                .query_map([limit], |r| {
+                    Ok(AuditRecord {
+                        id: r.get(0)?,
+                        at: parse_time(&r.get::<_, String>(1)?)?,
+                        entry: AuditEntry {
+                            actor: r.get(2)?,
+                            origin: r.get(3)?,
+                            verb: r.get(4)?,
+                            target: r.get(5)?,
+                            detail: r.get(6)?,
+                            instance: r.get(7)?,
+                        },
+                    })
+                })
+                .map_err(backend)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn create_token(&self, name: &str, role: Role, hash: &str) -> Result<TokenRecord> {
+        let (name, hash) = (name.to_string(), hash.to_string());
+        self.run(move |connection| {
+            let at = now();
+            connection
+                .execute(
+                    "INSERT INTO api_tokens (name, role, hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![name, role.as_str(), hash, at],
+                )
+                .map_err(backend)?;
+            Ok(TokenRecord {
+                id: connection.last_insert_rowid(),
+                name,
+                role,
+                created_at: parse_time(&at).map_err(backend)?,
+                revoked: false,
+            })
+        })
+        .await
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        let hash = hash.to_string();
+        self.run(move |connection| {
+            connection
+                .query_row(
+                    "SELECT id, name, role, created_at FROM api_tokens WHERE hash = ?1 AND revoked_at IS NULL",
+                    [hash],
+                    |r| {
+                        Ok(TokenRecord {
+                            id: r.get(0)?,
+                            name: r.get(1)?,
+                            role: parse_text(&r.get::<_, String>(2)?)?,
+                            created_at: parse_time(&r.get::<_, String>(3)?)?,
+                            revoked: false,
+                        })
+                    },
+                )
+                .optional()
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn count_tokens(&self) -> Result<u64> {
+        self.run(|connection| {
+            connection
+                .query_row("SELECT COUNT(*) FROM api_tokens", [], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+                .map_err(backend)
+        })
+        .await
+    }
+}

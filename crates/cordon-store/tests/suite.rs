@@ -1,0 +1,280 @@
+//! The store suite: every backend must pass it. Each test takes a fresh store from `stores()`.
+
+use std::net::IpAddr;
+
+use cordon_model::{ActionCommand, ActionKind, ActionState, AddressPool, NetworkRole, Role, ServerKind, ServerState};
+use cordon_store::*;
+
+fn stores() -> Vec<(&'static str, Box<dyn Store>)> {
+    vec![("sqlite", Box::new(SqliteStore::open_in_memory().unwrap()))]
+}
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+fn inventory(servers: &[(&str, &str, &str)]) -> Inventory {
+    Inventory {
+        networks: vec![
+            NetworkSpec {
+                name: "office".into(),
+                role: NetworkRole::Operational,
+                subnet: "10.10.0.0/24".into(),
+                quarantine_network: Some("quarantine".into()),
+                pool: None,
+                bridge: Some("br-office".into()),
+            },
+            NetworkSpec {
+                name: "quarantine".into(),
+                role: NetworkRole::Quarantine,
+                subnet: "10.99.0.0/24".into(),
+                quarantine_network: None,
+                pool: Some("10.99.0.100-10.99.0.101".into()),
+                bridge: Some("br-quarantine".into()),
+            },
+        ],
+        tenants: vec![TenantSpec { name: "sales".into(), admin_email: "a@example.com".into() }],
+        servers: servers
+            .iter()
+            .map(|(name, mac, address)| ServerSpec {
+                name: name.to_string(),
+                kind: ServerKind::Physical,
+                tenant: Some("sales".into()),
+                user_email: None,
+                nics: vec![NicSpec {
+                    mac: mac.parse().unwrap(),
+                    network: "office".into(),
+                    ip: ip(address),
+                    switch: Some("tor-1".into()),
+                    port: Some(format!("p-{name}")),
+                }],
+            })
+            .collect(),
+    }
+}
+
+fn new_action(server_id: i64, kind: ActionKind) -> NewAction {
+    NewAction {
+        kind,
+        server_id: Some(server_id),
+        address: None,
+        state: ActionState::Pending,
+        reason: Some("test".into()),
+        trigger: "api".into(),
+        requested_by: "tester".into(),
+        instance: "i1".into(),
+    }
+}
+
+const A: (&str, &str, &str) = ("a", "02:00:00:00:00:01", "10.10.0.11");
+const B: (&str, &str, &str) = ("b", "02:00:00:00:00:02", "10.10.0.12");
+const C: (&str, &str, &str) = ("c", "02:00:00:00:00:03", "10.10.0.13");
+
+#[tokio::test]
+async fn inventory_sync_adds_updates_and_retires_without_deleting() {
+    for (backend, store) in stores() {
+        let report = store.sync_inventory(&inventory(&[A, B])).await.unwrap();
+        assert_eq!(report.added, vec!["a", "b"], "{backend}");
+        let again = store.sync_inventory(&inventory(&[A, B])).await.unwrap();
+        assert_eq!(again, SyncReport::default(), "{backend}: an unchanged config changes nothing");
+
+        let a = store.server_by_name("a").await.unwrap().unwrap();
+        store.record_nic_position(a.id, a.nics[0].mac, "quarantine", Some(ip("10.99.0.100"))).await.unwrap();
+        let report = store.sync_inventory(&inventory(&[A])).await.unwrap();
+        assert_eq!(report.retired, vec!["b"], "{backend}");
+        let b = store.server_by_name("b").await.unwrap().unwrap();
+        assert!(b.retired, "{backend}: retired, not deleted");
+        let a = store.server_by_name("a").await.unwrap().unwrap();
+        assert_eq!(a.nics[0].current_network, "quarantine", "{backend}: a sync keeps where a NIC stands");
+        assert_eq!(a.nics[0].current_ip, Some(ip("10.99.0.100")));
+        assert_eq!(store.list_servers().await.unwrap().len(), 2);
+        let report = store.sync_inventory(&inventory(&[A, B])).await.unwrap();
+        assert_eq!(report.updated, vec!["b"], "{backend}: a returning server is un-retired");
+    }
+}
+
+#[tokio::test]
+async fn servers_are_found_by_operational_and_current_address() {
+    for (backend, store) in stores() {
+        store.sync_inventory(&inventory(&[A, B])).await.unwrap();
+        assert_eq!(store.server_by_address(ip("10.10.0.12")).await.unwrap().unwrap().name, "b", "{backend}");
+        assert!(store.server_by_address(ip("10.10.0.99")).await.unwrap().is_none());
+        let a = store.server_by_name("a").await.unwrap().unwrap();
+        store.record_nic_position(a.id, a.nics[0].mac, "quarantine", Some(ip("10.99.0.100"))).await.unwrap();
+        assert_eq!(store.server_by_address(ip("10.99.0.100")).await.unwrap().unwrap().name, "a");
+        assert!(store.server_by_name("nope").await.unwrap().is_none());
+    }
+}
+
+#[tokio::test]
+async fn leases_are_unique_reused_and_exhaust() {
+    for (backend, store) in stores() {
+        store.sync_inventory(&inventory(&[A, B, C])).await.unwrap();
+        let pool = AddressPool::new("10.99.0.100-10.99.0.101".parse().unwrap(), []);
+        let servers = store.list_servers().await.unwrap();
+        let (a, b, c) = (&servers[0], &servers[1], &servers[2]);
+        let first = store.lease_address(a.id, a.nics[0].mac, "quarantine", &pool).await.unwrap();
+        let again = store.lease_address(a.id, a.nics[0].mac, "quarantine", &pool).await.unwrap();
+        assert_eq!(first, again, "{backend}: a NIC keeps its lease");
+        let second = store.lease_address(b.id, b.nics[0].mac, "quarantine", &pool).await.unwrap();
+        assert_ne!(first, second);
+        let exhausted = store.lease_address(c.id, c.nics[0].mac, "quarantine", &pool).await.unwrap_err();
+        assert!(matches!(exhausted, StoreError::PoolExhausted { .. }), "{backend}: {exhausted}");
+        store.release_address(a.id, a.nics[0].mac, "quarantine").await.unwrap();
+        assert_eq!(store.lease_address(c.id, c.nics[0].mac, "quarantine", &pool).await.unwrap(), first);
+    }
+}
+
+#[tokio::test]
+async fn transitions_follow_the_state_machine_with_compare_and_swap() {
+    for (backend, store) in stores() {
+        store.sync_inventory(&inventory(&[A])).await.unwrap();
+        let a = store.server_by_name("a").await.unwrap().unwrap();
+        let action = store.create_action(&new_action(a.id, ActionKind::Quarantine)).await.unwrap();
+        assert_eq!((action.state, action.generation, action.attempts), (ActionState::Pending, 1, 0), "{backend}");
+        assert_eq!(action.server_name.as_deref(), Some("a"));
+
+        let running = store.transition_action(action.id, 1, ActionCommand::Start, None).await.unwrap();
+        assert_eq!((running.state, running.generation, running.attempts), (ActionState::Running, 2, 1));
+        let stale = store.transition_action(action.id, 1, ActionCommand::Succeed, None).await.unwrap_err();
+        assert_eq!(stale, StoreError::Conflict { id: action.id, expected: 1, found: 2 }, "{backend}");
+        let forbidden = store.transition_action(action.id, 2, ActionCommand::Retry, None).await.unwrap_err();
+        assert!(matches!(forbidden, StoreError::InvalidTransition { .. }), "{backend}");
+        let message = MessageRef { number: 21002, text: "done".into() };
+        let done = store.transition_action(action.id, 2, ActionCommand::Succeed, Some(message.clone())).await.unwrap();
+        assert_eq!((done.state, done.message), (ActionState::Succeeded, Some(message)));
+        let missing = store.transition_action(999, 1, ActionCommand::Start, None).await.unwrap_err();
+        assert!(matches!(missing, StoreError::NotFound { .. }));
+    }
+}
+
+#[tokio::test]
+async fn open_runnable_and_listed_actions() {
+    for (backend, store) in stores() {
+        store.sync_inventory(&inventory(&[A, B])).await.unwrap();
+        let a = store.server_by_name("a").await.unwrap().unwrap();
+        let b = store.server_by_name("b").await.unwrap().unwrap();
+        let first = store.create_action(&new_action(a.id, ActionKind::Quarantine)).await.unwrap();
+        let second = store.create_action(&new_action(b.id, ActionKind::Quarantine)).await.unwrap();
+        assert_eq!(store.open_action(a.id, ActionKind::Quarantine).await.unwrap().map(|x| x.id), Some(first.id));
+        assert!(store.open_action(a.id, ActionKind::Unquarantine).await.unwrap().is_none(), "{backend}");
+        let runnable: Vec<i64> = store.runnable_actions().await.unwrap().iter().map(|x| x.id).collect();
+        assert_eq!(runnable, vec![first.id, second.id], "oldest first");
+        store.transition_action(first.id, 1, ActionCommand::Start, None).await.unwrap();
+        assert_eq!(store.running_actions().await.unwrap().len(), 1);
+        let listed = store.list_actions(&ActionFilter::default()).await.unwrap();
+        assert_eq!(listed.iter().map(|x| x.id).collect::<Vec<_>>(), vec![second.id, first.id], "newest first");
+        let pending = store
+            .list_actions(&ActionFilter { state: Some(ActionState::Pending), ..Default::default() })
+            .await
+            .unwrap();
+        assert_eq!(pending.len(), 1);
+        let of_a = store.list_actions(&ActionFilter { server_id: Some(a.id), ..Default::default() }).await.unwrap();
+        assert_eq!(of_a.len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn unresolved_actions_have_no_server() {
+    for (backend, store) in stores() {
+        let mut action = new_action(0, ActionKind::Quarantine);
+        action.server_id = None;
+        action.address = Some(ip("10.10.0.99"));
+        let record = store.create_action(&action).await.unwrap();
+        assert_eq!((record.server_id, record.server_name), (None, None), "{backend}");
+        assert_eq!(record.address, Some(ip("10.10.0.99")));
+    }
+}
+
+#[tokio::test]
+async fn steps_messages_audit_and_tokens() {
+    for (backend, store) in stores() {
+        store.sync_inventory(&inventory(&[A])).await.unwrap();
+        let a = store.server_by_name("a").await.unwrap().unwrap();
+        let action = store.create_action(&new_action(a.id, ActionKind::Quarantine)).await.unwrap();
+        let now = chrono::Utc::now();
+        let step = NewStep {
+            action_id: action.id,
+            attempt: 1,
+            name: "ensure_port_on_bridge".into(),
+            target: "tor-1/p-a".into(),
+            outcome: StepOutcome::AlreadyInPlace,
+            detail: "already".into(),
+            message_number: Some(21005),
+            instance: "i1".into(),
+            started_at: now,
+            finished_at: now,
+        };
+        assert_eq!(store.append_step(&step).await.unwrap().seq, 1);
+        assert_eq!(store.append_step(&step).await.unwrap().seq, 2);
+        let steps = store.steps(action.id).await.unwrap();
+        assert_eq!(steps.len(), 2, "{backend}");
+        assert_eq!(steps[0].step.outcome, StepOutcome::AlreadyInPlace);
+
+        let message = NewMessage {
+            number: 21001,
+            text: "started".into(),
+            server_id: Some(a.id),
+            action_id: Some(action.id),
+            instance: "i1".into(),
+        };
+        store.record_message(&message).await.unwrap();
+        assert_eq!(store.messages_for_action(action.id).await.unwrap()[0].message, message);
+        assert_eq!(store.recent_messages(10).await.unwrap().len(), 1);
+
+        let entry = AuditEntry {
+            actor: "token:admin".into(),
+            origin: "127.0.0.1".into(),
+            verb: "quarantine".into(),
+            target: "server a".into(),
+            detail: "".into(),
+            instance: "i1".into(),
+        };
+        store.append_audit(&entry).await.unwrap();
+        assert_eq!(store.list_audit(10).await.unwrap()[0].entry, entry);
+
+        assert_eq!(store.count_tokens().await.unwrap(), 0);
+        store.create_token("admin", Role::Admin, "abc").await.unwrap();
+        assert_eq!(store.token_by_hash("abc").await.unwrap().unwrap().role, Role::Admin);
+        assert!(store.token_by_hash("abd").await.unwrap().is_none());
+        assert!(store.create_token("admin", Role::Viewer, "other").await.is_err(), "token names are unique");
+    }
+}
+
+#[tokio::test]
+async fn server_state_is_recorded() {
+    for (backend, store) in stores() {
+        store.sync_inventory(&inventory(&[A])).await.unwrap();
+        let a = store.server_by_name("a").await.unwrap().unwrap();
+        assert_eq!(a.state, ServerState::Operational);
+        store.set_server_state(a.id, ServerState::Quarantined).await.unwrap();
+        assert_eq!(store.server_by_id(a.id).await.unwrap().unwrap().state, ServerState::Quarantined, "{backend}");
+        assert!(store.set_server_state(999, ServerState::Quarantined).await.is_err());
+    }
+}
+
+#[tokio::test]
+async fn sqlite_file_survives_reopen_and_refuses_a_newer_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cordon.db");
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        store.sync_inventory(&inventory(&[A])).await.unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    assert!(store.server_by_name("a").await.unwrap().is_some());
+    drop(store);
+    rusqlite_bump(&path);
+    let error = SqliteStore::open(&path).unwrap_err();
+    assert!(matches!(error, StoreError::SchemaTooNew { .. }), "{error}");
+}
+
+/// Pretends a newer Cordon migrated the file.
+fn rusqlite_bump(path: &std::path::Path) {
+    let status = std::process::Command::new("sqlite3")
+        .arg(path)
+        .arg("INSERT INTO schema_migrations (version, applied_at) VALUES (999, 'x')")
+        .status()
+        .expect("sqlite3 is installed by scripts/install-deps.sh");
+    assert!(status.success());
+}
