@@ -1,1 +1,334 @@
-//! cordon-engine
+//! The engine: the one place where requests become actions and actions change the network.
+//!
+//! Architecture invariant: every entry point (API, CLI through the API, later the policy) goes
+//! through [`Engine::request`], [`Engine::check`] or [`Engine::retry`]; nothing else creates or
+//! moves an action.
+//!
+//! Architecture invariant: a request is committed (the action row exists) before it is
+//! acknowledged; a worker then runs it as idempotent `ensure_*` steps, each journaled with its
+//! outcome, so a crash at any point is recovered by running the action again.
+//!
+//! Architecture invariant: actions on one server run one at a time, oldest first.
+
+mod error;
+mod execute;
+pub mod metrics;
+mod topology;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cordon_model::{ActionCommand, ActionKind, ActionState, ServerState, messages};
+use cordon_store::{ActionRecord, AuditEntry, MessageRef, NewAction, NewMessage, ServerRecord, Store, StoreError};
+use tokio::sync::Notify;
+
+pub use error::{EngineError, ErrorKind};
+pub use metrics::Metrics;
+pub use topology::{NetworkPlan, Topology};
+
+/// Who asked for something, for the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// `token:<name>`, `user:<name>`, `policy`, ...
+    pub name: String,
+    /// Where the request came from: a peer address, or `engine`.
+    pub origin: String,
+}
+
+/// A request to quarantine or unquarantine a server by name.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub kind: ActionKind,
+    pub server: String,
+    pub reason: Option<String>,
+    /// `api`, `cli`, `policy`, ...
+    pub trigger: String,
+    pub actor: Actor,
+}
+
+/// What [`Engine::request`] did.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    pub action: ActionRecord,
+    /// True when an open action of the same kind already existed and was returned instead.
+    pub existing: bool,
+    /// The numbered message that describes the outcome (e.g. 41004 for an existing action).
+    pub message: MessageRef,
+}
+
+/// Tunables of the engine.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Which manager this is; recorded on every action, step and message.
+    pub instance: String,
+    /// How long one driver call may take before its step fails.
+    pub driver_timeout: Duration,
+    /// How often the dispatcher looks for runnable actions even when nobody pokes it.
+    pub poll_interval: Duration,
+}
+
+impl EngineSettings {
+    pub fn new(instance: impl Into<String>) -> Self {
+        EngineSettings {
+            instance: instance.into(),
+            driver_timeout: Duration::from_secs(10),
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<dyn Store>,
+    topology: Topology,
+    settings: EngineSettings,
+    /// Poked whenever an action becomes runnable or a server becomes free.
+    wake: Notify,
+    /// Servers that have a worker right now: the one-at-a-time rule.
+    busy: Mutex<HashSet<i64>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Engine {
+    pub fn new(store: Arc<dyn Store>, topology: Topology, settings: EngineSettings) -> Self {
+        Engine {
+            inner: Arc::new(Inner {
+                store,
+                topology,
+                settings,
+                wake: Notify::new(),
+                busy: Mutex::new(HashSet::new()),
+                metrics: Arc::new(Metrics::default()),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.inner.settings.instance
+    }
+
+    /// Commits a quarantine or unquarantine action and wakes a worker. Returns once the action
+    /// is durable; the network changes afterwards (follow the action to see it end).
+    pub async fn request(&self, request: Request) -> Result<Submitted, EngineError> {
+        let inner = &self.inner;
+        let server = self.live_server(&request.server).await?;
+        if let Some(action) = inner.store.open_action(server.id, request.kind).await? {
+            let message = EngineError::message_ref(
+                &messages::ACTION_ALREADY_OPEN,
+                &[("server", &server.name), ("kind", &request.kind), ("action", &action.id)],
+            );
+            return Ok(Submitted { action, existing: true, message });
+        }
+        let opposite = match request.kind {
+            ActionKind::Quarantine => ActionKind::Unquarantine,
+            ActionKind::Unquarantine => ActionKind::Quarantine,
+        };
+        // With an opposite action still open, the end state is not known yet: queue behind it.
+        let opposite_open = inner.store.open_action(server.id, opposite).await?.is_some();
+        if !opposite_open {
+            match (request.kind, server.state) {
+                (ActionKind::Quarantine, ServerState::Quarantined) => {
+                    return Err(EngineError::new(
+                        ErrorKind::Conflict,
+                        &messages::ALREADY_QUARANTINED,
+                        &[("server", &server.name)],
+                    ));
+                }
+                (ActionKind::Unquarantine, ServerState::Operational) => {
+                    return Err(EngineError::new(
+                        ErrorKind::Conflict,
+                        &messages::NOT_QUARANTINED,
+                        &[("server", &server.name)],
+                    ));
+                }
+                _ => {}
+            }
+        }
+        inner.topology.check_movable(&server)?;
+        let action = inner
+            .store
+            .create_action(&NewAction {
+                kind: request.kind,
+                server_id: Some(server.id),
+                address: None,
+                state: ActionState::Pending,
+                reason: request.reason.clone(),
+                trigger: request.trigger.clone(),
+                requested_by: request.actor.name.clone(),
+                instance: inner.settings.instance.clone(),
+            })
+            .await?;
+        inner.metrics.action_created(request.kind);
+        self.audit(
+            &request.actor,
+            request.kind.as_str(),
+            &format!("server {}", server.name),
+            &format!("action {} created; reason: {}", action.id, request.reason.as_deref().unwrap_or("-")),
+        )
+        .await?;
+        tracing::info!(action = action.id, server = %server.name, kind = %request.kind, actor = %request.actor.name, "action queued");
+        inner.wake.notify_one();
+        let message = MessageRef {
+            number: 0,
+            text: format!("{} of {} queued as action {}", request.kind, server.name, action.id),
+        };
+        Ok(Submitted { action, existing: false, message })
+    }
+
+    /// An operator acknowledges a failed (or retrying) action: Cordon will not act on it again.
+    /// The server stays where it is; only `unquarantine` releases a server.
+    pub async fn check(&self, id: i64, actor: &Actor) -> Result<ActionRecord, EngineError> {
+        let message = EngineError::message_ref(&messages::ACTION_CHECKED, &[("action", &id), ("actor", &actor.name)]);
+        let action = self.operator_command(id, ActionCommand::Check, message.clone()).await?;
+        self.note(&message, action.server_id, Some(id)).await?;
+        self.audit(actor, "check", &format!("action {id}"), "").await?;
+        Ok(action)
+    }
+
+    /// An operator asks for another attempt of a failed action. Steps are idempotent, so the
+    /// attempt completes only what is missing.
+    pub async fn retry(&self, id: i64, actor: &Actor) -> Result<ActionRecord, EngineError> {
+        let message =
+            EngineError::message_ref(&messages::ACTION_RETRY_QUEUED, &[("action", &id), ("actor", &actor.name)]);
+        let action = self.operator_command(id, ActionCommand::Retry, message.clone()).await?;
+        self.note(&message, action.server_id, Some(id)).await?;
+        self.audit(actor, "retry", &format!("action {id}"), "").await?;
+        self.inner.wake.notify_one();
+        Ok(action)
+    }
+
+    async fn operator_command(
+        &self,
+        id: i64,
+        command: ActionCommand,
+        message: MessageRef,
+    ) -> Result<ActionRecord, EngineError> {
+        let store = &self.inner.store;
+        let action = store
+            .action(id)
+            .await?
+            .ok_or_else(|| EngineError::new(ErrorKind::NotFound, &messages::ACTION_NOT_FOUND, &[("action", &id)]))?;
+        match store.transition_action(id, action.generation, command, Some(message)).await {
+            Ok(action) => Ok(action),
+            Err(StoreError::InvalidTransition { source, .. }) => Err(EngineError::new(
+                ErrorKind::Conflict,
+                &messages::ACTION_STATE_FORBIDS,
+                &[("action", &id), ("state", &source.from), ("command", &command)],
+            )),
+            // Someone moved the action between our read and our write: say what it is now.
+            Err(StoreError::Conflict { .. }) => {
+                let now = store.action(id).await?.map(|a| a.state).unwrap_or(action.state);
+                Err(EngineError::new(
+                    ErrorKind::Conflict,
+                    &messages::ACTION_STATE_FORBIDS,
+                    &[("action", &id), ("state", &now), ("command", &command)],
+                ))
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    async fn live_server(&self, name: &str) -> Result<ServerRecord, EngineError> {
+        match self.inner.store.server_by_name(name).await? {
+            Some(server) if !server.retired => Ok(server),
+            _ => Err(EngineError::new(ErrorKind::NotFound, &messages::SERVER_NOT_FOUND, &[("name", &name)])),
+        }
+    }
+
+    /// Puts actions that a previous process left `running` back in line: their steps are
+    /// idempotent, so running them again finishes what the dead process started.
+    pub async fn recover(&self) -> Result<usize, EngineError> {
+        let running = self.inner.store.running_actions().await?;
+        for action in &running {
+            tracing::warn!(action = action.id, "action was running when Cordon stopped: resuming it");
+            self.inner.store.transition_action(action.id, action.generation, ActionCommand::Backoff, None).await?;
+        }
+        self.inner.wake.notify_one();
+        Ok(running.len())
+    }
+
+    /// Runs actions until `shutdown` completes. Workers already started finish their step.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            if let Err(error) = self.dispatch().await {
+                tracing::error!(%error, "dispatcher could not read runnable actions");
+            }
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = self.inner.wake.notified() => {}
+                _ = tokio::time::sleep(self.inner.settings.poll_interval) => {}
+            }
+        }
+    }
+
+    async fn dispatch(&self) -> Result<(), EngineError> {
+        for action in self.inner.store.runnable_actions().await? {
+            let Some(server_id) = action.server_id else { continue };
+            let claimed = self.inner.busy.lock().unwrap_or_else(|p| p.into_inner()).insert(server_id);
+            if !claimed {
+                continue;
+            }
+            let engine = self.clone();
+            tokio::spawn(async move {
+                let id = action.id;
+                if let Err(error) = engine.execute(action).await {
+                    tracing::error!(action = id, %error, "action execution stopped on an internal error");
+                }
+                engine.inner.busy.lock().unwrap_or_else(|p| p.into_inner()).remove(&server_id);
+                engine.inner.wake.notify_one();
+            });
+        }
+        Ok(())
+    }
+
+    /// Records a numbered message.
+    async fn note(
+        &self,
+        message: &MessageRef,
+        server_id: Option<i64>,
+        action_id: Option<i64>,
+    ) -> Result<(), EngineError> {
+        self.inner
+            .store
+            .record_message(&NewMessage {
+                number: message.number,
+                text: message.text.clone(),
+                server_id,
+                action_id,
+                instance: self.inner.settings.instance.clone(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn audit(&self, actor: &Actor, verb: &str, target: &str, detail: &str) -> Result<(), EngineError> {
+        self.inner
+            .store
+            .append_audit(&AuditEntry {
+                actor: actor.name.clone(),
+                origin: actor.origin.clone(),
+                verb: verb.to_string(),
+                target: target.to_string(),
+                detail: detail.to_string(),
+                instance: self.inner.settings.instance.clone(),
+            })
+            .await?;
+        Ok(())
+    }
+}

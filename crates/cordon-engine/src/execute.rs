@@ -1,0 +1,332 @@
+//! Running one action as journaled, idempotent steps.
+
+use std::fmt::Display;
+use std::time::Instant;
+
+use chrono::Utc;
+use cordon_drivers::{DriverError, EnsureOutcome};
+use cordon_model::{ActionCommand, ActionKind, ServerState, messages};
+use cordon_store::{ActionRecord, MessageRef, NewStep, StepOutcome, StoreError};
+
+use crate::topology::NicPlan;
+use crate::{Engine, EngineError};
+
+/// Why a step failed: its numbered message, already rendered.
+struct StepFailure {
+    message: MessageRef,
+}
+
+impl Engine {
+    /// Runs one runnable action to its end (succeeded or failed).
+    pub(crate) async fn execute(&self, action: ActionRecord) -> Result<(), EngineError> {
+        let store = &self.inner.store;
+        let Some(server_id) = action.server_id else { return Ok(()) };
+        let Some(server) = store.server_by_id(server_id).await? else { return Ok(()) };
+        let kind = action.kind;
+        let started_message = match kind {
+            ActionKind::Quarantine => &messages::QUARANTINE_STARTED,
+            ActionKind::Unquarantine => &messages::UNQUARANTINE_STARTED,
+        };
+        let started = EngineError::message_ref(started_message, &[("server", &server.name), ("action", &action.id)]);
+        let action = match store
+            .transition_action(action.id, action.generation, ActionCommand::Start, Some(started.clone()))
+            .await
+        {
+            Ok(action) => action,
+            // Another worker (or an operator's cancel) moved it first: nothing to do.
+            Err(StoreError::Conflict { .. } | StoreError::InvalidTransition { .. }) => return Ok(()),
+            Err(other) => return Err(other.into()),
+        };
+        self.note(&started, Some(server.id), Some(action.id)).await?;
+        tracing::info!(action = action.id, server = %server.name, %kind, attempt = action.attempts, "action started");
+        let transitional = match kind {
+            ActionKind::Quarantine => ServerState::Quarantining,
+            ActionKind::Unquarantine => ServerState::Unquarantining,
+        };
+        store.set_server_state(server.id, transitional).await?;
+        let clock = Instant::now();
+
+        let outcome = match self.inner.topology.plan(&server) {
+            Ok(plans) => self.run_steps(&action, &server.name, &plans).await?,
+            Err(refused) => Err(StepFailure { message: MessageRef { number: refused.number(), text: refused.text } }),
+        };
+        let elapsed = clock.elapsed();
+        match outcome {
+            Ok(summary) => {
+                let (state, message) = match kind {
+                    ActionKind::Quarantine => (ServerState::Quarantined, &messages::QUARANTINE_SUCCEEDED),
+                    ActionKind::Unquarantine => (ServerState::Operational, &messages::UNQUARANTINE_SUCCEEDED),
+                };
+                store.set_server_state(server.id, state).await?;
+                let message = EngineError::message_ref(message, &[("server", &server.name), ("detail", &summary)]);
+                store
+                    .transition_action(action.id, action.generation, ActionCommand::Succeed, Some(message.clone()))
+                    .await?;
+                self.note(&message, Some(server.id), Some(action.id)).await?;
+                self.inner.metrics.action_finished(kind, true, elapsed);
+                tracing::info!(action = action.id, server = %server.name, %kind, elapsed_ms = elapsed.as_secs_f64() * 1e3, "{}", message.text);
+            }
+            Err(failure) => {
+                let state = match kind {
+                    ActionKind::Quarantine => ServerState::QuarantineFailed,
+                    ActionKind::Unquarantine => ServerState::UnquarantineFailed,
+                };
+                store.set_server_state(server.id, state).await?;
+                store
+                    .transition_action(action.id, action.generation, ActionCommand::Fail, Some(failure.message.clone()))
+                    .await?;
+                self.note(&failure.message, Some(server.id), Some(action.id)).await?;
+                self.inner.metrics.action_finished(kind, false, elapsed);
+                tracing::error!(action = action.id, server = %server.name, %kind, number = failure.message.number, "{}", failure.message.text);
+            }
+        }
+        Ok(())
+    }
+
+    /// The steps of every NIC, in order; stops at the first failure (each NIC's record says
+    /// where it stands). Returns a one-line summary of what was done.
+    async fn run_steps(
+        &self,
+        action: &ActionRecord,
+        server: &str,
+        plans: &[NicPlan],
+    ) -> Result<Result<String, StepFailure>, EngineError> {
+        let mut summary = Vec::new();
+        for plan in plans {
+            let line = match action.kind {
+                ActionKind::Quarantine => self.quarantine_nic(action, server, plan).await?,
+                ActionKind::Unquarantine => self.unquarantine_nic(action, server, plan).await?,
+            };
+            match line {
+                Ok(line) => summary.push(line),
+                Err(failure) => return Ok(Err(failure)),
+            }
+        }
+        Ok(Ok(summary.join("; ")))
+    }
+
+    async fn quarantine_nic(
+        &self,
+        action: &ActionRecord,
+        server: &str,
+        plan: &NicPlan,
+    ) -> Result<Result<String, StepFailure>, EngineError> {
+        let store = &self.inner.store;
+        let server_id = action.server_id.unwrap_or_default();
+        let target = format!("{}/{}", plan.switch.switch_name(), plan.port);
+        let quarantine = &plan.quarantine.name;
+
+        // Step 1: an address from the quarantine pool (kept if this NIC already has one).
+        let begun = Utc::now();
+        let Some(pool) = &plan.quarantine.pool else {
+            let message =
+                EngineError::message_ref(&messages::POOL_EXHAUSTED, &[("network", quarantine), ("range", &"no pool")]);
+            self.journal(
+                action,
+                "ensure_quarantine_address",
+                &target,
+                StepOutcome::Failed,
+                &message.text,
+                Some(message.number),
+                begun,
+            )
+            .await?;
+            return Ok(Err(StepFailure { message }));
+        };
+        let address = match store.lease_address(server_id, plan.nic.mac, quarantine, pool).await {
+            Ok(address) => address,
+            Err(error @ StoreError::PoolExhausted { .. }) => {
+                let error = EngineError::from(error);
+                let message = MessageRef { number: error.number(), text: error.text };
+                self.journal(
+                    action,
+                    "ensure_quarantine_address",
+                    &target,
+                    StepOutcome::Failed,
+                    &message.text,
+                    Some(message.number),
+                    begun,
+                )
+                .await?;
+                return Ok(Err(StepFailure { message }));
+            }
+            Err(other) => return Err(other.into()),
+        };
+        self.journal(
+            action,
+            "ensure_quarantine_address",
+            &format!("{quarantine}/{}", plan.nic.mac),
+            StepOutcome::Done,
+            &format!("leased {address}"),
+            None,
+            begun,
+        )
+        .await?;
+
+        // Step 2: the port on the quarantine bridge, isolated from the other quarantined ports.
+        let moved = match self.ensure_port(action, server, plan, &plan.quarantine_bridge, true).await? {
+            Ok(outcome) => outcome.moved,
+            Err(failure) => return Ok(Err(failure)),
+        };
+
+        // Step 3: the record follows the network.
+        let begun = Utc::now();
+        store.record_nic_position(server_id, plan.nic.mac, quarantine, Some(address)).await?;
+        self.journal(
+            action,
+            "record_nic_position",
+            &plan.nic.mac.to_string(),
+            StepOutcome::Done,
+            &format!("{quarantine} {address}"),
+            None,
+            begun,
+        )
+        .await?;
+        let how = if moved { "moved" } else { "already there" };
+        Ok(Ok(format!("{} on {} ({how}), address {address}", plan.port, plan.quarantine_bridge)))
+    }
+
+    async fn unquarantine_nic(
+        &self,
+        action: &ActionRecord,
+        server: &str,
+        plan: &NicPlan,
+    ) -> Result<Result<String, StepFailure>, EngineError> {
+        let store = &self.inner.store;
+        let server_id = action.server_id.unwrap_or_default();
+        let moved = match self.ensure_port(action, server, plan, &plan.operational_bridge, false).await? {
+            Ok(outcome) => outcome.moved,
+            Err(failure) => return Ok(Err(failure)),
+        };
+        let begun = Utc::now();
+        let operational = &plan.operational.name;
+        store.record_nic_position(server_id, plan.nic.mac, operational, Some(plan.nic.operational_ip)).await?;
+        self.journal(
+            action,
+            "record_nic_position",
+            &plan.nic.mac.to_string(),
+            StepOutcome::Done,
+            &format!("{operational} {}", plan.nic.operational_ip),
+            None,
+            begun,
+        )
+        .await?;
+        let begun = Utc::now();
+        store.release_address(server_id, plan.nic.mac, &plan.quarantine.name).await?;
+        self.journal(
+            action,
+            "release_quarantine_address",
+            &format!("{}/{}", plan.quarantine.name, plan.nic.mac),
+            StepOutcome::Done,
+            "released",
+            None,
+            begun,
+        )
+        .await?;
+        let how = if moved { "moved" } else { "already there" };
+        Ok(Ok(format!("{} on {} ({how}), address {}", plan.port, plan.operational_bridge, plan.nic.operational_ip)))
+    }
+
+    /// The driver step, on the blocking pool with a deadline, journaled either way.
+    async fn ensure_port(
+        &self,
+        action: &ActionRecord,
+        server: &str,
+        plan: &NicPlan,
+        bridge: &str,
+        isolated: bool,
+    ) -> Result<Result<EnsureOutcome, StepFailure>, EngineError> {
+        let begun = Utc::now();
+        let target = format!("{}/{}", plan.switch.switch_name(), plan.port);
+        let driver = plan.switch.clone();
+        let (port, wanted) = (plan.port.clone(), bridge.to_string());
+        let call = tokio::task::spawn_blocking(move || driver.ensure_port(&port, &wanted, isolated));
+        let timeout = self.inner.settings.driver_timeout;
+        let result = match tokio::time::timeout(timeout, call).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(DriverError::Netlink { operation: "driver call".into(), detail: join.to_string() }),
+            Err(_) => Err(DriverError::Netlink {
+                operation: "driver call".into(),
+                detail: format!("no answer within {timeout:?}"),
+            }),
+        };
+        self.inner.metrics.driver_call(result.is_ok());
+        match result {
+            Ok(outcome) => {
+                let (step_outcome, detail, number) = if outcome.moved || outcome.isolation_changed {
+                    let detail = format!("{} -> {}", outcome.before.membership(), outcome.after.membership());
+                    (StepOutcome::Done, detail, None)
+                } else {
+                    let message = EngineError::message_ref(
+                        &messages::PORT_ALREADY_IN_PLACE,
+                        &[("port", &plan.port), ("server", &server), ("bridge", &bridge)],
+                    );
+                    self.note(&message, action.server_id, Some(action.id)).await?;
+                    (StepOutcome::AlreadyInPlace, message.text, Some(messages::PORT_ALREADY_IN_PLACE.number))
+                };
+                self.journal(action, "ensure_port_on_bridge", &target, step_outcome, &detail, number, begun).await?;
+                Ok(Ok(outcome))
+            }
+            Err(error) => {
+                let message = driver_message(&error, plan.switch.kind(), plan.switch.switch_name());
+                self.journal(
+                    action,
+                    "ensure_port_on_bridge",
+                    &target,
+                    StepOutcome::Failed,
+                    &message.text,
+                    Some(message.number),
+                    begun,
+                )
+                .await?;
+                Ok(Err(StepFailure { message }))
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn journal(
+        &self,
+        action: &ActionRecord,
+        name: &str,
+        target: &str,
+        outcome: StepOutcome,
+        detail: &str,
+        message_number: Option<u32>,
+        started_at: chrono::DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        self.inner
+            .store
+            .append_step(&NewStep {
+                action_id: action.id,
+                attempt: action.attempts,
+                name: name.to_string(),
+                target: target.to_string(),
+                outcome,
+                detail: detail.to_string(),
+                message_number,
+                instance: self.inner.settings.instance.clone(),
+                started_at,
+                finished_at: Utc::now(),
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// The numbered message for a driver error: read-back mismatches have their own number.
+fn driver_message(error: &DriverError, driver: &str, switch: &str) -> MessageRef {
+    match error {
+        DriverError::ReadBackMismatch { port, expected, observed } => EngineError::message_ref(
+            &messages::READ_BACK_MISMATCH,
+            &[("switch", &switch), ("port", port), ("expected", expected), ("observed", observed)],
+        ),
+        other => {
+            let detail: &dyn Display = other;
+            EngineError::message_ref(
+                &messages::DRIVER_FAILURE,
+                &[("driver", &driver), ("switch", &switch), ("detail", detail)],
+            )
+        }
+    }
+}
