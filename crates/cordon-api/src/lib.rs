@@ -1,1 +1,77 @@
-//! cordon-api
+//! The HTTP API (JSON under `/api/v1`), its wire types and its authentication.
+//!
+//! Architecture invariant: handlers hold no logic of their own beyond translating between the
+//! wire and the engine; every change goes through `cordon_engine::Engine`.
+//!
+//! Architecture invariant: every route is listed in [`ROUTES`] with the role it needs, the
+//! router is built from the same handlers, and tests walk the table (and the OpenAPI document).
+
+mod auth;
+mod handlers;
+pub mod wire;
+
+use axum::Router;
+use axum::http::Method;
+use axum::routing::{get, post};
+use cordon_engine::Engine;
+use cordon_model::Role;
+
+pub use auth::{hash_token, new_token};
+
+/// The OpenAPI document, checked in at docs/openapi.json and served at /api/v1/openapi.json.
+pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
+
+/// One route and the least role that may call it (`None`: no token needed).
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    pub method: Method,
+    pub path: &'static str,
+    pub role: Option<Role>,
+}
+
+const fn route(method: Method, path: &'static str, role: Option<Role>) -> RouteSpec {
+    RouteSpec { method, path, role }
+}
+
+/// Every route of the API.
+pub const ROUTES: &[RouteSpec] = &[
+    route(Method::GET, "/healthz", None),
+    route(Method::GET, "/metrics", Some(Role::Viewer)),
+    route(Method::GET, "/api/v1/openapi.json", Some(Role::Viewer)),
+    route(Method::GET, "/api/v1/servers", Some(Role::Viewer)),
+    route(Method::GET, "/api/v1/servers/{name}", Some(Role::Viewer)),
+    route(Method::POST, "/api/v1/servers/{name}/quarantine", Some(Role::Operator)),
+    route(Method::POST, "/api/v1/servers/{name}/unquarantine", Some(Role::Operator)),
+    route(Method::GET, "/api/v1/actions", Some(Role::Viewer)),
+    route(Method::GET, "/api/v1/actions/{id}", Some(Role::Viewer)),
+    route(Method::POST, "/api/v1/actions/{id}/check", Some(Role::Operator)),
+    route(Method::POST, "/api/v1/actions/{id}/retry", Some(Role::Operator)),
+];
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    pub engine: Engine,
+}
+
+/// The whole API. Serve it with `into_make_service_with_connect_info::<SocketAddr>()` so that
+/// the audit trail records each caller's address.
+pub fn router(state: ApiState) -> Router {
+    use handlers::*;
+    let guarded = |role: Role, method: axum::routing::MethodRouter<ApiState>| auth::require(&state, role, method);
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", guarded(Role::Viewer, get(metrics)))
+        .route("/api/v1/openapi.json", guarded(Role::Viewer, get(openapi)))
+        .route("/api/v1/servers", guarded(Role::Viewer, get(list_servers)))
+        .route("/api/v1/servers/{name}", guarded(Role::Viewer, get(show_server)))
+        .route("/api/v1/servers/{name}/quarantine", guarded(Role::Operator, post(quarantine)))
+        .route("/api/v1/servers/{name}/unquarantine", guarded(Role::Operator, post(unquarantine)))
+        .route("/api/v1/actions", guarded(Role::Viewer, get(list_actions)))
+        .route("/api/v1/actions/{id}", guarded(Role::Viewer, get(show_action)))
+        .route("/api/v1/actions/{id}/check", guarded(Role::Operator, post(check_action)))
+        .route("/api/v1/actions/{id}/retry", guarded(Role::Operator, post(retry_action)))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::count))
+        .with_state(state)
+}

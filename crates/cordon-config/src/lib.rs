@@ -1,1 +1,278 @@
-//! cordon-config
+//! Cordon's configuration: one TOML file, loaded and validated as a whole.
+//!
+//! [`load`] (or [`parse`]) either returns a [`Config`] in which every cross-reference holds
+//! (each NIC's network exists and is operational, each operational network names an existing
+//! quarantine network, ...) or a [`ConfigError`] listing **every** problem found, each naming the
+//! file, the line and the key, one per line:
+//!
+//! ```text
+//! cordon.toml:23: network "quarantine".pool: `10.99.0.100-10.98.0.1` ends before it starts
+//! cordon.toml:31: server "sbc-01".nic[0].mac: `02:00:00:00:01` is not a MAC address (...)
+//! ```
+//!
+//! Keys name an entry of an array of tables by its `name` (`network "office"`), or by its 0-based
+//! index where it has no usable name (`network[2]`, and always for NICs: `server "sbc-01".nic[0]`).
+//!
+//! The file is read with `toml`'s spanned document tree rather than `#[derive(Deserialize)]`, so
+//! that every unknown key and every wrongly typed value is reported at once, with its position,
+//! instead of only the first one serde meets.
+
+mod document;
+mod validate;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use cordon_model::{AddressRange, MacAddr, NetworkRole, ServerKind, SwitchDriverKind};
+
+/// Where Cordon listens when `manager.listen` is absent.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Where Cordon keeps its state when `manager.data_dir` is absent.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/cordon";
+/// Linux's limit on interface names (IFNAMSIZ, 16, including the terminating NUL).
+pub const MAX_INTERFACE_NAME: usize = 15;
+
+/// Reads and validates the configuration file at `path`.
+///
+/// A file that cannot be read (or is not UTF-8) is a [`ConfigError`] too.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|error| {
+        ConfigError::single(ConfigProblem {
+            file: path.to_path_buf(),
+            line: None,
+            key: FILE_KEY.to_string(),
+            detail: format!("cannot read the file: {error}"),
+        })
+    })?;
+    let text = String::from_utf8(bytes).map_err(|error| {
+        let valid = &error.as_bytes()[..error.utf8_error().valid_up_to()];
+        let line = 1 + valid.iter().filter(|&&b| b == b'\n').count();
+        ConfigError::single(ConfigProblem {
+            file: path.to_path_buf(),
+            line: Some(line),
+            key: FILE_KEY.to_string(),
+            detail: "the file is not UTF-8 text".to_string(),
+        })
+    })?;
+    parse(path, &text)
+}
+
+/// Validates configuration `text`; `path` is only used in messages and to resolve a relative
+/// `manager.data_dir`.
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let mut problems = Problems::new(path, text);
+    let config = match document::read(text, &mut problems) {
+        Some(document) => validate::validate(path, &document, &mut problems),
+        None => None,
+    };
+    match (config, problems.into_sorted()) {
+        (Some(config), problems) if problems.is_empty() => Ok(config),
+        (_, problems) if !problems.is_empty() => Err(ConfigError { problems }),
+        // Validation only gives up on a configuration after recording why; this is a bug.
+        _ => Err(ConfigError::single(ConfigProblem {
+            file: path.to_path_buf(),
+            line: None,
+            key: FILE_KEY.to_string(),
+            detail: "internal error: the configuration was rejected without a reason".to_string(),
+        })),
+    }
+}
+
+/// The key of problems about the file as a whole rather than one of its keys.
+const FILE_KEY: &str = "(file)";
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from, as given to [`load`] or [`parse`].
+    pub path: PathBuf,
+    pub manager: ManagerConfig,
+    pub networks: Vec<NetworkConfig>,
+    pub switches: Vec<SwitchConfig>,
+    pub tenants: Vec<TenantConfig>,
+    pub servers: Vec<ServerConfig>,
+}
+
+impl Config {
+    pub fn network(&self, name: &str) -> Option<&NetworkConfig> {
+        self.networks.iter().find(|n| n.name == name)
+    }
+
+    pub fn switch(&self, name: &str) -> Option<&SwitchConfig> {
+        self.switches.iter().find(|s| s.name == name)
+    }
+
+    pub fn server(&self, name: &str) -> Option<&ServerConfig> {
+        self.servers.iter().find(|s| s.name == name)
+    }
+
+    pub fn tenant(&self, name: &str) -> Option<&TenantConfig> {
+        self.tenants.iter().find(|t| t.name == name)
+    }
+
+    /// The quarantine network that an operational network names (None for a quarantine network).
+    pub fn quarantine_network_of(&self, network: &NetworkConfig) -> Option<&NetworkConfig> {
+        match network.role {
+            NetworkRole::Operational => self.network(network.quarantine_network.as_deref()?),
+            NetworkRole::Quarantine => None,
+        }
+    }
+}
+
+/// The `[manager]` section.
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// Where the API listens; default 127.0.0.1:8080 (port 0 is allowed: any free port).
+    pub listen: SocketAddr,
+    /// Where the database lives; default /var/lib/cordon. A relative path in the file is
+    /// resolved against the folder of the configuration file.
+    pub data_dir: PathBuf,
+    /// This Cordon's name in records and messages; default: this host's name.
+    pub instance: String,
+}
+
+/// One `[[network]]`.
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    pub name: String,
+    pub role: NetworkRole,
+    pub subnet: ipnet::IpNet,
+    pub gateway: Option<IpAddr>,
+    /// Set on (and only on) operational networks.
+    pub quarantine_network: Option<String>,
+    /// Set on (and only on) quarantine networks: the addresses handed to quarantined servers.
+    pub pool: Option<AddressRange>,
+    /// The Linux bridge carrying this network on linux-bridge switches.
+    pub bridge: Option<String>,
+}
+
+/// One `[[switch]]`.
+#[derive(Debug, Clone)]
+pub struct SwitchConfig {
+    pub name: String,
+    pub driver: SwitchDriverKind,
+    /// The network namespace the switch lives in, if not the host's.
+    pub netns: Option<String>,
+}
+
+/// One `[[tenant]]`.
+#[derive(Debug, Clone)]
+pub struct TenantConfig {
+    pub name: String,
+    pub admin_email: String,
+}
+
+/// One `[[server]]`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub name: String,
+    pub kind: ServerKind,
+    pub tenant: Option<String>,
+    pub user_email: Option<String>,
+    /// At least one.
+    pub nics: Vec<NicConfig>,
+}
+
+/// One `[[server.nic]]`.
+#[derive(Debug, Clone)]
+pub struct NicConfig {
+    pub mac: MacAddr,
+    /// An operational network.
+    pub network: String,
+    pub ip: IpAddr,
+    /// `switch` and `port` are both present or both absent (always present on physical servers).
+    pub switch: Option<String>,
+    pub port: Option<String>,
+}
+
+/// One or more problems, each naming file, line and key; displayed one problem per line.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", Lines(&self.problems))]
+pub struct ConfigError {
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl ConfigError {
+    fn single(problem: ConfigProblem) -> Self {
+        ConfigError { problems: vec![problem] }
+    }
+}
+
+/// One thing wrong with a configuration file.
+///
+/// Displayed `<file>:<line>: <key>: <detail>`, or `<file>: <key>: <detail>` where no position is
+/// known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub file: PathBuf,
+    /// 1-based.
+    pub line: Option<usize>,
+    /// A readable path to the key: `manager.listen`, `network "quarantine".pool`,
+    /// `server "sbc-01".nic[0].mac`, or `(file)` for the file as a whole.
+    pub key: String,
+    pub detail: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}: {}: {}", self.file.display(), self.key, self.detail),
+            None => write!(f, "{}: {}: {}", self.file.display(), self.key, self.detail),
+        }
+    }
+}
+
+struct Lines<'a>(&'a [ConfigProblem]);
+
+impl fmt::Display for Lines<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, problem) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{problem}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The problems found so far, with what is needed to turn byte offsets into lines.
+pub(crate) struct Problems {
+    file: PathBuf,
+    /// Byte offset of the start of each line.
+    line_starts: Vec<usize>,
+    list: Vec<ConfigProblem>,
+}
+
+impl Problems {
+    fn new(file: &Path, text: &str) -> Self {
+        let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
+        Problems { file: file.to_path_buf(), line_starts, list: Vec::new() }
+    }
+
+    /// The 1-based line holding byte `offset`.
+    pub(crate) fn line_of(&self, offset: usize) -> usize {
+        self.line_starts.partition_point(|&start| start <= offset).max(1)
+    }
+
+    /// Records a problem at byte `offset` (or at no known position).
+    pub(crate) fn add(&mut self, offset: Option<usize>, key: impl Into<String>, detail: impl Into<String>) {
+        let line = offset.map(|offset| self.line_of(offset));
+        self.list.push(ConfigProblem { file: self.file.clone(), line, key: key.into(), detail: detail.into() });
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// In file order (problems without a line first), without exact duplicates.
+    fn into_sorted(mut self) -> Vec<ConfigProblem> {
+        self.list.sort_by_key(|p| p.line);
+        self.list.dedup();
+        self.list
+    }
+}
+
+#[cfg(test)]
+mod tests;

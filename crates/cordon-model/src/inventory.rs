@@ -90,13 +90,13 @@ impl Role {
     /// Whether a holder of `self` may do what needs `needed`. Admin ⊇ operator ⊇ viewer;
     /// sensor is apart: it may only post detections (and an admin may do that too).
     pub fn allows(self, needed: Role) -> bool {
-        match (self, needed) {
-            (Role::Admin, _) => true,
-            (Role::Operator, Role::Operator | Role::Viewer) => true,
-            (Role::Viewer, Role::Viewer) => true,
-            (Role::Sensor, Role::Sensor) => true,
-            _ => false,
-        }
+        matches!(
+            (self, needed),
+            (Role::Admin, _)
+                | (Role::Operator, Role::Operator | Role::Viewer)
+                | (Role::Viewer, Role::Viewer)
+                | (Role::Sensor, Role::Sensor)
+        )
     }
 }
 

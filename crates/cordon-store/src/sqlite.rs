@@ -109,6 +109,11 @@ fn migrate(connection: &mut Connection) -> Result<()> {
     Ok(())
 }
 
+/// (mac, network, operational ip, switch, port) of a NIC, as text, for comparing with the config.
+type NicRow = (String, String, String, Option<String>, Option<String>);
+/// (id, name, kind, tenant, user e-mail, retired) of a stored server.
+type ServerRow = (i64, String, String, Option<String>, Option<String>, i64);
+
 const SERVER_COLUMNS: &str = "id, name, kind, tenant, user_email, state, retired, updated_at";
 
 fn server_row(row: &Row<'_>) -> rusqlite::Result<ServerRecord> {
@@ -232,7 +237,7 @@ fn sync_inventory(tx: &Transaction<'_>, inventory: &Inventory) -> rusqlite::Resu
     let mut wanted = BTreeSet::new();
     for server in &inventory.servers {
         wanted.insert(server.name.clone());
-        let existing: Option<(i64, String, String, Option<String>, Option<String>, i64)> = tx
+        let existing: Option<ServerRow> = tx
             .query_row(
                 "SELECT id, name, kind, tenant, user_email, retired FROM servers WHERE name = ?1",
                 [&server.name],
@@ -283,10 +288,10 @@ fn sync_nics_changed(tx: &Transaction<'_>, server_id: i64, server: &ServerSpec) 
     let mut statement = tx.prepare(
         "SELECT mac, network, operational_ip, switch, port FROM nics WHERE server_id = ?1 ORDER BY position",
     )?;
-    let stored: Vec<(String, String, String, Option<String>, Option<String>)> = statement
+    let stored: Vec<NicRow> = statement
         .query_map([server_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    let configured: Vec<(String, String, String, Option<String>, Option<String>)> = server
+    let configured: Vec<NicRow> = server
         .nics
         .iter()
         .map(|n| (n.mac.to_string(), n.network.clone(), n.ip.to_string(), n.switch.clone(), n.port.clone()))

@@ -1,0 +1,244 @@
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use cordon_engine::{Actor, EngineError, ErrorKind, Request};
+use cordon_model::{ActionKind, ActionState, Message, messages};
+use cordon_store::ActionFilter;
+use serde::Deserialize;
+
+use crate::ApiState;
+use crate::auth::Caller;
+use crate::wire::*;
+
+/// An error answered with its HTTP status and numbered message.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: &'static Message,
+    text: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: &'static Message, text: String) -> Self {
+        ApiError { status, message, text }
+    }
+
+    pub fn unauthenticated() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, &messages::UNAUTHENTICATED, messages::UNAUTHENTICATED.text.to_string())
+    }
+
+    pub fn forbidden(text: &str) -> Self {
+        Self::new(StatusCode::FORBIDDEN, &messages::FORBIDDEN, text.to_string())
+    }
+
+    fn bad_request(detail: &dyn std::fmt::Display) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, &messages::BAD_REQUEST, messages::BAD_REQUEST.render(&[("detail", detail)]))
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(error: EngineError) -> Self {
+        let status = match error.kind {
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, error.message, error.text)
+    }
+}
+
+impl From<cordon_store::StoreError> for ApiError {
+    fn from(error: cordon_store::StoreError) -> Self {
+        EngineError::from(error).into()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorView {
+                number: self.message.number,
+                severity: self.message.severity().to_string(),
+                text: self.text,
+                remedy: self.message.remedy.to_string(),
+            },
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.engine.metrics().render())
+}
+
+pub async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], crate::OPENAPI)
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        &messages::BAD_REQUEST,
+        messages::BAD_REQUEST.render(&[("detail", &"no such route")]),
+    )
+}
+
+pub async fn list_servers(State(state): State<ApiState>) -> ApiResult<Json<Vec<ServerView>>> {
+    let store = state.engine.store();
+    let servers = store.list_servers().await?;
+    // The newest action per server, from one query rather than one per server.
+    let recent = store.list_actions(&ActionFilter { limit: Some(5000), ..Default::default() }).await?;
+    let mut last = HashMap::new();
+    for action in &recent {
+        if let Some(id) = action.server_id {
+            last.entry(id).or_insert(action);
+        }
+    }
+    Ok(Json(servers.iter().map(|s| ServerView::new(s, last.get(&s.id).copied())).collect()))
+}
+
+pub async fn show_server(State(state): State<ApiState>, Path(name): Path<String>) -> ApiResult<Json<ServerView>> {
+    let store = state.engine.store();
+    let server = store.server_by_name(&name).await?.ok_or_else(|| {
+        ApiError::from(EngineError::new(ErrorKind::NotFound, &messages::SERVER_NOT_FOUND, &[("name", &name)]))
+    })?;
+    let last =
+        store.list_actions(&ActionFilter { server_id: Some(server.id), limit: Some(1), ..Default::default() }).await?;
+    Ok(Json(ServerView::new(&server, last.first())))
+}
+
+pub async fn quarantine(
+    state: State<ApiState>,
+    caller: Extension<Caller>,
+    name: Path<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<SubmitResponse>)> {
+    submit(state, caller, name, body, ActionKind::Quarantine).await
+}
+
+pub async fn unquarantine(
+    state: State<ApiState>,
+    caller: Extension<Caller>,
+    name: Path<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<SubmitResponse>)> {
+    submit(state, caller, name, body, ActionKind::Unquarantine).await
+}
+
+async fn submit(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    body: Bytes,
+    kind: ActionKind,
+) -> ApiResult<(StatusCode, Json<SubmitResponse>)> {
+    // An empty body is allowed: the reason is optional.
+    let request: ActRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ActRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(&e))?
+    };
+    let submitted = state
+        .engine
+        .request(Request {
+            kind,
+            server: name,
+            reason: request.reason,
+            trigger: "api".into(),
+            actor: Actor { name: caller.name, origin: caller.origin },
+        })
+        .await?;
+    let status = if submitted.existing { StatusCode::OK } else { StatusCode::ACCEPTED };
+    Ok((
+        status,
+        Json(SubmitResponse {
+            action: ActionView::from(&submitted.action),
+            existing: submitted.existing,
+            message: MessageView { number: submitted.message.number, text: submitted.message.text },
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionQuery {
+    state: Option<String>,
+    server: Option<String>,
+    limit: Option<u32>,
+}
+
+pub async fn list_actions(
+    State(state): State<ApiState>,
+    Query(query): Query<ActionQuery>,
+) -> ApiResult<Json<Vec<ActionView>>> {
+    let store = state.engine.store();
+    let action_state =
+        query.state.as_deref().map(str::parse::<ActionState>).transpose().map_err(|e| ApiError::bad_request(&e))?;
+    let server_id = match &query.server {
+        Some(name) => match store.server_by_name(name).await? {
+            Some(server) => Some(server.id),
+            None => {
+                return Err(
+                    EngineError::new(ErrorKind::NotFound, &messages::SERVER_NOT_FOUND, &[("name", name)]).into()
+                );
+            }
+        },
+        None => None,
+    };
+    let filter = ActionFilter { state: action_state, server_id, limit: Some(query.limit.unwrap_or(500).min(5000)) };
+    let actions = store.list_actions(&filter).await?;
+    Ok(Json(actions.iter().map(ActionView::from).collect()))
+}
+
+fn parse_id(id: &str) -> ApiResult<i64> {
+    id.parse::<i64>().map_err(|_| ApiError::bad_request(&format!("`{id}` is not an action id")))
+}
+
+fn action_not_found(id: i64) -> ApiError {
+    EngineError::new(ErrorKind::NotFound, &messages::ACTION_NOT_FOUND, &[("action", &id)]).into()
+}
+
+pub async fn show_action(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<ActionView>> {
+    let id = parse_id(&id)?;
+    let store = state.engine.store();
+    let action = store.action(id).await?.ok_or_else(|| action_not_found(id))?;
+    let mut view = ActionView::from(&action);
+    view.steps = Some(store.steps(id).await?.iter().map(StepView::from).collect());
+    view.messages = Some(store.messages_for_action(id).await?.iter().map(TimedMessageView::from).collect());
+    Ok(Json(view))
+}
+
+pub async fn check_action(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ActionView>> {
+    let id = parse_id(&id)?;
+    let action = state.engine.check(id, &Actor { name: caller.name, origin: caller.origin }).await?;
+    Ok(Json(ActionView::from(&action)))
+}
+
+pub async fn retry_action(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ActionView>> {
+    let id = parse_id(&id)?;
+    let action = state.engine.retry(id, &Actor { name: caller.name, origin: caller.origin }).await?;
+    Ok(Json(ActionView::from(&action)))
+}

@@ -1,0 +1,223 @@
+//! The JSON the API speaks; the CLI deserializes the same types. Field names are a contract
+//! with scripts: add fields freely, never rename or remove one.
+
+use serde::{Deserialize, Serialize};
+
+use cordon_store::{ActionRecord, MessageRecord, NicRecord, ServerRecord, StepRecord};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServerView {
+    pub name: String,
+    pub kind: String,
+    pub tenant: Option<String>,
+    pub user_email: Option<String>,
+    /// `operational`, `quarantined`, a transitional state (`quarantining`, `unquarantining`)
+    /// or a failed one (`quarantine_failed`, `unquarantine_failed`).
+    pub state: String,
+    /// The current network of the primary (first) NIC.
+    pub network: Option<String>,
+    /// The current address of the primary NIC, bare (no prefix length).
+    pub ip: Option<String>,
+    pub retired: bool,
+    pub nics: Vec<NicView>,
+    pub last_action: Option<ActionBrief>,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NicView {
+    pub mac: String,
+    /// Where the NIC is now.
+    pub network: String,
+    pub ip: Option<String>,
+    /// Its network and address when not quarantined.
+    pub operational_network: String,
+    pub operational_ip: String,
+    pub switch: Option<String>,
+    pub port: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ActionBrief {
+    pub id: i64,
+    pub kind: String,
+    pub state: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MessageView {
+    pub number: u32,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ActionView {
+    pub id: i64,
+    pub kind: String,
+    pub state: String,
+    /// The server's name, or null when the address resolved to no server.
+    pub server: Option<String>,
+    /// The address that triggered the action, when one did.
+    pub address: Option<String>,
+    pub reason: Option<String>,
+    pub trigger: String,
+    pub requested_by: String,
+    pub instance: String,
+    pub attempts: u32,
+    pub generation: i64,
+    /// The latest numbered message of the action.
+    pub message: Option<MessageView>,
+    pub created_at: String,
+    pub updated_at: String,
+    /// The journal, on `GET /actions/{id}` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<StepView>>,
+    /// Every numbered message of the action, on `GET /actions/{id}` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<TimedMessageView>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StepView {
+    pub seq: i64,
+    pub attempt: u32,
+    pub name: String,
+    pub target: String,
+    /// `done`, `already_in_place` or `failed`.
+    pub outcome: String,
+    pub detail: String,
+    pub message_number: Option<u32>,
+    pub instance: String,
+    pub started_at: String,
+    pub finished_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TimedMessageView {
+    pub number: u32,
+    pub text: String,
+    pub instance: String,
+    pub at: String,
+}
+
+/// Body of `POST /servers/{name}/quarantine` and `/unquarantine` (optional).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ActRequest {
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SubmitResponse {
+    pub action: ActionView,
+    /// True when an open action of the same kind already existed and is returned instead.
+    pub existing: bool,
+    pub message: MessageView,
+}
+
+/// Every error body.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorBody {
+    pub error: ErrorView,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorView {
+    pub number: u32,
+    pub severity: String,
+    pub text: String,
+    pub remedy: String,
+}
+
+fn time(t: &chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl From<&NicRecord> for NicView {
+    fn from(nic: &NicRecord) -> Self {
+        NicView {
+            mac: nic.mac.to_string(),
+            network: nic.current_network.clone(),
+            ip: nic.current_ip.map(|ip| ip.to_string()),
+            operational_network: nic.network.clone(),
+            operational_ip: nic.operational_ip.to_string(),
+            switch: nic.switch.clone(),
+            port: nic.port.clone(),
+        }
+    }
+}
+
+impl ServerView {
+    pub fn new(server: &ServerRecord, last_action: Option<&ActionRecord>) -> Self {
+        let nics: Vec<NicView> = server.nics.iter().map(NicView::from).collect();
+        ServerView {
+            name: server.name.clone(),
+            kind: server.kind.to_string(),
+            tenant: server.tenant.clone(),
+            user_email: server.user_email.clone(),
+            state: server.state.to_string(),
+            network: nics.first().map(|n| n.network.clone()),
+            ip: nics.first().and_then(|n| n.ip.clone()),
+            retired: server.retired,
+            nics,
+            last_action: last_action.map(|a| ActionBrief {
+                id: a.id,
+                kind: a.kind.to_string(),
+                state: a.state.to_string(),
+            }),
+            updated_at: time(&server.updated_at),
+        }
+    }
+}
+
+impl From<&ActionRecord> for ActionView {
+    fn from(action: &ActionRecord) -> Self {
+        ActionView {
+            id: action.id,
+            kind: action.kind.to_string(),
+            state: action.state.to_string(),
+            server: action.server_name.clone(),
+            address: action.address.map(|a| a.to_string()),
+            reason: action.reason.clone(),
+            trigger: action.trigger.clone(),
+            requested_by: action.requested_by.clone(),
+            instance: action.instance.clone(),
+            attempts: action.attempts,
+            generation: action.generation,
+            message: action.message.as_ref().map(|m| MessageView { number: m.number, text: m.text.clone() }),
+            created_at: time(&action.created_at),
+            updated_at: time(&action.updated_at),
+            steps: None,
+            messages: None,
+        }
+    }
+}
+
+impl From<&StepRecord> for StepView {
+    fn from(record: &StepRecord) -> Self {
+        let step = &record.step;
+        StepView {
+            seq: record.seq,
+            attempt: step.attempt,
+            name: step.name.clone(),
+            target: step.target.clone(),
+            outcome: step.outcome.as_str().to_string(),
+            detail: step.detail.clone(),
+            message_number: step.message_number,
+            instance: step.instance.clone(),
+            started_at: time(&step.started_at),
+            finished_at: time(&step.finished_at),
+        }
+    }
+}
+
+impl From<&MessageRecord> for TimedMessageView {
+    fn from(record: &MessageRecord) -> Self {
+        TimedMessageView {
+            number: record.message.number,
+            text: record.message.text.clone(),
+            instance: record.message.instance.clone(),
+            at: time(&record.created_at),
+        }
+    }
+}

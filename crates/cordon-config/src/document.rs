@@ -1,0 +1,325 @@
+//! From TOML text to raw entries: every table checked against its known keys, every value
+//! checked to be a string, each kept with its byte position. Meaning is checked in `validate`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::Problems;
+
+/// A string value and where it is.
+#[derive(Debug, Clone)]
+pub(crate) struct Leaf {
+    pub value: String,
+    pub span: Range<usize>,
+}
+
+/// One table: a `[manager]`, one element of `[[network]]`, one `[[server.nic]]`, ...
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    /// The readable path of the table, like `network "office"` or `server "sbc-01".nic[0]`.
+    pub key: String,
+    /// Where the table starts (its header, or its `{` when inline).
+    pub start: usize,
+    pub strings: BTreeMap<&'static str, Leaf>,
+    /// Known keys present with a value of the wrong type (already reported).
+    pub mistyped: BTreeSet<&'static str>,
+    /// The entries of its one nested array of tables (`nic` of a server), in file order.
+    pub children: Vec<Entry>,
+}
+
+impl Entry {
+    pub fn get(&self, field: &str) -> Option<&Leaf> {
+        self.strings.get(field)
+    }
+
+    /// Whether `field` is not there at all (neither as a string nor as a mistyped value).
+    pub fn absent(&self, field: &str) -> bool {
+        !self.strings.contains_key(field) && !self.mistyped.contains(field)
+    }
+
+    /// The readable path of one of its keys.
+    pub fn key_of(&self, field: &str) -> String {
+        format!("{}.{}", self.key, field)
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Default)]
+pub(crate) struct Document {
+    pub manager: Option<Entry>,
+    pub networks: Vec<Entry>,
+    pub switches: Vec<Entry>,
+    pub tenants: Vec<Entry>,
+    pub servers: Vec<Entry>,
+}
+
+/// What a kind of table may hold.
+struct Schema {
+    /// Its key in its parent (`network`, `nic`).
+    section: &'static str,
+    /// How it is written as a header (`[[network]]`, `[[server.nic]]`).
+    header: &'static str,
+    /// Whether entries are shown by their `name` in keys.
+    named: bool,
+    strings: &'static [&'static str],
+    child: Option<&'static Schema>,
+}
+
+const MANAGER: Schema = Schema {
+    section: "manager",
+    header: "[manager]",
+    named: false,
+    strings: &["listen", "data_dir", "instance"],
+    child: None,
+};
+const NETWORK: Schema = Schema {
+    section: "network",
+    header: "[[network]]",
+    named: true,
+    strings: &["name", "role", "subnet", "gateway", "quarantine_network", "pool", "bridge"],
+    child: None,
+};
+const SWITCH: Schema =
+    Schema { section: "switch", header: "[[switch]]", named: true, strings: &["name", "driver", "netns"], child: None };
+const TENANT: Schema =
+    Schema { section: "tenant", header: "[[tenant]]", named: true, strings: &["name", "admin_email"], child: None };
+const NIC: Schema = Schema {
+    section: "nic",
+    header: "[[server.nic]]",
+    named: false,
+    strings: &["mac", "network", "ip", "switch", "port"],
+    child: None,
+};
+const SERVER: Schema = Schema {
+    section: "server",
+    header: "[[server]]",
+    named: true,
+    strings: &["name", "kind", "tenant", "user_email"],
+    child: Some(&NIC),
+};
+const SECTIONS: &[&str] = &["manager", "network", "switch", "tenant", "server"];
+
+/// Reads the document; `None` (with the problems recorded) when the text is not valid TOML.
+pub(crate) fn read(text: &str, problems: &mut Problems) -> Option<Document> {
+    let (root, errors) = DeTable::parse_recoverable(text);
+    if !errors.is_empty() {
+        let places = places(text, &root);
+        for error in errors {
+            let offset = error.span().map_or(text.len(), |span| span.start);
+            let key = syntax_error_key(text, &places, offset);
+            problems.add(Some(offset), key, format!("invalid TOML: {}", error.message()));
+        }
+        return None;
+    }
+    let mut document = Document::default();
+    for (key, value) in root.get_ref().iter() {
+        let name: &str = key.get_ref();
+        match name {
+            "manager" => document.manager = read_table(MANAGER.section.into(), value, &MANAGER, problems),
+            "network" => document.networks = read_array(None, value, &NETWORK, problems),
+            "switch" => document.switches = read_array(None, value, &SWITCH, problems),
+            "tenant" => document.tenants = read_array(None, value, &TENANT, problems),
+            "server" => document.servers = read_array(None, value, &SERVER, problems),
+            _ => problems.add(
+                Some(key.span().start),
+                display_key(name),
+                format!("unknown section (expected one of: {})", SECTIONS.join(", ")),
+            ),
+        }
+    }
+    Some(document)
+}
+
+fn read_array(
+    parent: Option<&str>,
+    value: &Spanned<DeValue<'_>>,
+    schema: &Schema,
+    problems: &mut Problems,
+) -> Vec<Entry> {
+    let key = match parent {
+        Some(parent) => format!("{parent}.{}", schema.section),
+        None => schema.section.to_string(),
+    };
+    let DeValue::Array(items) = value.get_ref() else {
+        problems.add(
+            Some(value.span().start),
+            key,
+            format!("expected an array of tables (write it {}), found {}", schema.header, a(value.get_ref())),
+        );
+        return Vec::new();
+    };
+    items
+        .iter()
+        .enumerate()
+        .filter_map(|(index, item)| {
+            let name = if schema.named { name_of(item) } else { None };
+            let item_key = match name {
+                Some(name) => format!("{key} {name:?}"),
+                None => format!("{key}[{index}]"),
+            };
+            read_table(item_key, item, schema, problems)
+        })
+        .collect()
+}
+
+fn read_table(key: String, value: &Spanned<DeValue<'_>>, schema: &Schema, problems: &mut Problems) -> Option<Entry> {
+    let DeValue::Table(table) = value.get_ref() else {
+        problems.add(
+            Some(value.span().start),
+            key,
+            format!("expected a table (write it {}), found {}", schema.header, a(value.get_ref())),
+        );
+        return None;
+    };
+    let mut entry = Entry {
+        key,
+        start: value.span().start,
+        strings: BTreeMap::new(),
+        mistyped: BTreeSet::new(),
+        children: Vec::new(),
+    };
+    for (field, value) in table.iter() {
+        let name: &str = field.get_ref();
+        if let Some(&known) = schema.strings.iter().find(|&&known| known == name) {
+            match value.get_ref() {
+                DeValue::String(text) => {
+                    entry.strings.insert(known, Leaf { value: text.to_string(), span: value.span() });
+                }
+                other => {
+                    entry.mistyped.insert(known);
+                    problems.add(
+                        Some(value.span().start),
+                        entry.key_of(known),
+                        format!("expected a string, found {}", a(other)),
+                    );
+                }
+            }
+        } else if let Some(child) = schema.child.filter(|child| child.section == name) {
+            if !matches!(value.get_ref(), DeValue::Array(_)) {
+                entry.mistyped.insert(child.section);
+            }
+            entry.children = read_array(Some(&entry.key), value, child, problems);
+        } else {
+            let mut expected: Vec<&str> = schema.strings.to_vec();
+            expected.extend(schema.child.map(|child| child.section));
+            problems.add(
+                Some(field.span().start),
+                entry.key_of(&display_key(name)),
+                format!("unknown key (expected one of: {})", expected.join(", ")),
+            );
+        }
+    }
+    Some(entry)
+}
+
+/// The non-empty string `name` of a table, if it has one.
+fn name_of(item: &Spanned<DeValue<'_>>) -> Option<String> {
+    let DeValue::Table(table) = item.get_ref() else {
+        return None;
+    };
+    table.iter().find_map(|(key, value)| {
+        let text = value.get_ref().as_str()?;
+        (AsRef::<str>::as_ref(key.get_ref()) == "name" && !text.is_empty()).then(|| text.to_string())
+    })
+}
+
+/// "a string", "an integer", ...
+fn a(value: &DeValue<'_>) -> String {
+    let kind = value.type_str();
+    let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+    format!("{article} {kind}")
+}
+
+/// A key as it would be written in TOML: bare when it can be, quoted otherwise.
+fn display_key(name: &str) -> String {
+    let bare = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if bare { name.to_string() } else { format!("{name:?}") }
+}
+
+/// A place in the recovered document tree, for naming the key of a syntax error.
+struct Place {
+    span: Range<usize>,
+    key: String,
+    /// A table opened by a `[header]` or `[[header]]` (its span is the header only).
+    header: bool,
+}
+
+/// Every table header and every value of the (partially) parsed document, in no order.
+fn places(text: &str, root: &Spanned<DeTable<'_>>) -> Vec<Place> {
+    let mut out = Vec::new();
+    collect_places(text, root.get_ref(), "", 0, &mut out);
+    out
+}
+
+fn collect_places(text: &str, table: &DeTable<'_>, prefix: &str, depth: usize, out: &mut Vec<Place>) {
+    // The configuration nests two levels deep; deeper tables are mistakes reported by their parent.
+    if depth > 3 {
+        return;
+    }
+    let is_header = |span: &Range<usize>| text.as_bytes().get(span.start) == Some(&b'[');
+    for (key, value) in table.iter() {
+        let name = display_key(key.get_ref());
+        let path = if prefix.is_empty() { name } else { format!("{prefix}.{name}") };
+        match value.get_ref() {
+            DeValue::Table(inner) => {
+                out.push(Place { span: value.span(), key: path.clone(), header: is_header(&value.span()) });
+                collect_places(text, inner, &path, depth + 1, out);
+            }
+            DeValue::Array(items) if items.iter().any(|item| item.get_ref().is_table()) => {
+                for (index, item) in items.iter().enumerate() {
+                    let item_path = match name_of(item) {
+                        Some(item_name) => format!("{path} {item_name:?}"),
+                        None => format!("{path}[{index}]"),
+                    };
+                    out.push(Place { span: item.span(), key: item_path.clone(), header: is_header(&item.span()) });
+                    if let DeValue::Table(inner) = item.get_ref() {
+                        collect_places(text, inner, &item_path, depth + 1, out);
+                    }
+                }
+            }
+            _ => out.push(Place { span: value.span(), key: path, header: false }),
+        }
+    }
+}
+
+/// The best readable key for a syntax error at `offset`: the value it is in, or else the table
+/// its line is in and the key the line starts with.
+fn syntax_error_key(text: &str, places: &[Place], offset: usize) -> String {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    // Inside (or right at the end of) a value, like an unterminated string.
+    let value = places
+        .iter()
+        .filter(|p| !p.header && p.span.start <= offset && offset <= p.span.end)
+        .min_by_key(|p| p.span.len());
+    if let Some(place) = value {
+        return place.key.clone();
+    }
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    let line = text[line_start..line_end].trim();
+    if let Some(header) = line.strip_prefix('[') {
+        let header = header.trim_matches(|c: char| c == '[' || c == ']' || c.is_whitespace());
+        let header: String = header.chars().take(60).collect();
+        return if header.is_empty() { "(table header)".to_string() } else { header };
+    }
+    let table = places
+        .iter()
+        .filter(|p| p.header && p.span.start < line_start)
+        .max_by_key(|p| p.span.start)
+        .map(|p| p.key.as_str());
+    let first: String =
+        line.chars().take_while(|&c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.').collect();
+    let first = (!first.is_empty() && !first.starts_with('.')).then_some(first);
+    match (table, first) {
+        (Some(table), Some(first)) => format!("{table}.{first}"),
+        (Some(table), None) => table.to_string(),
+        (None, Some(first)) => first,
+        (None, None) => "(file)".to_string(),
+    }
+}

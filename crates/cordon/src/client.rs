@@ -1,0 +1,97 @@
+//! A small typed client of Cordon's API.
+
+use std::time::Duration;
+
+use cordon_api::wire::ErrorBody;
+use cordon_model::messages;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::cli::{ApiArgs, Failure};
+
+#[derive(Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    pub fn new(args: &ApiArgs) -> Result<Self, Failure> {
+        let token = match std::env::var("CORDON_TOKEN") {
+            Ok(token) if !token.trim().is_empty() => Some(token.trim().to_string()),
+            _ => match &args.token_file {
+                Some(path) => Some(
+                    std::fs::read_to_string(path)
+                        .map_err(|e| {
+                            Failure::new(&messages::UNAUTHENTICATED, &[])
+                                .with_text(format!("cannot read the token file {}: {e}", path.display()))
+                        })?
+                        .trim()
+                        .to_string(),
+                ),
+                None => None,
+            },
+        };
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| Failure::new(&messages::INTERNAL_ERROR, &[("detail", &e)]))?;
+        Ok(Client { http, base: args.url.trim_end_matches('/').to_string(), token })
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Failure> {
+        self.send(self.http.get(format!("{}{path}", self.base))).await
+    }
+
+    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, Failure> {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body)).await
+    }
+
+    async fn send<T: DeserializeOwned>(&self, mut request: reqwest::RequestBuilder) -> Result<T, Failure> {
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|e| {
+            Failure::new(&messages::API_UNREACHABLE, &[("url", &self.base), ("detail", &root_cause(&e))])
+        })?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| {
+            Failure::new(&messages::API_UNREACHABLE, &[("url", &self.base), ("detail", &root_cause(&e))])
+        })?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|e| {
+                Failure::new(&messages::INTERNAL_ERROR, &[("detail", &format!("unexpected answer from the API: {e}"))])
+            });
+        }
+        match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(body) => Err(Failure {
+                number: body.error.number,
+                text: body.error.text,
+                remedy: Some(body.error.remedy),
+                exit_code: 1,
+            }),
+            Err(_) => Err(Failure::new(
+                &messages::INTERNAL_ERROR,
+                &[("detail", &format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)))],
+            )),
+        }
+    }
+}
+
+/// The innermost error, which says what actually happened (e.g. "Connection refused").
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
+}
+
+impl Failure {
+    pub fn with_text(mut self, text: String) -> Self {
+        self.text = text;
+        self
+    }
+}

@@ -1,0 +1,167 @@
+//! Human tables and JSON for the operator commands.
+
+use cordon_api::wire::{ActionView, ServerView};
+use serde::Serialize;
+
+use crate::cli::{Failure, Format};
+
+pub fn print<T: Serialize + ?Sized>(format: Format, value: &T, table: fn(&T) -> String) -> Result<(), Failure> {
+    match format {
+        Format::Json => match serde_json::to_string_pretty(value) {
+            Ok(json) => println!("{json}"),
+            Err(e) => return Err(Failure::new(&cordon_model::messages::INTERNAL_ERROR, &[("detail", &e)])),
+        },
+        Format::Table => print!("{}", table(value)),
+    }
+    Ok(())
+}
+
+/// Left-aligned columns separated by two spaces.
+fn render(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+            }
+        }
+        out.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        out.push_str(&line(row.clone()));
+    }
+    out
+}
+
+fn or_dash(value: &Option<String>) -> String {
+    value.clone().unwrap_or_else(|| "-".into())
+}
+
+pub fn servers_table(servers: &[ServerView]) -> String {
+    let rows: Vec<Vec<String>> = servers
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                s.kind.clone(),
+                or_dash(&s.tenant),
+                if s.retired { format!("{} (retired)", s.state) } else { s.state.clone() },
+                or_dash(&s.network),
+                or_dash(&s.ip),
+                s.last_action
+                    .as_ref()
+                    .map(|a| format!("#{} {} {}", a.id, a.kind, a.state))
+                    .unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    render(&["NAME", "KIND", "TENANT", "STATE", "NETWORK", "IP", "LAST ACTION"], &rows)
+}
+
+pub fn server_detail(s: &ServerView) -> String {
+    let mut out = format!(
+        "name:     {}\nkind:     {}\ntenant:   {}\nuser:     {}\nstate:    {}{}\nnetwork:  {}\nip:       {}\nlast action: {}\n\n",
+        s.name,
+        s.kind,
+        or_dash(&s.tenant),
+        or_dash(&s.user_email),
+        s.state,
+        if s.retired { " (retired: no longer in the configuration)" } else { "" },
+        or_dash(&s.network),
+        or_dash(&s.ip),
+        s.last_action.as_ref().map(|a| format!("#{} {} {}", a.id, a.kind, a.state)).unwrap_or_else(|| "-".into()),
+    );
+    let rows: Vec<Vec<String>> = s
+        .nics
+        .iter()
+        .map(|n| {
+            vec![
+                n.mac.clone(),
+                n.network.clone(),
+                or_dash(&n.ip),
+                format!("{} {}", n.operational_network, n.operational_ip),
+                match (&n.switch, &n.port) {
+                    (Some(switch), Some(port)) => format!("{switch}/{port}"),
+                    _ => "-".into(),
+                },
+            ]
+        })
+        .collect();
+    out.push_str(&render(&["MAC", "NETWORK", "IP", "OPERATIONAL", "PORT"], &rows));
+    out
+}
+
+fn message(a: &ActionView) -> String {
+    a.message.as_ref().map(|m| format!("{} {}", m.number, m.text)).unwrap_or_else(|| "-".into())
+}
+
+pub fn actions_table(actions: &[ActionView]) -> String {
+    let rows: Vec<Vec<String>> = actions
+        .iter()
+        .map(|a| {
+            vec![
+                a.id.to_string(),
+                a.kind.clone(),
+                a.state.clone(),
+                a.server.clone().or_else(|| a.address.clone()).unwrap_or_else(|| "-".into()),
+                a.created_at.clone(),
+                message(a),
+            ]
+        })
+        .collect();
+    render(&["ID", "KIND", "STATE", "SERVER", "CREATED", "MESSAGE"], &rows)
+}
+
+pub fn action_detail(a: &ActionView) -> String {
+    let mut out = format!(
+        "action:   {}\nkind:     {}\nstate:    {}\nserver:   {}\naddress:  {}\nreason:   {}\ntrigger:  {} by {}\ninstance: {}\nattempts: {}\ncreated:  {}\nupdated:  {}\nmessage:  {}\n",
+        a.id,
+        a.kind,
+        a.state,
+        or_dash(&a.server),
+        or_dash(&a.address),
+        or_dash(&a.reason),
+        a.trigger,
+        a.requested_by,
+        a.instance,
+        a.attempts,
+        a.created_at,
+        a.updated_at,
+        message(a),
+    );
+    if let Some(steps) = &a.steps {
+        out.push_str("\nSteps:\n");
+        let rows: Vec<Vec<String>> = steps
+            .iter()
+            .map(|s| {
+                vec![
+                    s.seq.to_string(),
+                    s.attempt.to_string(),
+                    s.name.clone(),
+                    s.target.clone(),
+                    s.outcome.clone(),
+                    s.detail.clone(),
+                ]
+            })
+            .collect();
+        out.push_str(&render(&["#", "TRY", "STEP", "TARGET", "OUTCOME", "DETAIL"], &rows));
+    }
+    if let Some(messages) = &a.messages {
+        out.push_str("\nMessages:\n");
+        let rows: Vec<Vec<String>> = messages
+            .iter()
+            .map(|m| vec![m.at.clone(), m.number.to_string(), m.instance.clone(), m.text.clone()])
+            .collect();
+        out.push_str(&render(&["AT", "NUMBER", "INSTANCE", "TEXT"], &rows));
+    }
+    out
+}

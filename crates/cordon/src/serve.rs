@@ -1,0 +1,236 @@
+//! `cordon serve`: wires configuration, store, drivers, engine and API together.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::Arc;
+
+use cordon_config::Config;
+use cordon_drivers::{LinuxBridgeSwitch, SwitchDriver};
+use cordon_engine::{Engine, EngineSettings, NetworkPlan, Topology};
+use cordon_model::{AddressPool, Role, SwitchDriverKind, messages};
+use cordon_store::{Inventory, NetworkSpec, NewMessage, NicSpec, ServerSpec, SqliteStore, Store, TenantSpec};
+use tokio::net::TcpListener;
+
+use crate::cli::Failure;
+
+pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
+    let config = cordon_config::load(config_path).map_err(|error| {
+        Failure::new(&messages::INVALID_CONFIGURATION, &[("detail", &format!("\n{error}"))]).usage()
+    })?;
+    if check_only {
+        println!(
+            "configuration {} is valid: {} networks, {} switches, {} tenants, {} servers; data in {}",
+            config.path.display(),
+            config.networks.len(),
+            config.switches.len(),
+            config.tenants.len(),
+            config.servers.len(),
+            config.manager.data_dir.display()
+        );
+        return Ok(());
+    }
+    init_logging();
+    let store_failure = |detail: &dyn std::fmt::Display| Failure::new(&messages::STORE_FAILURE, &[("detail", detail)]);
+    let data_dir = &config.manager.data_dir;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .map_err(|e| store_failure(&format!("cannot create {}: {e}", data_dir.display())))?;
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&data_dir.join("cordon.db")).map_err(|e| store_failure(&e))?);
+    let instance = config.manager.instance.clone();
+
+    let report = store.sync_inventory(&inventory(&config)).await.map_err(|e| store_failure(&e))?;
+    let synced = messages::INVENTORY_SYNCED.render(&[
+        ("added", &report.added.len()),
+        ("updated", &report.updated.len()),
+        ("retired", &report.retired.len()),
+    ]);
+    tracing::info!(number = messages::INVENTORY_SYNCED.number, "{synced}");
+    note(&*store, messages::INVENTORY_SYNCED.number, synced, &instance).await;
+    for name in &report.retired {
+        let text = messages::SERVER_RETIRED.render(&[("server", name)]);
+        tracing::warn!(number = messages::SERVER_RETIRED.number, "{text}");
+        note(&*store, messages::SERVER_RETIRED.number, text, &instance).await;
+    }
+
+    if store.count_tokens().await.map_err(|e| store_failure(&e))? == 0 {
+        let token = cordon_api::new_token();
+        let path = data_dir.join("admin.token");
+        write_secret(&path, &token).map_err(|e| store_failure(&format!("cannot write {}: {e}", path.display())))?;
+        store
+            .create_token("admin", Role::Admin, &cordon_api::hash_token(&token))
+            .await
+            .map_err(|e| store_failure(&e))?;
+        let text = messages::ADMIN_TOKEN_CREATED.render(&[("path", &path.display())]);
+        tracing::info!(number = messages::ADMIN_TOKEN_CREATED.number, "{text}");
+        note(&*store, messages::ADMIN_TOKEN_CREATED.number, text, &instance).await;
+    }
+
+    let engine = Engine::new(store.clone(), topology(&config), EngineSettings::new(instance.clone()));
+    let resumed =
+        engine.recover().await.map_err(|e| Failure { number: e.number(), text: e.text, remedy: None, exit_code: 1 })?;
+    if resumed > 0 {
+        tracing::warn!(resumed, "resuming actions left running by the previous process");
+    }
+
+    let listener = TcpListener::bind(config.manager.listen).await.map_err(|e| {
+        Failure::new(
+            &messages::INVALID_CONFIGURATION,
+            &[("detail", &format!("manager.listen {}: {e}", config.manager.listen))],
+        )
+        .usage()
+    })?;
+    let address = listener.local_addr().map_err(|e| Failure::new(&messages::INTERNAL_ERROR, &[("detail", &e)]))?;
+    // Tests and scripts that asked for port 0 read the real address here.
+    let _ = std::fs::write(data_dir.join("cordon.addr"), format!("{address}\n"));
+    let started = messages::CORDON_STARTED.render(&[
+        ("version", &env!("CARGO_PKG_VERSION")),
+        ("instance", &instance),
+        ("listen", &address),
+    ]);
+    tracing::info!(number = messages::CORDON_STARTED.number, "{started}");
+    note(&*store, messages::CORDON_STARTED.number, started, &instance).await;
+
+    let (stop_sender, stop) = tokio::sync::watch::channel(false);
+    let engine_task = {
+        let engine = engine.clone();
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            engine
+                .run(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+        })
+    };
+    let app = cordon_api::router(cordon_api::ApiState { engine });
+    let mut http_stop = stop.clone();
+    let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(
+        async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        },
+    );
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing running steps");
+        let _ = stop_sender.send(true);
+    });
+    let result = served.await;
+    let _ = engine_task.await;
+    result.map_err(|e| Failure::new(&messages::INTERNAL_ERROR, &[("detail", &e)]))
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CORDON_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Records a numbered message; a failure to record one is logged, never fatal.
+async fn note(store: &dyn Store, number: u32, text: String, instance: &str) {
+    let message = NewMessage { number, text, server_id: None, action_id: None, instance: instance.to_string() };
+    if let Err(error) = store.record_message(&message).await {
+        tracing::warn!(%error, "could not record message {number}");
+    }
+}
+
+/// Writes a secret readable by its owner only; an existing file is replaced.
+fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    writeln!(file, "{secret}")?;
+    file.sync_all()
+}
+
+fn inventory(config: &Config) -> Inventory {
+    Inventory {
+        networks: config
+            .networks
+            .iter()
+            .map(|n| NetworkSpec {
+                name: n.name.clone(),
+                role: n.role,
+                subnet: n.subnet.to_string(),
+                quarantine_network: n.quarantine_network.clone(),
+                pool: n.pool.map(|p| p.to_string()),
+                bridge: n.bridge.clone(),
+            })
+            .collect(),
+        tenants: config
+            .tenants
+            .iter()
+            .map(|t| TenantSpec { name: t.name.clone(), admin_email: t.admin_email.clone() })
+            .collect(),
+        servers: config
+            .servers
+            .iter()
+            .map(|s| ServerSpec {
+                name: s.name.clone(),
+                kind: s.kind,
+                tenant: s.tenant.clone(),
+                user_email: s.user_email.clone(),
+                nics: s
+                    .nics
+                    .iter()
+                    .map(|n| NicSpec {
+                        mac: n.mac,
+                        network: n.network.clone(),
+                        ip: n.ip,
+                        switch: n.switch.clone(),
+                        port: n.port.clone(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+fn topology(config: &Config) -> Topology {
+    let networks = config
+        .networks
+        .iter()
+        .map(|n| {
+            // The gateway is never handed to a quarantined server.
+            let pool = n.pool.map(|range| AddressPool::new(range, n.gateway));
+            let plan = NetworkPlan {
+                name: n.name.clone(),
+                role: n.role,
+                bridge: n.bridge.clone(),
+                quarantine_network: n.quarantine_network.clone(),
+                pool,
+            };
+            (n.name.clone(), plan)
+        })
+        .collect();
+    let switches: HashMap<String, Arc<dyn SwitchDriver>> = config
+        .switches
+        .iter()
+        .map(|s| {
+            let driver: Arc<dyn SwitchDriver> = match s.driver {
+                SwitchDriverKind::LinuxBridge => Arc::new(LinuxBridgeSwitch::new(s.name.clone(), s.netns.clone())),
+            };
+            (s.name.clone(), driver)
+        })
+        .collect();
+    Topology { networks, switches }
+}
