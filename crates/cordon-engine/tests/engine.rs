@@ -1,0 +1,361 @@
+//! The engine's own rules: one action at a time per server, crash recovery, idempotent steps,
+//! numbered failures, check and retry. The switch here is an in-memory model of a bridge
+//! switch, so that these rules can be driven into corners (a blocked call, a failing port);
+//! the real linux-bridge driver is exercised by crates/cordon-drivers/tests and by the
+//! end-to-end tests on the lab (crates/cordon/tests/lab_e2e.rs).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cordon_drivers::{DriverError, EnsureOutcome, PortObservation, SwitchDriver};
+use cordon_engine::*;
+use cordon_model::{ActionCommand, ActionKind, ActionState, AddressPool, NetworkRole, ServerKind, ServerState};
+use cordon_store::*;
+
+#[derive(Debug, Default)]
+struct MemorySwitch {
+    /// port → (bridge, isolated)
+    ports: Mutex<HashMap<String, (Option<String>, bool)>>,
+    fail_next: AtomicBool,
+    active: AtomicUsize,
+    max_active: AtomicUsize,
+    calls: Mutex<Vec<(String, String)>>,
+    /// Ports with a call in progress, and whether a second call ever overlapped one.
+    busy_ports: Mutex<std::collections::HashSet<String>>,
+    overlapped: AtomicBool,
+    delay: Mutex<Duration>,
+}
+
+impl MemorySwitch {
+    fn with_ports(ports: &[&str]) -> Arc<Self> {
+        let switch = MemorySwitch::default();
+        for port in ports {
+            switch.ports.lock().unwrap().insert(port.to_string(), (Some("br-office".into()), false));
+        }
+        Arc::new(switch)
+    }
+
+    fn port(&self, port: &str) -> (Option<String>, bool) {
+        self.ports.lock().unwrap()[port].clone()
+    }
+}
+
+impl SwitchDriver for MemorySwitch {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    fn switch_name(&self) -> &str {
+        "tor-1"
+    }
+
+    fn observe_port(&self, port: &str) -> Result<PortObservation, DriverError> {
+        let ports = self.ports.lock().unwrap();
+        let (bridge, isolated) = ports.get(port).cloned().ok_or(DriverError::PortNotFound { port: port.into() })?;
+        Ok(PortObservation { port: port.into(), bridge, isolated, up: true })
+    }
+
+    fn ensure_port(&self, port: &str, bridge: &str, isolated: bool) -> Result<EnsureOutcome, DriverError> {
+        let now = self.active.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_active.fetch_max(now, Ordering::SeqCst);
+        if !self.busy_ports.lock().unwrap().insert(port.to_string()) {
+            self.overlapped.store(true, Ordering::SeqCst);
+        }
+        std::thread::sleep(*self.delay.lock().unwrap());
+        self.calls.lock().unwrap().push((port.to_string(), bridge.to_string()));
+        let result = if self.fail_next.swap(false, Ordering::SeqCst) {
+            Err(DriverError::Netlink { operation: "set master".into(), detail: "injected failure".into() })
+        } else {
+            let before = self.observe_port(port);
+            before.and_then(|before| {
+                self.ports.lock().unwrap().insert(port.to_string(), (Some(bridge.to_string()), isolated));
+                let after = self.observe_port(port)?;
+                Ok(EnsureOutcome {
+                    moved: before.bridge != after.bridge,
+                    isolation_changed: before.isolated != after.isolated,
+                    before,
+                    after,
+                })
+            })
+        };
+        self.busy_ports.lock().unwrap().remove(port);
+        self.active.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+}
+
+fn inventory(servers: &[(&str, &str, &str)]) -> Inventory {
+    Inventory {
+        networks: vec![],
+        tenants: vec![],
+        servers: servers
+            .iter()
+            .map(|(name, mac, ip)| ServerSpec {
+                name: name.to_string(),
+                kind: ServerKind::Physical,
+                tenant: None,
+                user_email: None,
+                nics: vec![NicSpec {
+                    mac: mac.parse().unwrap(),
+                    network: "office".into(),
+                    ip: ip.parse().unwrap(),
+                    switch: Some("tor-1".into()),
+                    port: Some(format!("p-{name}")),
+                }],
+            })
+            .collect(),
+    }
+}
+
+const A: (&str, &str, &str) = ("a", "02:00:00:00:00:01", "10.10.0.11");
+const B: (&str, &str, &str) = ("b", "02:00:00:00:00:02", "10.10.0.12");
+
+struct Fixture {
+    engine: Engine,
+    switch: Arc<MemorySwitch>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+async fn fixture(pool: &str, store: Arc<dyn Store>) -> Fixture {
+    store.sync_inventory(&inventory(&[A, B])).await.unwrap();
+    let switch = MemorySwitch::with_ports(&["p-a", "p-b"]);
+    fixture_with(pool, store, switch)
+}
+
+fn fixture_with(pool: &str, store: Arc<dyn Store>, switch: Arc<MemorySwitch>) -> Fixture {
+    let mut topology = Topology::default();
+    topology.networks.insert(
+        "office".into(),
+        NetworkPlan {
+            name: "office".into(),
+            role: NetworkRole::Operational,
+            bridge: Some("br-office".into()),
+            quarantine_network: Some("quarantine".into()),
+            pool: None,
+        },
+    );
+    topology.networks.insert(
+        "quarantine".into(),
+        NetworkPlan {
+            name: "quarantine".into(),
+            role: NetworkRole::Quarantine,
+            bridge: Some("br-quarantine".into()),
+            quarantine_network: None,
+            pool: Some(AddressPool::new(pool.parse().unwrap(), [])),
+        },
+    );
+    topology.switches.insert("tor-1".into(), switch.clone());
+    let mut settings = EngineSettings::new("test");
+    settings.poll_interval = Duration::from_millis(20);
+    let engine = Engine::new(store, topology, settings);
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let runner = engine.clone();
+    tokio::spawn(async move {
+        runner
+            .run(async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    Fixture { engine, switch, stop }
+}
+
+fn actor() -> Actor {
+    Actor { name: "token:test".into(), origin: "test".into() }
+}
+
+fn request(kind: ActionKind, server: &str) -> Request {
+    Request { kind, server: server.into(), reason: None, trigger: "test".into(), actor: actor() }
+}
+
+async fn settle(engine: &Engine, id: i64) -> ActionRecord {
+    for _ in 0..500 {
+        let action = engine.store().action(id).await.unwrap().unwrap();
+        if matches!(action.state, ActionState::Succeeded | ActionState::Failed | ActionState::Checked) {
+            return action;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("action {id} did not settle");
+}
+
+fn memory_store() -> Arc<dyn Store> {
+    Arc::new(SqliteStore::open_in_memory().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantine_then_unquarantine_moves_and_records() {
+    let f = fixture("10.99.0.100-10.99.0.101", memory_store()).await;
+    let submitted = f.engine.request(request(ActionKind::Quarantine, "a")).await.unwrap();
+    assert!(!submitted.existing);
+    let done = settle(&f.engine, submitted.action.id).await;
+    assert_eq!(done.state, ActionState::Succeeded);
+    assert_eq!(done.message.as_ref().unwrap().number, 21002);
+    assert_eq!(f.switch.port("p-a"), (Some("br-quarantine".into()), true));
+    let a = f.engine.store().server_by_name("a").await.unwrap().unwrap();
+    assert_eq!(a.state, ServerState::Quarantined);
+    assert_eq!(
+        (a.nics[0].current_network.as_str(), a.nics[0].current_ip),
+        ("quarantine", Some("10.99.0.100".parse().unwrap()))
+    );
+
+    let undo = f.engine.request(request(ActionKind::Unquarantine, "a")).await.unwrap();
+    assert_eq!(settle(&f.engine, undo.action.id).await.state, ActionState::Succeeded);
+    assert_eq!(f.switch.port("p-a"), (Some("br-office".into()), false));
+    let a = f.engine.store().server_by_name("a").await.unwrap().unwrap();
+    assert_eq!(a.state, ServerState::Operational);
+    assert_eq!(a.nics[0].current_ip, Some("10.10.0.11".parse().unwrap()));
+    let _ = f.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_on_one_server_run_one_at_a_time_in_order() {
+    let f = fixture("10.99.0.100-10.99.0.101", memory_store()).await;
+    *f.switch.delay.lock().unwrap() = Duration::from_millis(50);
+    let first = f.engine.request(request(ActionKind::Quarantine, "a")).await.unwrap();
+    // With the quarantine still open, an unquarantine queues behind it instead of being refused.
+    let second = f.engine.request(request(ActionKind::Unquarantine, "a")).await.unwrap();
+    let other = f.engine.request(request(ActionKind::Quarantine, "b")).await.unwrap();
+    // A duplicate request returns the open action rather than creating another.
+    let duplicate = f.engine.request(request(ActionKind::Quarantine, "a")).await.unwrap();
+    assert!(duplicate.existing);
+    assert_eq!(duplicate.action.id, first.action.id);
+    assert_eq!(duplicate.message.number, 41004);
+
+    for id in [first.action.id, second.action.id, other.action.id] {
+        assert_eq!(settle(&f.engine, id).await.state, ActionState::Succeeded);
+    }
+    let calls = f.switch.calls.lock().unwrap().clone();
+    let on_a: Vec<&str> = calls.iter().filter(|(p, _)| p == "p-a").map(|(_, b)| b.as_str()).collect();
+    assert_eq!(on_a, ["br-quarantine", "br-office"], "oldest first");
+    assert_eq!(f.switch.port("p-a"), (Some("br-office".into()), false));
+    // Two servers may move at once, one server never.
+    assert!(!f.switch.overlapped.load(Ordering::SeqCst), "two actions on one server overlapped");
+    assert!(f.switch.max_active.load(Ordering::SeqCst) <= 2);
+    let _ = f.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_failure_fails_the_action_and_retry_completes_it() {
+    let f = fixture("10.99.0.100-10.99.0.101", memory_store()).await;
+    f.switch.fail_next.store(true, Ordering::SeqCst);
+    let submitted = f.engine.request(request(ActionKind::Quarantine, "a")).await.unwrap();
+    let failed = settle(&f.engine, submitted.action.id).await;
+    assert_eq!(failed.state, ActionState::Failed);
+    let message = failed.message.unwrap();
+    assert_eq!(message.number, 60010);
+    assert!(message.text.contains("injected failure"), "{}", message.text);
+    let a = f.engine.store().server_by_name("a").await.unwrap().unwrap();
+    assert_eq!(a.state, ServerState::QuarantineFailed);
+    assert_eq!(a.nics[0].current_network, "office", "the record did not follow a move that failed");
+
+    // Retry: the lease is kept (no second address), the port moves, the action succeeds.
+    f.engine.retry(failed.id, &actor()).await.unwrap();
+    let done = settle(&f.engine, failed.id).await;
+    assert_eq!((done.state, done.attempts), (ActionState::Succeeded, 2));
+    let a = f.engine.store().server_by_name("a").await.unwrap().unwrap();
+    assert_eq!(a.nics[0].current_ip, Some("10.99.0.100".parse().unwrap()));
+    let steps = f.engine.store().steps(failed.id).await.unwrap();
+    let outcomes: Vec<(u32, &str, StepOutcome)> =
+        steps.iter().map(|s| (s.step.attempt, s.step.name.as_str(), s.step.outcome)).collect();
+    assert_eq!(
+        outcomes,
+        [
+            (1, "ensure_quarantine_address", StepOutcome::Done),
+            (1, "ensure_port_on_bridge", StepOutcome::Failed),
+            (2, "ensure_quarantine_address", StepOutcome::Done),
+            (2, "ensure_port_on_bridge", StepOutcome::Done),
+            (2, "record_nic_position", StepOutcome::Done),
+        ]
+    );
+    let _ = f.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_and_retry_respect_the_state_machine() {
+    let f = fixture("10.99.0.100-10.99.0.101", memory_store()).await;
+    f.switch.fail_next.store(true, Ordering::SeqCst);
+    let submitted = f.engine.request(request(ActionKind::Quarantine, "a")).await.unwrap();
+    let failed = settle(&f.engine, submitted.action.id).await;
+    let checked = f.engine.check(failed.id, &actor()).await.unwrap();
+    assert_eq!(checked.state, ActionState::Checked);
+    assert_eq!(checked.message.unwrap().number, 21006);
+    // Checking released nothing and moved nothing.
+    assert_eq!(f.switch.port("p-a"), (Some("br-office".into()), false));
+    let refused = f.engine.retry(failed.id, &actor()).await.unwrap_err();
+    assert_eq!((refused.number(), refused.kind), (41003, ErrorKind::Conflict));
+    let refused = f.engine.check(failed.id, &actor()).await.unwrap_err();
+    assert_eq!(refused.number(), 41003);
+    let missing = f.engine.check(999, &actor()).await.unwrap_err();
+    assert_eq!((missing.number(), missing.kind), (60003, ErrorKind::NotFound));
+    let _ = f.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_pool_fails_with_its_number_and_never_shares_an_address() {
+    let f = fixture("10.99.0.100-10.99.0.100", memory_store()).await;
+    let first = f.engine.request(request(ActionKind::Quarantine, "a")).await.unwrap();
+    assert_eq!(settle(&f.engine, first.action.id).await.state, ActionState::Succeeded);
+    let second = f.engine.request(request(ActionKind::Quarantine, "b")).await.unwrap();
+    let failed = settle(&f.engine, second.action.id).await;
+    assert_eq!(failed.state, ActionState::Failed);
+    assert_eq!(failed.message.unwrap().number, 60012);
+    assert_eq!(f.switch.port("p-b"), (Some("br-office".into()), false), "nothing moved without an address");
+    let _ = f.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_before_anything_is_recorded() {
+    let f = fixture("10.99.0.100-10.99.0.101", memory_store()).await;
+    let unknown = f.engine.request(request(ActionKind::Quarantine, "zz")).await.unwrap_err();
+    assert_eq!((unknown.number(), unknown.kind), (60002, ErrorKind::NotFound));
+    let not_quarantined = f.engine.request(request(ActionKind::Unquarantine, "a")).await.unwrap_err();
+    assert_eq!(not_quarantined.number(), 41002);
+    // A server without a port on a managed switch.
+    let mut servers = inventory(&[A, B]);
+    servers.servers[1].nics[0].port = None;
+    f.engine.store().sync_inventory(&servers).await.unwrap();
+    let unmovable = f.engine.request(request(ActionKind::Quarantine, "b")).await.unwrap_err();
+    assert_eq!((unmovable.number(), unmovable.kind), (60013, ErrorKind::Unprocessable));
+    assert!(f.engine.store().list_actions(&ActionFilter::default()).await.unwrap().is_empty());
+    let _ = f.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_left_running_by_a_dead_process_is_resumed() {
+    let store = memory_store();
+    store.sync_inventory(&inventory(&[A, B])).await.unwrap();
+    let a = store.server_by_name("a").await.unwrap().unwrap();
+    // The dead process had committed the action, started it and leased an address.
+    let action = store
+        .create_action(&NewAction {
+            kind: ActionKind::Quarantine,
+            server_id: Some(a.id),
+            address: None,
+            state: ActionState::Pending,
+            reason: None,
+            trigger: "test".into(),
+            requested_by: "test".into(),
+            instance: "dead".into(),
+        })
+        .await
+        .unwrap();
+    store.transition_action(action.id, action.generation, ActionCommand::Start, None).await.unwrap();
+    let pool = AddressPool::new("10.99.0.100-10.99.0.101".parse().unwrap(), []);
+    store.lease_address(a.id, a.nics[0].mac, "quarantine", &pool).await.unwrap();
+
+    let switch = MemorySwitch::with_ports(&["p-a", "p-b"]);
+    // ... and had even moved the port before it died.
+    switch.ports.lock().unwrap().insert("p-a".into(), (Some("br-quarantine".into()), true));
+    let f = fixture_with("10.99.0.100-10.99.0.101", store.clone(), switch);
+    assert_eq!(f.engine.recover().await.unwrap(), 1);
+    let done = settle(&f.engine, action.id).await;
+    assert_eq!((done.state, done.attempts), (ActionState::Succeeded, 2));
+    let a = store.server_by_name("a").await.unwrap().unwrap();
+    assert_eq!(a.nics[0].current_ip, Some("10.99.0.100".parse().unwrap()), "the same lease, not a second one");
+    let steps = store.steps(action.id).await.unwrap();
+    assert!(steps.iter().any(|s| s.step.outcome == StepOutcome::AlreadyInPlace), "the port was found in place");
+    let _ = f.stop.send(true);
+}
