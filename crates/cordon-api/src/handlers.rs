@@ -114,9 +114,24 @@ pub async fn list_servers(State(state): State<ApiState>) -> ApiResult<Json<Vec<S
 
 pub async fn show_server(State(state): State<ApiState>, Path(name): Path<String>) -> ApiResult<Json<ServerView>> {
     let store = state.engine.store();
-    let server = store.server_by_name(&name).await?.ok_or_else(|| {
-        ApiError::from(EngineError::new(ErrorKind::NotFound, &messages::SERVER_NOT_FOUND, &[("name", &name)]))
-    })?;
+    // A name first; failing that, an address (operational or current) of a managed server.
+    let server = match store.server_by_name(&name).await? {
+        Some(server) => server,
+        None => match name.parse::<std::net::IpAddr>() {
+            Ok(address) => store.server_by_address(address).await?.ok_or_else(|| {
+                ApiError::from(EngineError::new(
+                    ErrorKind::NotFound,
+                    &messages::SERVER_NOT_FOUND_BY_ADDRESS,
+                    &[("address", &address)],
+                ))
+            })?,
+            Err(_) => {
+                return Err(
+                    EngineError::new(ErrorKind::NotFound, &messages::SERVER_NOT_FOUND, &[("name", &name)]).into()
+                );
+            }
+        },
+    };
     let last =
         store.list_actions(&ActionFilter { server_id: Some(server.id), limit: Some(1), ..Default::default() }).await?;
     Ok(Json(ServerView::new(&server, last.first())))

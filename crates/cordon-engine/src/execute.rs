@@ -118,26 +118,24 @@ impl Engine {
 
         // Step 1: an address from the quarantine pool (kept if this NIC already has one).
         let begun = Utc::now();
-        let Some(pool) = &plan.quarantine.pool else {
-            let message =
-                EngineError::message_ref(&messages::POOL_EXHAUSTED, &[("network", quarantine), ("range", &"no pool")]);
-            self.journal(
-                action,
-                "ensure_quarantine_address",
-                &target,
-                StepOutcome::Failed,
-                &message.text,
-                Some(message.number),
-                begun,
-            )
-            .await?;
-            return Ok(Err(StepFailure { message }));
+        let leased = match &plan.quarantine.pool {
+            // Configuration validation requires a pool; say so plainly if one is missing anyway.
+            None => Err(EngineError::message_ref(
+                &messages::POOL_EXHAUSTED,
+                &[("network", quarantine), ("range", &"no pool")],
+            )),
+            Some(pool) => match store.lease_address(server_id, plan.nic.mac, quarantine, pool).await {
+                Ok(address) => Ok(address),
+                Err(error @ StoreError::PoolExhausted { .. }) => {
+                    let error = EngineError::from(error);
+                    Err(MessageRef { number: error.number(), text: error.text })
+                }
+                Err(other) => return Err(other.into()),
+            },
         };
-        let address = match store.lease_address(server_id, plan.nic.mac, quarantine, pool).await {
+        let address = match leased {
             Ok(address) => address,
-            Err(error @ StoreError::PoolExhausted { .. }) => {
-                let error = EngineError::from(error);
-                let message = MessageRef { number: error.number(), text: error.text };
+            Err(message) => {
                 self.journal(
                     action,
                     "ensure_quarantine_address",
@@ -150,7 +148,6 @@ impl Engine {
                 .await?;
                 return Ok(Err(StepFailure { message }));
             }
-            Err(other) => return Err(other.into()),
         };
         self.journal(
             action,

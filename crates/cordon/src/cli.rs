@@ -81,6 +81,7 @@ enum ServersCommand {
     },
     /// One server: state, each NIC's current and operational network and address, last action.
     Show {
+        /// The server's name, or one of its addresses (operational or quarantine).
         name: String,
         #[command(flatten)]
         api: ApiArgs,

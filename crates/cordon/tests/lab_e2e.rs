@@ -91,6 +91,16 @@ fn quarantine_isolates_and_unquarantine_restores() {
     assert!(stdout(&table).contains("sbc-03") && stdout(&table).contains("quarantined"), "{}", stdout(&table));
 }
 
+/// The newest action, shown with its steps and messages.
+fn newest_action(manager: &Manager) -> serde_json::Value {
+    let id = manager.json(&["actions", "list", "-o", "json"])[0]["id"].as_i64().unwrap().to_string();
+    manager.json(&["actions", "show", &id, "-o", "json"])
+}
+
+fn port_step(action: &serde_json::Value) -> serde_json::Value {
+    action["steps"].as_array().unwrap().iter().find(|s| s["name"] == "ensure_port_on_bridge").unwrap().clone()
+}
+
 #[test]
 fn resync_after_a_port_was_moved_by_hand() {
     let lab = Lab::up(&format!("r{}", std::process::id() % 100_000));
@@ -101,11 +111,8 @@ fn resync_after_a_port_was_moved_by_hand() {
     // ... then runs `cordon quarantine` so that the records match.
     let out = manager.cordon(&["quarantine", "sbc-02", "--wait"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let action = manager.json(&["actions", "list", "-o", "json"])[0].clone();
-    let id = action["id"].as_i64().unwrap().to_string();
-    let shown = manager.json(&["actions", "show", &id, "-o", "json"]);
-    let port_step = shown["steps"].as_array().unwrap().iter().find(|s| s["name"] == "ensure_port_on_bridge").unwrap();
-    assert_eq!(port_step["outcome"], "already_in_place", "{shown}");
+    let shown = newest_action(&manager);
+    assert_eq!(port_step(&shown)["outcome"], "already_in_place", "{shown}");
     assert!(
         shown["messages"].as_array().unwrap().iter().any(|m| m["number"] == 21005),
         "message 21005 says the port was already in place: {shown}"
@@ -119,11 +126,8 @@ fn resync_after_a_port_was_moved_by_hand() {
     lab.move_by_hand("p-sbc-02", "br-office", false);
     let out = manager.cordon(&["unquarantine", "sbc-02", "--wait"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let action = manager.json(&["actions", "list", "-o", "json"])[0].clone();
-    let id = action["id"].as_i64().unwrap().to_string();
-    let shown = manager.json(&["actions", "show", &id, "-o", "json"]);
-    let port_step = shown["steps"].as_array().unwrap().iter().find(|s| s["name"] == "ensure_port_on_bridge").unwrap();
-    assert_eq!(port_step["outcome"], "already_in_place", "{shown}");
+    let shown = newest_action(&manager);
+    assert_eq!(port_step(&shown)["outcome"], "already_in_place", "{shown}");
     let b = manager.json(&["servers", "show", "sbc-02", "-o", "json"]);
     assert_eq!(
         (b["state"].as_str(), b["network"].as_str(), b["ip"].as_str()),
@@ -202,6 +206,13 @@ fn refusals_are_numbered_and_change_nothing() {
     let b = manager.json(&["servers", "show", "sbc-02", "-o", "json"]);
     assert_eq!(b["state"], "quarantine_failed");
     assert_eq!(b["network"], "office", "the record did not follow a move that did not happen");
+
+    // Looking a server up by address: found by its operational address, 67198 otherwise.
+    let by_address = manager.json(&["servers", "show", "10.10.0.13", "-o", "json"]);
+    assert_eq!(by_address["name"], "sbc-03");
+    let out = manager.cordon(&["servers", "show", "10.10.0.99"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("ERROR 67198 server not found. ip=10.10.0.99"), "{}", stderr(&out));
 
     // explain
     let out = std::process::Command::new(CORDON).args(["explain", "67198"]).output().unwrap();
