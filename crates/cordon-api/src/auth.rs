@@ -46,8 +46,10 @@ async fn authorize(State((state, needed)): State<(ApiState, Role)>, mut request:
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim);
+        // The scheme is case-insensitive (RFC 7235); the token is what follows one space.
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
     let Some(token) = token.filter(|t| !t.is_empty()) else {
         return ApiError::unauthenticated().into_response();
     };

@@ -2,6 +2,7 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -90,25 +91,23 @@ pub async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], crate::OPENAPI)
 }
 
-pub async fn not_found() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        &messages::BAD_REQUEST,
-        messages::BAD_REQUEST.render(&[("detail", &"no such route")]),
-    )
+pub async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    let text = messages::NO_SUCH_ROUTE.render(&[("method", &method), ("path", &uri.path())]);
+    ApiError::new(StatusCode::NOT_FOUND, &messages::NO_SUCH_ROUTE, text)
+}
+
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    let text = messages::NO_SUCH_ROUTE.render(&[("method", &method), ("path", &uri.path())]);
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, &messages::NO_SUCH_ROUTE, text)
 }
 
 pub async fn list_servers(State(state): State<ApiState>) -> ApiResult<Json<Vec<ServerView>>> {
     let store = state.engine.store();
     let servers = store.list_servers().await?;
-    // The newest action per server, from one query rather than one per server.
-    let recent = store.list_actions(&ActionFilter { limit: Some(5000), ..Default::default() }).await?;
-    let mut last = HashMap::new();
-    for action in &recent {
-        if let Some(id) = action.server_id {
-            last.entry(id).or_insert(action);
-        }
-    }
+    // The newest action of every server, from one query rather than one per server.
+    let latest = store.latest_actions().await?;
+    let last: HashMap<i64, &cordon_store::ActionRecord> =
+        latest.iter().filter_map(|a| a.server_id.map(|id| (id, a))).collect();
     Ok(Json(servers.iter().map(|s| ServerView::new(s, last.get(&s.id).copied())).collect()))
 }
 
@@ -199,8 +198,9 @@ pub struct ActionQuery {
 
 pub async fn list_actions(
     State(state): State<ApiState>,
-    Query(query): Query<ActionQuery>,
+    query: Result<Query<ActionQuery>, QueryRejection>,
 ) -> ApiResult<Json<Vec<ActionView>>> {
+    let Query(query) = query.map_err(|rejection| ApiError::bad_request(&rejection.body_text()))?;
     let store = state.engine.store();
     let action_state =
         query.state.as_deref().map(str::parse::<ActionState>).transpose().map_err(|e| ApiError::bad_request(&e))?;

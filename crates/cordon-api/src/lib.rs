@@ -72,6 +72,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/actions/{id}/check", guarded(Role::Operator, post(check_action)))
         .route("/api/v1/actions/{id}/retry", guarded(Role::Operator, post(retry_action)))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::count))
         .with_state(state)
 }

@@ -183,10 +183,10 @@ impl Engine {
         .await?;
         tracing::info!(action = action.id, server = %server.name, kind = %request.kind, actor = %request.actor.name, "action queued");
         inner.wake.notify_one();
-        let message = MessageRef {
-            number: 0,
-            text: format!("{} of {} queued as action {}", request.kind, server.name, action.id),
-        };
+        let message = EngineError::message_ref(
+            &messages::ACTION_QUEUED,
+            &[("kind", &request.kind), ("server", &server.name), ("action", &action.id)],
+        );
         Ok(Submitted { action, existing: false, message })
     }
 

@@ -102,6 +102,9 @@ catalogue! {
     ACTION_RETRY_QUEUED = 21007, "action_retry_queued",
         "action {action} queued for another attempt by {actor}",
         "Follow it with `cordon actions show {action}`.";
+    ACTION_QUEUED = 21008, "action_queued",
+        "{kind} of {server} queued as action {action}",
+        "None: informational. Follow it with `cordon actions show {action}`, or pass --wait.";
     SERVER_RETIRED = 40001, "server_retired",
         "server {server} is no longer in the configuration: kept and flagged retired",
         "If the server was removed on purpose, nothing to do. If it still has open actions, check or finish them; Cordon never deletes a server's history.";
@@ -162,6 +165,9 @@ catalogue! {
     UNKNOWN_MESSAGE = 60041, "unknown_message",
         "no message has number {number}",
         "See docs/messages.md for every number.";
+    NO_SUCH_ROUTE = 60042, "no_such_route",
+        "no such route: {method} {path}",
+        "See the API description at /api/v1/openapi.json (docs/openapi.json) for the routes and their methods.";
     INTERNAL_ERROR = 60099, "internal_error",
         "internal error: {detail}",
         "This is a bug in Cordon. The action's journal says how far it got; report the detail.";

@@ -284,6 +284,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn create_action(&self, action: &NewAction) -> Result<ActionRecord>;
     async fn action(&self, id: i64) -> Result<Option<ActionRecord>>;
     async fn list_actions(&self, filter: &ActionFilter) -> Result<Vec<ActionRecord>>;
+    /// The newest action of every server that has one.
+    async fn latest_actions(&self) -> Result<Vec<ActionRecord>>;
     /// The oldest open action of `kind` on the server, if any.
     async fn open_action(&self, server_id: i64, kind: ActionKind) -> Result<Option<ActionRecord>>;
     /// Actions a worker should run (pending or retrying), oldest first.

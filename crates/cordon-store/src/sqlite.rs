@@ -509,6 +509,17 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn latest_actions(&self) -> Result<Vec<ActionRecord>> {
+        self.run(|connection| {
+            many_actions(
+                connection,
+                "WHERE a.id IN (SELECT MAX(id) FROM actions WHERE server_id IS NOT NULL GROUP BY server_id) ORDER BY a.id",
+                &[],
+            )
+        })
+        .await
+    }
+
     async fn open_action(&self, server_id: i64, kind: ActionKind) -> Result<Option<ActionRecord>> {
         self.run(move |connection| {
             let open: Vec<&str> = ActionState::ALL.iter().filter(|s| s.is_open()).map(|s| s.as_str()).collect();

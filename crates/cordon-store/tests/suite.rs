@@ -162,15 +162,23 @@ async fn open_runnable_and_listed_actions() {
         assert_eq!(runnable, vec![first.id, second.id], "oldest first");
         store.transition_action(first.id, 1, ActionCommand::Start, None).await.unwrap();
         assert_eq!(store.running_actions().await.unwrap().len(), 1);
+        let third = store.create_action(&new_action(a.id, ActionKind::Unquarantine)).await.unwrap();
+        let latest: Vec<i64> = store.latest_actions().await.unwrap().iter().map(|x| x.id).collect();
+        assert_eq!(latest, vec![second.id, third.id], "{backend}: the newest action of each server");
+        store.transition_action(third.id, 1, ActionCommand::Cancel, None).await.unwrap();
         let listed = store.list_actions(&ActionFilter::default()).await.unwrap();
-        assert_eq!(listed.iter().map(|x| x.id).collect::<Vec<_>>(), vec![second.id, first.id], "newest first");
+        assert_eq!(
+            listed.iter().map(|x| x.id).collect::<Vec<_>>(),
+            vec![third.id, second.id, first.id],
+            "newest first"
+        );
         let pending = store
             .list_actions(&ActionFilter { state: Some(ActionState::Pending), ..Default::default() })
             .await
             .unwrap();
         assert_eq!(pending.len(), 1);
         let of_a = store.list_actions(&ActionFilter { server_id: Some(a.id), ..Default::default() }).await.unwrap();
-        assert_eq!(of_a.len(), 1);
+        assert_eq!(of_a.len(), 2);
     }
 }
 
