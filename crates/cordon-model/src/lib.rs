@@ -5,10 +5,13 @@
 
 pub mod action;
 pub mod address;
+pub mod detection;
 pub mod inventory;
 pub mod messages;
+pub mod policy;
 
 pub use action::{ActionCommand, ActionKind, ActionState, InvalidTransition};
+pub use detection::{Detection, Parsed, ThreatSeverity};
 pub use address::{AddressPool, AddressRange, MacAddr, ParseError};
 pub use inventory::{NetworkRole, Role, ServerKind, ServerState, SwitchDriverKind};
 pub use messages::{Message, Severity};

@@ -1,0 +1,1 @@
+//! Policy: which action a detection calls for. (Being written.)

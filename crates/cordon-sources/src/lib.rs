@@ -1,0 +1,1 @@
+//! Sources as running tasks: files followed, sockets listened on.
