@@ -1,5 +1,6 @@
 //! From TOML text to raw entries: every table checked against its known keys, every value
-//! checked to be a string, each kept with its byte position. Meaning is checked in `validate`.
+//! checked to be of its key's type (a string, a boolean, an integer, an array of strings), each
+//! kept with its byte position. Meaning is checked in `validate`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
@@ -8,12 +9,43 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::Problems;
+use Kind::{Bool, Ids, Int, Str, Strings};
 
 /// A string value and where it is.
 #[derive(Debug, Clone)]
 pub(crate) struct Leaf {
     pub value: String,
     pub span: Range<usize>,
+}
+
+/// A boolean or integer value and where it is.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Scalar<T> {
+    pub value: T,
+    pub start: usize,
+}
+
+/// An array of strings (integers too, for [`Kind::Ids`], as decimal text) and where it is.
+#[derive(Debug, Clone)]
+pub(crate) struct List {
+    /// The well-typed items, each with its own position (the others are already reported).
+    pub items: Vec<Leaf>,
+    /// Where the array starts.
+    pub start: usize,
+    /// How many items were written, well typed or not.
+    pub written: usize,
+}
+
+/// The type a key's value must have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Str,
+    Bool,
+    Int,
+    /// An array of strings.
+    Strings,
+    /// An array of strings or integers (integers kept as decimal text).
+    Ids,
 }
 
 /// One table: a `[manager]`, one element of `[[network]]`, one `[[server.nic]]`, ...
@@ -24,6 +56,11 @@ pub(crate) struct Entry {
     /// Where the table starts (its header, or its `{` when inline).
     pub start: usize,
     pub strings: BTreeMap<&'static str, Leaf>,
+    pub bools: BTreeMap<&'static str, Scalar<bool>>,
+    pub ints: BTreeMap<&'static str, Scalar<i128>>,
+    pub lists: BTreeMap<&'static str, List>,
+    /// Every known key present, whatever its value, with where the key is written.
+    pub present: BTreeMap<&'static str, usize>,
     /// Known keys present with a value of the wrong type (already reported).
     pub mistyped: BTreeSet<&'static str>,
     /// The entries of its one nested array of tables (`nic` of a server), in file order.
@@ -35,9 +72,21 @@ impl Entry {
         self.strings.get(field)
     }
 
-    /// Whether `field` is not there at all (neither as a string nor as a mistyped value).
+    pub fn get_bool(&self, field: &str) -> Option<Scalar<bool>> {
+        self.bools.get(field).copied()
+    }
+
+    pub fn get_int(&self, field: &str) -> Option<Scalar<i128>> {
+        self.ints.get(field).copied()
+    }
+
+    pub fn get_list(&self, field: &str) -> Option<&List> {
+        self.lists.get(field)
+    }
+
+    /// Whether `field` is not there at all (neither well typed nor mistyped).
     pub fn absent(&self, field: &str) -> bool {
-        !self.strings.contains_key(field) && !self.mistyped.contains(field)
+        !self.present.contains_key(field)
     }
 
     /// The readable path of one of its keys.
@@ -54,6 +103,8 @@ pub(crate) struct Document {
     pub switches: Vec<Entry>,
     pub tenants: Vec<Entry>,
     pub servers: Vec<Entry>,
+    pub sources: Vec<Entry>,
+    pub policy: Option<Entry>,
 }
 
 /// What a kind of table may hold.
@@ -64,7 +115,8 @@ struct Schema {
     header: &'static str,
     /// Whether entries are shown by their `name` in keys.
     named: bool,
-    strings: &'static [&'static str],
+    /// Its keys and their types, in the order error messages list them.
+    fields: &'static [(&'static str, Kind)],
     child: Option<&'static Schema>,
 }
 
@@ -72,35 +124,106 @@ const MANAGER: Schema = Schema {
     section: "manager",
     header: "[manager]",
     named: false,
-    strings: &["listen", "data_dir", "instance"],
+    fields: &[("listen", Str), ("data_dir", Str), ("instance", Str)],
     child: None,
 };
 const NETWORK: Schema = Schema {
     section: "network",
     header: "[[network]]",
     named: true,
-    strings: &["name", "role", "subnet", "gateway", "quarantine_network", "pool", "bridge"],
+    fields: &[
+        ("name", Str),
+        ("role", Str),
+        ("subnet", Str),
+        ("gateway", Str),
+        ("quarantine_network", Str),
+        ("pool", Str),
+        ("bridge", Str),
+    ],
     child: None,
 };
-const SWITCH: Schema =
-    Schema { section: "switch", header: "[[switch]]", named: true, strings: &["name", "driver", "netns"], child: None };
-const TENANT: Schema =
-    Schema { section: "tenant", header: "[[tenant]]", named: true, strings: &["name", "admin_email"], child: None };
+const SWITCH: Schema = Schema {
+    section: "switch",
+    header: "[[switch]]",
+    named: true,
+    fields: &[("name", Str), ("driver", Str), ("netns", Str)],
+    child: None,
+};
+const TENANT: Schema = Schema {
+    section: "tenant",
+    header: "[[tenant]]",
+    named: true,
+    fields: &[("name", Str), ("admin_email", Str)],
+    child: None,
+};
 const NIC: Schema = Schema {
     section: "nic",
     header: "[[server.nic]]",
     named: false,
-    strings: &["mac", "network", "ip", "switch", "port"],
+    fields: &[("mac", Str), ("network", Str), ("ip", Str), ("switch", Str), ("port", Str)],
     child: None,
 };
 const SERVER: Schema = Schema {
     section: "server",
     header: "[[server]]",
     named: true,
-    strings: &["name", "kind", "tenant", "user_email"],
+    fields: &[("name", Str), ("kind", Str), ("tenant", Str), ("user_email", Str), ("action", Str), ("protected", Bool)],
     child: Some(&NIC),
 };
-const SECTIONS: &[&str] = &["manager", "network", "switch", "tenant", "server"];
+const SOURCE: Schema = Schema {
+    section: "source",
+    header: "[[source]]",
+    named: true,
+    fields: &[
+        ("name", Str),
+        ("type", Str),
+        ("path", Str),
+        ("socket", Str),
+        ("listen_udp", Str),
+        ("listen_tcp", Str),
+        ("profile", Str),
+        ("allowed_peers", Strings),
+        ("token_file", Str),
+        ("hmac_secret_file", Str),
+    ],
+    child: None,
+};
+const RULE: Schema = Schema {
+    section: "rule",
+    header: "[[policy.rule]]",
+    named: true,
+    fields: &[
+        ("name", Str),
+        ("sources", Strings),
+        ("min_severity", Str),
+        ("signature_ids", Ids),
+        ("categories", Strings),
+        ("networks", Strings),
+        ("tenants", Strings),
+        ("servers", Strings),
+        ("action", Str),
+        ("mode", Str),
+        ("shadow", Bool),
+        ("subject", Str),
+    ],
+    child: None,
+};
+const POLICY: Schema = Schema {
+    section: "policy",
+    header: "[policy]",
+    named: false,
+    fields: &[
+        ("default_action", Str),
+        ("default_mode", Str),
+        ("exclude_keywords", Strings),
+        ("max_auto_actions", Int),
+        ("window", Str),
+        ("cooldown", Str),
+        ("shadow", Bool),
+    ],
+    child: Some(&RULE),
+};
+const SECTIONS: &[&str] = &["manager", "network", "switch", "tenant", "server", "source", "policy"];
 
 /// Reads the document; `None` (with the problems recorded) when the text is not valid TOML.
 pub(crate) fn read(text: &str, problems: &mut Problems) -> Option<Document> {
@@ -123,6 +246,8 @@ pub(crate) fn read(text: &str, problems: &mut Problems) -> Option<Document> {
             "switch" => document.switches = read_array(None, value, &SWITCH, problems),
             "tenant" => document.tenants = read_array(None, value, &TENANT, problems),
             "server" => document.servers = read_array(None, value, &SERVER, problems),
+            "source" => document.sources = read_array(None, value, &SOURCE, problems),
+            "policy" => document.policy = read_table(POLICY.section.into(), value, &POLICY, problems),
             _ => problems.add(
                 Some(key.span().start),
                 display_key(name),
@@ -178,32 +303,26 @@ fn read_table(key: String, value: &Spanned<DeValue<'_>>, schema: &Schema, proble
         key,
         start: value.span().start,
         strings: BTreeMap::new(),
+        bools: BTreeMap::new(),
+        ints: BTreeMap::new(),
+        lists: BTreeMap::new(),
+        present: BTreeMap::new(),
         mistyped: BTreeSet::new(),
         children: Vec::new(),
     };
     for (field, value) in table.iter() {
         let name: &str = field.get_ref();
-        if let Some(&known) = schema.strings.iter().find(|&&known| known == name) {
-            match value.get_ref() {
-                DeValue::String(text) => {
-                    entry.strings.insert(known, Leaf { value: text.to_string(), span: value.span() });
-                }
-                other => {
-                    entry.mistyped.insert(known);
-                    problems.add(
-                        Some(value.span().start),
-                        entry.key_of(known),
-                        format!("expected a string, found {}", a(other)),
-                    );
-                }
-            }
+        if let Some(&(known, kind)) = schema.fields.iter().find(|&&(known, _)| known == name) {
+            entry.present.insert(known, field.span().start);
+            read_value(&mut entry, known, kind, value, problems);
         } else if let Some(child) = schema.child.filter(|child| child.section == name) {
+            entry.present.insert(child.section, field.span().start);
             if !matches!(value.get_ref(), DeValue::Array(_)) {
                 entry.mistyped.insert(child.section);
             }
             entry.children = read_array(Some(&entry.key), value, child, problems);
         } else {
-            let mut expected: Vec<&str> = schema.strings.to_vec();
+            let mut expected: Vec<&str> = schema.fields.iter().map(|&(known, _)| known).collect();
             expected.extend(schema.child.map(|child| child.section));
             problems.add(
                 Some(field.span().start),
@@ -213,6 +332,74 @@ fn read_table(key: String, value: &Spanned<DeValue<'_>>, schema: &Schema, proble
         }
     }
     Some(entry)
+}
+
+/// Keeps the value of known key `field` in `entry` if it has the type `kind` wants, else reports it.
+fn read_value(
+    entry: &mut Entry,
+    field: &'static str,
+    kind: Kind,
+    value: &Spanned<DeValue<'_>>,
+    problems: &mut Problems,
+) {
+    let start = value.span().start;
+    match (kind, value.get_ref()) {
+        (Str, DeValue::String(text)) => {
+            entry.strings.insert(field, Leaf { value: text.to_string(), span: value.span() });
+        }
+        (Bool, DeValue::Boolean(flag)) => {
+            entry.bools.insert(field, Scalar { value: *flag, start });
+        }
+        (Int, DeValue::Integer(integer)) => match i128::from_str_radix(integer.as_str(), integer.radix()) {
+            Ok(number) => {
+                entry.ints.insert(field, Scalar { value: number, start });
+            }
+            Err(_) => {
+                entry.mistyped.insert(field);
+                problems.add(Some(start), entry.key_of(field), "not a valid integer");
+            }
+        },
+        (Strings | Ids, DeValue::Array(items)) => {
+            let mut list = List { items: Vec::new(), start, written: items.len() };
+            for (index, item) in items.iter().enumerate() {
+                let span = item.span();
+                match (kind, item.get_ref()) {
+                    (_, DeValue::String(text)) => list.items.push(Leaf { value: text.to_string(), span }),
+                    (Ids, DeValue::Integer(integer)) => match i128::from_str_radix(integer.as_str(), integer.radix()) {
+                        Ok(number) if number >= 0 => list.items.push(Leaf { value: number.to_string(), span }),
+                        _ => problems.add(
+                            Some(span.start),
+                            format!("{}[{index}]", entry.key_of(field)),
+                            format!("`{integer}` is not a valid id (expected a string or a non-negative integer)"),
+                        ),
+                    },
+                    (_, other) => {
+                        let wanted = if kind == Ids { "a string or an integer" } else { "a string" };
+                        problems.add(
+                            Some(span.start),
+                            format!("{}[{index}]", entry.key_of(field)),
+                            format!("expected {wanted}, found {}", a(other)),
+                        );
+                    }
+                }
+            }
+            entry.lists.insert(field, list);
+        }
+        (_, other) => {
+            entry.mistyped.insert(field);
+            let wanted = match kind {
+                Str => "a string".to_string(),
+                Bool => "a boolean (true or false)".to_string(),
+                Int => "an integer".to_string(),
+                Strings => match other {
+                    DeValue::String(text) => format!("an array of strings, like [{:?}]", text.as_ref() as &str),
+                    _ => "an array of strings".to_string(),
+                },
+                Ids => "an array of strings or integers".to_string(),
+            };
+            problems.add(Some(start), entry.key_of(field), format!("expected {wanted}, found {}", a(other)));
+        }
+    }
 }
 
 /// The non-empty string `name` of a table, if it has one.

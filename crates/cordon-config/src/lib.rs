@@ -13,6 +13,11 @@
 //! Keys name an entry of an array of tables by its `name` (`network "office"`), or by its 0-based
 //! index where it has no usable name (`network[2]`, and always for NICs: `server "sbc-01".nic[0]`).
 //!
+//! Besides the inventory (manager, networks, switches, tenants, servers), the file names the
+//! detection sources (`[[source]]`) and the policy (`[policy]`, `[[policy.rule]]`) that turns
+//! their detections into actions. Reloading the policy is calling [`load`] again and taking
+//! [`Config::policy`] and the servers' `action` and `protected` from the new configuration.
+//!
 //! The file is read with `toml`'s spanned document tree rather than `#[derive(Deserialize)]`, so
 //! that every unknown key and every wrongly typed value is reported at once, with its position,
 //! instead of only the first one serde meets.
@@ -24,6 +29,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use cordon_model::policy::{Policy, PolicyAction, ServerFacts};
 use cordon_model::{AddressRange, MacAddr, NetworkRole, ServerKind, SwitchDriverKind};
 
 /// Where Cordon listens when `manager.listen` is absent.
@@ -58,8 +64,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(path, &text)
 }
 
-/// Validates configuration `text`; `path` is only used in messages and to resolve a relative
-/// `manager.data_dir`.
+/// Validates configuration `text`; `path` is only used in messages and to resolve relative paths
+/// (`manager.data_dir`, the files and sockets of sources).
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let mut problems = Problems::new(path, text);
     let config = match document::read(text, &mut problems) {
@@ -92,6 +98,10 @@ pub struct Config {
     pub switches: Vec<SwitchConfig>,
     pub tenants: Vec<TenantConfig>,
     pub servers: Vec<ServerConfig>,
+    /// The `[[source]]`s, in file order; names are unique.
+    pub sources: Vec<SourceConfig>,
+    /// The `[policy]` with its rules in file order; [`Policy::default`] when the section is absent.
+    pub policy: Policy,
 }
 
 impl Config {
@@ -109,6 +119,10 @@ impl Config {
 
     pub fn tenant(&self, name: &str) -> Option<&TenantConfig> {
         self.tenants.iter().find(|t| t.name == name)
+    }
+
+    pub fn source(&self, name: &str) -> Option<&SourceConfig> {
+        self.sources.iter().find(|s| s.name == name)
     }
 
     /// The quarantine network that an operational network names (None for a quarantine network).
@@ -170,8 +184,31 @@ pub struct ServerConfig {
     pub kind: ServerKind,
     pub tenant: Option<String>,
     pub user_email: Option<String>,
+    /// Its own policy action, which replaces the action of any matching rule and the default.
+    pub action: Option<PolicyAction>,
+    /// Every action on it waits for an administrator's approval.
+    pub protected: bool,
     /// At least one.
     pub nics: Vec<NicConfig>,
+}
+
+impl ServerConfig {
+    /// What the policy needs to know about the server (its networks in NIC order, once each).
+    pub fn facts(&self) -> ServerFacts {
+        let mut networks: Vec<String> = Vec::new();
+        for nic in &self.nics {
+            if !networks.contains(&nic.network) {
+                networks.push(nic.network.clone());
+            }
+        }
+        ServerFacts {
+            name: self.name.clone(),
+            tenant: self.tenant.clone(),
+            networks,
+            action: self.action,
+            protected: self.protected,
+        }
+    }
 }
 
 /// One `[[server.nic]]`.
@@ -184,6 +221,85 @@ pub struct NicConfig {
     /// `switch` and `port` are both present or both absent (always present on physical servers).
     pub switch: Option<String>,
     pub port: Option<String>,
+}
+
+/// One `[[source]]`: where detections come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceConfig {
+    /// Unique; recorded on every detection and named by policy rules.
+    pub name: String,
+    pub kind: SourceKind,
+}
+
+/// A source's `type` and the keys that belong to it. Relative paths in the file are resolved
+/// against the folder of the configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceKind {
+    /// `type = "suricata-eve"`: Suricata's EVE JSON, from a file followed like `tail -F`, a
+    /// `unix_stream` socket Cordon listens on, or both (at least one).
+    SuricataEve { path: Option<PathBuf>, socket: Option<PathBuf> },
+    /// `type = "cef-syslog"`: CEF over syslog, on UDP, TCP or both (at least one).
+    CefSyslog {
+        listen_udp: Option<SocketAddr>,
+        listen_tcp: Option<SocketAddr>,
+        profile: CefProfile,
+        /// The senders accepted; empty (the key absent) = any.
+        allowed_peers: Vec<ipnet::IpNet>,
+    },
+    /// `type = "webhook"`: `POST /api/v1/detections`, authenticated by a bearer token or an HMAC
+    /// signature whose secret is read from the file (exactly one of the two).
+    Webhook { token_file: Option<PathBuf>, hmac_secret_file: Option<PathBuf> },
+}
+
+impl SourceKind {
+    /// Every `type`, as written in the file.
+    pub const TYPES: &'static [&'static str] = &["suricata-eve", "cef-syslog", "webhook"];
+
+    /// The `type` as written in the file.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SourceKind::SuricataEve { .. } => "suricata-eve",
+            SourceKind::CefSyslog { .. } => "cef-syslog",
+            SourceKind::Webhook { .. } => "webhook",
+        }
+    }
+}
+
+/// How a CEF source reads the events' extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CefProfile {
+    /// Standard CEF keys (`src`, `dst`, ...).
+    Generic,
+    /// Trend Micro Deep Discovery's keys (`interestedIp`, ...).
+    DeepDiscovery,
+}
+
+impl CefProfile {
+    pub const ALL: &'static [CefProfile] = &[CefProfile::Generic, CefProfile::DeepDiscovery];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CefProfile::Generic => "generic",
+            CefProfile::DeepDiscovery => "deep-discovery",
+        }
+    }
+}
+
+impl fmt::Display for CefProfile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for CefProfile {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        CefProfile::ALL
+            .iter()
+            .copied()
+            .find(|profile| profile.as_str() == text)
+            .ok_or_else(|| format!("`{text}` is not a CEF profile"))
+    }
 }
 
 /// One or more problems, each naming file, line and key; displayed one problem per line.

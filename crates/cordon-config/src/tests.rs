@@ -1,6 +1,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use cordon_model::ThreatSeverity;
+use cordon_model::policy::{PolicyMode, Rule, SubjectSide};
 use proptest::prelude::*;
 
 use super::*;
@@ -8,7 +10,7 @@ use super::*;
 /// examples/cordon.toml, which the documentation shows; it must stay valid.
 const EXAMPLE: &str = include_str!("../../../examples/cordon.toml");
 
-/// A second server, appended after the example's last line (40): its `[[server]]` is line 41.
+/// Another server, appended after the example's last line (83): its `[[server]]` is line 84.
 const SERVER_2: &str = r#"
 [[server]]
 name = "sbc-02"
@@ -97,8 +99,9 @@ fn example_parses_with_expected_values() {
     assert_eq!(config.tenants[0].admin_email, "infra-sales@example.com");
     assert_eq!(config.tenant("sales").map(|t| t.admin_email.as_str()), Some("infra-sales@example.com"));
 
-    assert_eq!(config.servers.len(), 1);
+    assert_eq!(config.servers.len(), 2);
     let server = config.server("sbc-01").unwrap();
+    assert_eq!((server.action, server.protected), (None, false));
     assert_eq!(server.kind, ServerKind::Physical);
     assert_eq!(server.tenant.as_deref(), Some("sales"));
     assert_eq!(server.user_email.as_deref(), Some("user01@example.com"));
@@ -113,6 +116,133 @@ fn example_parses_with_expected_values() {
     assert!(config.network("nope").is_none());
     assert!(config.switch("nope").is_none());
     assert!(config.server("nope").is_none());
+
+    let db = config.server("db-01").unwrap();
+    assert_eq!((db.kind, db.action, db.protected), (ServerKind::Virtual, Some(PolicyAction::Reboot), true));
+    assert_eq!(
+        db.facts(),
+        ServerFacts {
+            name: "db-01".into(),
+            tenant: Some("sales".into()),
+            networks: vec!["office".into()],
+            action: Some(PolicyAction::Reboot),
+            protected: true,
+        }
+    );
+
+    assert_eq!(
+        config.sources,
+        vec![
+            SourceConfig {
+                name: "ids-1".into(),
+                kind: SourceKind::SuricataEve { path: Some("/var/log/suricata/eve.json".into()), socket: None },
+            },
+            SourceConfig {
+                name: "ddi".into(),
+                kind: SourceKind::CefSyslog {
+                    listen_udp: Some("127.0.0.1:5514".parse().unwrap()),
+                    listen_tcp: Some("127.0.0.1:5514".parse().unwrap()),
+                    profile: CefProfile::DeepDiscovery,
+                    allowed_peers: vec![],
+                },
+            },
+            SourceConfig {
+                name: "hooks".into(),
+                kind: SourceKind::Webhook { token_file: None, hmac_secret_file: Some("/etc/cordon/hook.key".into()) },
+            },
+        ]
+    );
+    assert_eq!(config.source("ddi").map(|s| s.kind.type_name()), Some("cef-syslog"));
+    assert!(config.source("nope").is_none());
+
+    assert_eq!(
+        config.policy,
+        Policy {
+            default_action: PolicyAction::Notify,
+            default_mode: PolicyMode::Auto,
+            exclude_keywords: vec!["TEST-IGNORE".into()],
+            max_auto_actions: 50,
+            window_secs: 600,
+            shadow: false,
+            cooldown_secs: 0,
+            rules: vec![Rule {
+                name: "serious network alerts".into(),
+                sources: vec!["ids-1".into(), "ddi".into()],
+                min_severity: Some(ThreatSeverity::High),
+                signature_ids: vec![],
+                categories: vec![],
+                networks: vec![],
+                tenants: vec![],
+                servers: vec![],
+                action: PolicyAction::Quarantine,
+                mode: PolicyMode::Auto,
+                shadow: false,
+                subject: None,
+            }],
+        }
+    );
+}
+
+/// The sources and policy of the issue, exactly as written there, on their own.
+const ISSUE_EXAMPLE: &str = r#"
+[[source]]
+name = "ids-1"
+type = "suricata-eve"
+path = "/var/log/suricata/eve.json"       # followed like tail -F
+# socket = "/run/cordon/eve.sock"         # or a unix_stream socket
+
+[[source]]
+name = "ddi"
+type = "cef-syslog"
+listen_udp = "127.0.0.1:5514"
+listen_tcp = "127.0.0.1:5514"
+profile = "deep-discovery"
+
+[[source]]
+name = "hooks"
+type = "webhook"                           # POST /api/v1/detections
+hmac_secret_file = "/etc/cordon/hook.key"
+
+[policy]
+default_action = "notify"
+exclude_keywords = ["TEST-IGNORE"]
+max_auto_actions = 50                      # circuit breaker ...
+window = "10m"                             # ... per this window
+shadow = false
+
+[[policy.rule]]
+name = "serious network alerts"
+sources = ["ids-1", "ddi"]
+min_severity = "high"
+action = "quarantine"
+mode = "auto"
+
+# and in a [[server]] table: action = "reboot" (per-server override), protected = true
+"#;
+
+#[test]
+fn the_documentation_examples_parse() {
+    let docs = include_str!("../../../docs/configuration.md");
+    let mut text = String::from("[[tenant]]\nname = \"sales\"\nadmin_email = \"a@example.com\"\n");
+    let mut blocks = 0;
+    for block in docs.split("```toml\n").skip(1) {
+        text.push_str(block.split("```").next().unwrap());
+        blocks += 1;
+    }
+    assert!(blocks >= 2);
+    let config = parse_ok(&text);
+    assert_eq!(config.sources.len(), 2);
+    assert_eq!(config.policy.rules.len(), 2);
+    assert_eq!(config.policy.rules[1].subject, Some(SubjectSide::Dest));
+}
+
+#[test]
+fn the_issue_example_parses_on_its_own() {
+    let config = parse_ok(ISSUE_EXAMPLE);
+    let example = parse_ok(EXAMPLE);
+    assert_eq!(config.sources, example.sources);
+    assert_eq!(config.policy, example.policy);
+    assert!(config.servers.is_empty());
 }
 
 #[test]
@@ -124,6 +254,8 @@ fn empty_file_gives_defaults() {
         assert!(!config.manager.instance.is_empty());
         assert!(config.networks.is_empty() && config.switches.is_empty());
         assert!(config.tenants.is_empty() && config.servers.is_empty());
+        assert!(config.sources.is_empty());
+        assert_eq!(config.policy, Policy::default());
     }
 }
 
@@ -163,6 +295,18 @@ fn relative_data_dir_is_resolved_against_the_config_folder() {
     // An absolute one is kept as written.
     let config = parse(Path::new("etc/cordon.toml"), "[manager]\ndata_dir = \"/srv/cordon\"\n").unwrap();
     assert_eq!(config.manager.data_dir, PathBuf::from("/srv/cordon"));
+}
+
+#[test]
+fn an_empty_nic_array_is_no_nic() {
+    assert_eq!(
+        outcome("[[server]]\nname = \"vm\"\nkind = \"virtual\"\nnic = []\n"),
+        "cordon.toml:1: server \"vm\".nic: missing: every server needs at least one [[server.nic]]"
+    );
+    assert_eq!(
+        outcome("[[server]]\nname = \"vm\"\nkind = \"virtual\"\nnic = \"eth0\"\n"),
+        "cordon.toml:4: server \"vm\".nic: expected an array of tables (write it [[server.nic]]), found a string"
+    );
 }
 
 #[test]
@@ -288,12 +432,13 @@ fn unknown_keys_are_errors_with_their_line() {
             "typo in a server",
             &[("user_email =", "usr_email =")],
             "cordon.toml:34: server \"sbc-01\".usr_email: unknown key (expected one of: name, kind, tenant, \
-             user_email, nic)",
+             user_email, action, protected, nic)",
         ),
         (
             "unknown section",
             &[("", "[managre]\nlisten = \"127.0.0.1:1\"\n")],
-            "cordon.toml:41: managre: unknown section (expected one of: manager, network, switch, tenant, server)",
+            "cordon.toml:84: managre: unknown section (expected one of: manager, network, switch, tenant, server, \
+             source, policy)",
         ),
         (
             "quoted unknown key",
@@ -380,7 +525,7 @@ pool = "10.99.0.150-10.99.1.10"
         ),
         (
             "empty name",
-            &[("name = \"sales\"", "name = \"\""), ("tenant = \"sales\"\n", "")],
+            &[("name = \"sales\"", "name = \"\""), ("tenant = \"sales\"\n", ""), ("tenant = \"sales\"\n", "")],
             "cordon.toml:27: tenant[0].name: must not be empty",
         ),
         (
@@ -389,7 +534,7 @@ pool = "10.99.0.150-10.99.1.10"
                 "",
                 "[[network]]\nname = \"office\"\nrole = \"quarantine\"\nsubnet = \"10.98.0.0/24\"\npool = \"10.98.0.10-10.98.0.20\"\n",
             )],
-            "cordon.toml:42: network \"office\".name: network `office` is defined twice; the first is network \
+            "cordon.toml:85: network \"office\".name: network `office` is defined twice; the first is network \
              \"office\" (line 5)",
         ),
         (
@@ -480,7 +625,7 @@ pool = "10.99.0.150-10.99.1.10"
         (
             "overlapping pools",
             &[("", THIRD_QUARANTINE)],
-            "cordon.toml:45: network \"quarantine-2\".pool: `10.99.0.150-10.99.1.10` overlaps the pool \
+            "cordon.toml:88: network \"quarantine-2\".pool: `10.99.0.150-10.99.1.10` overlaps the pool \
              10.99.0.100-10.99.0.199 of network \"quarantine\" (line 13)",
         ),
         (
@@ -561,7 +706,7 @@ fn switch_and_tenant_rules() {
         (
             "duplicate switch",
             &[("", "[[switch]]\nname = \"tor-1\"\ndriver = \"linux-bridge\"\n")],
-            "cordon.toml:42: switch \"tor-1\".name: switch `tor-1` is defined twice; the first is switch \"tor-1\" \
+            "cordon.toml:85: switch \"tor-1\".name: switch `tor-1` is defined twice; the first is switch \"tor-1\" \
              (line 21)",
         ),
         (
@@ -589,7 +734,7 @@ fn switch_and_tenant_rules() {
         (
             "duplicate tenant",
             &[("", "[[tenant]]\nname = \"sales\"\nadmin_email = \"b@example.com\"\n")],
-            "cordon.toml:42: tenant \"sales\".name: tenant `sales` is defined twice; the first is tenant \"sales\" \
+            "cordon.toml:85: tenant \"sales\".name: tenant `sales` is defined twice; the first is tenant \"sales\" \
              (line 26)",
         ),
     ]);
@@ -630,7 +775,7 @@ fn server_rules() {
         (
             "duplicate server",
             &[("", SERVER_2), ("name = \"sbc-02\"", "name = \"sbc-01\"")],
-            "cordon.toml:42: server \"sbc-01\".name: server `sbc-01` is defined twice; the first is server \
+            "cordon.toml:85: server \"sbc-01\".name: server `sbc-01` is defined twice; the first is server \
              \"sbc-01\" (line 30)",
         ),
     ]);
@@ -654,7 +799,7 @@ fn nic_rules() {
         (
             "duplicate mac, written differently",
             &[("", SERVER_2), ("mac = \"02:00:00:00:01:02\"", "mac = \"02-00-00-00-01-01\"")],
-            "cordon.toml:45: server \"sbc-02\".nic[0].mac: MAC `02:00:00:00:01:01` is already the MAC of server \
+            "cordon.toml:88: server \"sbc-02\".nic[0].mac: MAC `02:00:00:00:01:01` is already the MAC of server \
              \"sbc-01\".nic[0] (line 35)",
         ),
         (
@@ -702,7 +847,7 @@ fn nic_rules() {
         (
             "duplicate ip",
             &[("", SERVER_2), ("ip = \"10.10.0.12\"", "ip = \"10.10.0.11\"")],
-            "cordon.toml:47: server \"sbc-02\".nic[0].ip: `10.10.0.11` is already the address of server \
+            "cordon.toml:90: server \"sbc-02\".nic[0].ip: `10.10.0.11` is already the address of server \
              \"sbc-01\".nic[0] (line 35)",
         ),
         (
@@ -731,7 +876,7 @@ fn nic_rules() {
         (
             "port used twice on one switch",
             &[("", SERVER_2), ("ip = \"10.10.0.12\"", "ip = \"10.10.0.12\"\nswitch = \"tor-1\"\nport = \"p-sbc-01\"")],
-            "cordon.toml:49: server \"sbc-02\".nic[0].port: port `p-sbc-01` of switch `tor-1` is already the port \
+            "cordon.toml:92: server \"sbc-02\".nic[0].port: port `p-sbc-01` of switch `tor-1` is already the port \
              of server \"sbc-01\".nic[0] (line 35)",
         ),
         (
@@ -741,6 +886,520 @@ fn nic_rules() {
              names are at most 15",
         ),
     ]);
+}
+
+#[test]
+fn server_policy_keys() {
+    check_cases(&[
+        (
+            "invalid server action",
+            &[("action = \"reboot\"", "action = \"none\"")],
+            "cordon.toml:46: server \"db-01\".action: `none` is not a known action (expected one of: quarantine, \
+             reboot, quarantine_reboot, notify, ignore)",
+        ),
+        (
+            "protected as a string",
+            &[("protected = true", "protected = \"yes\"")],
+            "cordon.toml:47: server \"db-01\".protected: expected a boolean (true or false), found a string",
+        ),
+        (
+            "action as a boolean",
+            &[("action = \"reboot\"", "action = true")],
+            "cordon.toml:46: server \"db-01\".action: expected a string, found a boolean",
+        ),
+    ]);
+    let config = parse_ok(&edited(&[("protected = true", "protected = false")]));
+    assert!(!config.server("db-01").unwrap().protected);
+}
+
+#[test]
+fn source_rules() {
+    check_cases(&[
+        (
+            "duplicate source name",
+            &[("name = \"ddi\"", "name = \"ids-1\""), ("sources = [\"ids-1\", \"ddi\"]", "sources = [\"ids-1\"]")],
+            "cordon.toml:60: source \"ids-1\".name: source `ids-1` is defined twice; the first is source \"ids-1\" \
+             (line 53)",
+        ),
+        (
+            "invalid source name",
+            &[("name = \"hooks\"", "name = \"web hooks\"")],
+            "cordon.toml:67: source \"web hooks\".name: `web hooks` is not a valid name (use only letters, digits, \
+             '.', '_' and '-')",
+        ),
+        (
+            "missing type",
+            &[("type = \"webhook\"                           # POST /api/v1/detections\n", "")],
+            "cordon.toml:66: source \"hooks\".type: missing: every source needs a type (suricata-eve, cef-syslog or \
+             webhook)",
+        ),
+        (
+            "unknown type",
+            &[("type = \"webhook\"", "type = \"clamav\"")],
+            "cordon.toml:68: source \"hooks\".type: `clamav` is not a known type (expected one of: suricata-eve, \
+             cef-syslog, webhook)",
+        ),
+        (
+            "a key of another type",
+            &[(
+                "path = \"/var/log/suricata/eve.json\"",
+                "path = \"/var/log/suricata/eve.json\"\nlisten_udp = \"127.0.0.1:1\"",
+            )],
+            "cordon.toml:57: source \"ids-1\".listen_udp: does not apply to a suricata-eve source (its keys: name, \
+             type, path, socket)",
+        ),
+        (
+            "a key of another type on a webhook",
+            &[("hmac_secret_file = ", "profile = \"generic\"\nhmac_secret_file = ")],
+            "cordon.toml:69: source \"hooks\".profile: does not apply to a webhook source (its keys: name, type, \
+             token_file, hmac_secret_file)",
+        ),
+        (
+            "unknown key in a source",
+            &[("profile = \"deep-discovery\"", "profil = \"deep-discovery\"")],
+            "cordon.toml:64: source \"ddi\".profil: unknown key (expected one of: name, type, path, socket, \
+             listen_udp, listen_tcp, profile, allowed_peers, token_file, hmac_secret_file)",
+        ),
+        (
+            "suricata-eve without path or socket",
+            &[("path = \"/var/log/suricata/eve.json\"", "")],
+            "cordon.toml:53: source \"ids-1\".path: missing: a suricata-eve source needs a path (an EVE JSON file, \
+             followed like tail -F), a socket (a unix_stream socket), or both",
+        ),
+        (
+            "empty path",
+            &[("path = \"/var/log/suricata/eve.json\"", "path = \"\"")],
+            "cordon.toml:56: source \"ids-1\".path: must not be empty",
+        ),
+        (
+            "socket path too long",
+            &[("# socket = \"/run/cordon/eve.sock\"", &format!("socket = \"/run/{}.sock\"", "s".repeat(100)))],
+            &format!(
+                "cordon.toml:57: source \"ids-1\".socket: `/run/{}.sock` is 110 bytes long; unix socket paths are at \
+                 most 107",
+                "s".repeat(100)
+            ),
+        ),
+        (
+            "two sources on one file",
+            &[("hmac_secret_file = \"/etc/cordon/hook.key\"", "hmac_secret_file = \"/var/log/suricata/eve.json\"")],
+            "cordon.toml:69: source \"hooks\".hmac_secret_file: `/var/log/suricata/eve.json` is already the path of \
+             source \"ids-1\" (line 53)",
+        ),
+        (
+            "cef-syslog without listen address",
+            &[("listen_udp = \"127.0.0.1:5514\"\n", ""), ("listen_tcp = \"127.0.0.1:5514\"\n", "")],
+            "cordon.toml:59: source \"ddi\".listen_udp: missing: a cef-syslog source needs listen_udp, listen_tcp, \
+             or both (an IP:port, like 127.0.0.1:5514)",
+        ),
+        (
+            "bad listen address",
+            &[("listen_udp = \"127.0.0.1:5514\"", "listen_udp = \"5514\"")],
+            "cordon.toml:62: source \"ddi\".listen_udp: `5514` is not a listen address (expected IP:port, like \
+             127.0.0.1:8080 or [::1]:8080)",
+        ),
+        (
+            "listen_tcp on the API's address",
+            &[("listen_tcp = \"127.0.0.1:5514\"", "listen_tcp = \"127.0.0.1:8080\"")],
+            "cordon.toml:63: source \"ddi\".listen_tcp: `127.0.0.1:8080` is already the address of manager.listen",
+        ),
+        (
+            "two sources on one UDP address",
+            &[("", "[[source]]\nname = \"ddi-2\"\ntype = \"cef-syslog\"\nlisten_udp = \"127.0.0.1:5514\"\n")],
+            "cordon.toml:87: source \"ddi-2\".listen_udp: `127.0.0.1:5514` is already the listen_udp of source \
+             \"ddi\" (line 59)",
+        ),
+        (
+            "unknown profile",
+            &[("profile = \"deep-discovery\"", "profile = \"ddi\"")],
+            "cordon.toml:64: source \"ddi\".profile: `ddi` is not a known profile (expected one of: generic, \
+             deep-discovery)",
+        ),
+        (
+            "allowed_peers as a string",
+            &[("profile = \"deep-discovery\"", "allowed_peers = \"10.0.0.1\"")],
+            "cordon.toml:64: source \"ddi\".allowed_peers: expected an array of strings, like [\"10.0.0.1\"], found \
+             a string",
+        ),
+        (
+            "allowed_peers empty",
+            &[("profile = \"deep-discovery\"", "allowed_peers = []")],
+            "cordon.toml:64: source \"ddi\".allowed_peers: must not be empty; remove the key to accept every peer",
+        ),
+        (
+            "allowed_peers with a bad item",
+            &[("profile = \"deep-discovery\"", "allowed_peers = [\"10.0.0.1\", \"10.0.0.0/33\", 7]")],
+            "cordon.toml:64: source \"ddi\".allowed_peers[2]: expected a string, found an integer\ncordon.toml:64: \
+             source \"ddi\".allowed_peers[1]: `10.0.0.0/33` is not an address or a subnet (like 10.0.0.5 or \
+             10.0.0.0/24)",
+        ),
+        (
+            "allowed_peers with host bits",
+            &[("profile = \"deep-discovery\"", "allowed_peers = [\"10.0.0.1/24\"]")],
+            "cordon.toml:64: source \"ddi\".allowed_peers[0]: `10.0.0.1/24` has host bits set; did you mean \
+             10.0.0.0/24?",
+        ),
+        (
+            "webhook with both secrets",
+            &[("hmac_secret_file = ", "token_file = \"hook.token\"\nhmac_secret_file = ")],
+            "cordon.toml:70: source \"hooks\".hmac_secret_file: a webhook source takes token_file or \
+             hmac_secret_file, not both",
+        ),
+        (
+            "webhook with neither",
+            &[("hmac_secret_file = \"/etc/cordon/hook.key\"", "")],
+            "cordon.toml:66: source \"hooks\".token_file: missing: a webhook source needs token_file (a file \
+             holding the bearer token senders present) or hmac_secret_file (a file holding the key senders sign \
+             requests with)",
+        ),
+    ]);
+    assert_eq!(
+        outcome("[source]\nname = \"x\"\n"),
+        "cordon.toml:1: source: expected an array of tables (write it [[source]]), found a table"
+    );
+}
+
+#[test]
+fn source_values_and_relative_paths() {
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("cordon.toml");
+    let text = r#"
+[[source]]
+name = "eve"
+type = "suricata-eve"
+path = "logs/eve.json"
+socket = "/run/cordon/eve.sock"
+
+[[source]]
+name = "syslog"
+type = "cef-syslog"
+listen_tcp = "[::1]:6514"
+allowed_peers = ["10.0.0.5", "192.168.0.0/16", "fd00::/8"]
+
+[[source]]
+name = "hook"
+type = "webhook"
+token_file = "secrets/hook.token"
+"#;
+    std::fs::write(&path, text).unwrap();
+    let config = load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        config.source("eve").unwrap().kind,
+        SourceKind::SuricataEve {
+            path: Some(folder.path().join("logs/eve.json")),
+            socket: Some("/run/cordon/eve.sock".into())
+        }
+    );
+    assert_eq!(
+        config.source("syslog").unwrap().kind,
+        SourceKind::CefSyslog {
+            listen_udp: None,
+            listen_tcp: Some("[::1]:6514".parse().unwrap()),
+            profile: CefProfile::Generic,
+            allowed_peers: vec![
+                "10.0.0.5/32".parse().unwrap(),
+                "192.168.0.0/16".parse().unwrap(),
+                "fd00::/8".parse().unwrap()
+            ],
+        }
+    );
+    assert_eq!(
+        config.source("hook").unwrap().kind,
+        SourceKind::Webhook { token_file: Some(folder.path().join("secrets/hook.token")), hmac_secret_file: None }
+    );
+    assert_eq!(config.source("hook").unwrap().kind.type_name(), "webhook");
+    assert_eq!(SourceKind::TYPES, &["suricata-eve", "cef-syslog", "webhook"]);
+    assert_eq!("deep-discovery".parse::<CefProfile>(), Ok(CefProfile::DeepDiscovery));
+    assert!("Generic".parse::<CefProfile>().is_err());
+
+    // Port 0 (any free port) may be used by several listeners.
+    let text = "[[source]]\nname = \"a\"\ntype = \"cef-syslog\"\nlisten_udp = \"127.0.0.1:0\"\nlisten_tcp = \
+                \"127.0.0.1:0\"\n[[source]]\nname = \"b\"\ntype = \"cef-syslog\"\nlisten_udp = \"127.0.0.1:0\"\n";
+    assert_eq!(parse_ok(text).sources.len(), 2);
+    // The same port on UDP and TCP is fine.
+    assert_eq!(outcome(EXAMPLE), "ok");
+}
+
+#[test]
+fn policy_rules() {
+    check_cases(&[
+        (
+            "unknown default_action",
+            &[("default_action = \"notify\"", "default_action = \"none\"")],
+            "cordon.toml:72: policy.default_action: `none` is not a known default_action (expected one of: \
+             quarantine, reboot, quarantine_reboot, notify, ignore)",
+        ),
+        (
+            "unknown default_mode",
+            &[("shadow = false", "default_mode = \"manual\"")],
+            "cordon.toml:76: policy.default_mode: `manual` is not a known default_mode (expected one of: auto, \
+             approve)",
+        ),
+        (
+            "unknown key in policy",
+            &[("shadow = false", "shadows = false")],
+            "cordon.toml:76: policy.shadows: unknown key (expected one of: default_action, default_mode, \
+             exclude_keywords, max_auto_actions, window, cooldown, shadow, rule)",
+        ),
+        (
+            "shadow as a string",
+            &[("shadow = false", "shadow = \"false\"")],
+            "cordon.toml:76: policy.shadow: expected a boolean (true or false), found a string",
+        ),
+        (
+            "empty exclusion keyword",
+            &[("exclude_keywords = [\"TEST-IGNORE\"]", "exclude_keywords = [\"TEST-IGNORE\", \"\"]")],
+            "cordon.toml:73: policy.exclude_keywords[1]: must not be empty (it would match every signature)",
+        ),
+        (
+            "exclusion keyword not a string",
+            &[("exclude_keywords = [\"TEST-IGNORE\"]", "exclude_keywords = [1]")],
+            "cordon.toml:73: policy.exclude_keywords[0]: expected a string, found an integer",
+        ),
+        (
+            "max_auto_actions 0",
+            &[("max_auto_actions = 50", "max_auto_actions = 0")],
+            "cordon.toml:74: policy.max_auto_actions: `0` is too small: at least 1 (to hold every automatic action \
+             for approval, set default_mode = \"approve\")",
+        ),
+        (
+            "max_auto_actions negative",
+            &[("max_auto_actions = 50", "max_auto_actions = -3")],
+            "cordon.toml:74: policy.max_auto_actions: `-3` is too small: at least 1 (to hold every automatic \
+             action for approval, set default_mode = \"approve\")",
+        ),
+        (
+            "max_auto_actions too large",
+            &[("max_auto_actions = 50", "max_auto_actions = 5_000_000_000")],
+            "cordon.toml:74: policy.max_auto_actions: `5000000000` is too large (at most 4294967295)",
+        ),
+        (
+            "max_auto_actions as a string",
+            &[("max_auto_actions = 50", "max_auto_actions = \"50\"")],
+            "cordon.toml:74: policy.max_auto_actions: expected an integer, found a string",
+        ),
+        (
+            "window without a unit",
+            &[("window = \"10m\"", "window = \"600\"")],
+            "cordon.toml:75: policy.window: `600` is not a duration (expected a whole number and a unit, s, m, h or \
+             d, like \"30s\", \"10m\", \"2h\" or \"1d\")",
+        ),
+        (
+            "window as an integer",
+            &[("window = \"10m\"", "window = 600")],
+            "cordon.toml:75: policy.window: expected a string, found an integer",
+        ),
+        (
+            "window of zero",
+            &[("window = \"10m\"", "window = \"0s\"")],
+            "cordon.toml:75: policy.window: `0s` is no time at all; the window must be longer than 0s",
+        ),
+        (
+            "compound cooldown",
+            &[("shadow = false", "cooldown = \"1h30m\"")],
+            "cordon.toml:76: policy.cooldown: `1h30m` is not a duration (expected a whole number and a unit, s, m, \
+             h or d, like \"30s\", \"10m\", \"2h\" or \"1d\")",
+        ),
+        (
+            "cooldown too long",
+            &[("shadow = false", "cooldown = \"99999999999999999999s\"")],
+            "cordon.toml:76: policy.cooldown: `99999999999999999999s` is too long a duration",
+        ),
+        (
+            "policy written as an array",
+            &[("[policy]", "[[policy]]")],
+            "cordon.toml:71: policy: expected a table (write it [policy]), found an array",
+        ),
+        (
+            "rule written as a table",
+            &[("[[policy.rule]]", "[policy.rule]")],
+            "cordon.toml:78: policy.rule: expected an array of tables (write it [[policy.rule]]), found a table",
+        ),
+    ]);
+}
+
+#[test]
+fn policy_durations() {
+    let policy = |extra: &str| parse_ok(&format!("[policy]\n{extra}\n")).policy;
+    assert_eq!(policy("").window_secs, 600);
+    assert_eq!(policy("window = \"30s\"").window_secs, 30);
+    assert_eq!(policy("window = \"10m\"").window_secs, 600);
+    assert_eq!(policy("window = \"2h\"").window_secs, 7200);
+    assert_eq!(policy("window = \"1d\"").window_secs, 86_400);
+    assert_eq!(policy("cooldown = \"0s\"").cooldown_secs, 0);
+    assert_eq!(policy("cooldown = \"15m\"").cooldown_secs, 900);
+    for bad in ["", "s", "10", "10 m", " 10m", "1.5h", "-5s", "+5s", "10M", "10w", "1h30m", "１0s", "10ms"] {
+        let text = format!("[policy]\nwindow = {bad:?}\n");
+        assert!(outcome(&text).contains("is not a duration"), "{bad:?}: {}", outcome(&text));
+    }
+    let all = parse_ok(
+        "[policy]\ndefault_action = \"quarantine_reboot\"\ndefault_mode = \"approve\"\nmax_auto_actions = 1\nshadow = \
+         true\nexclude_keywords = []\n",
+    )
+    .policy;
+    assert_eq!((all.default_action, all.default_mode), (PolicyAction::QuarantineReboot, PolicyMode::Approve));
+    assert_eq!((all.max_auto_actions, all.shadow), (1, true));
+    assert!(all.exclude_keywords.is_empty());
+}
+
+#[test]
+fn policy_rule_rules() {
+    check_cases(&[
+        (
+            "rule without name",
+            &[("name = \"serious network alerts\"\n", "")],
+            "cordon.toml:78: policy.rule[0].name: missing: every rule needs a name",
+        ),
+        (
+            "rule with a blank name",
+            &[("name = \"serious network alerts\"", "name = \"  \"")],
+            "cordon.toml:79: policy.rule \"  \".name: must not be empty",
+        ),
+        (
+            "rule name on two lines",
+            &[("name = \"serious network alerts\"", "name = \"serious\\nalerts\"")],
+            "cordon.toml:79: policy.rule \"serious\\nalerts\".name: \"serious\\nalerts\" is not a valid rule name (no \
+             control characters, such as line breaks)",
+        ),
+        (
+            "duplicate rule name",
+            &[("", "[[policy.rule]]\nname = \"serious network alerts\"\naction = \"notify\"\n")],
+            "cordon.toml:85: policy.rule \"serious network alerts\".name: rule `serious network alerts` is defined \
+             twice; the first is policy.rule \"serious network alerts\" (line 78)",
+        ),
+        (
+            "rule without action",
+            &[("action = \"quarantine\"\n", "")],
+            "cordon.toml:78: policy.rule \"serious network alerts\".action: missing: every rule needs an action \
+             (quarantine, reboot, quarantine_reboot, notify or ignore)",
+        ),
+        (
+            "unknown rule action",
+            &[("action = \"quarantine\"", "action = \"isolate\"")],
+            "cordon.toml:82: policy.rule \"serious network alerts\".action: `isolate` is not a known action \
+             (expected one of: quarantine, reboot, quarantine_reboot, notify, ignore)",
+        ),
+        (
+            "unknown rule mode",
+            &[("mode = \"auto\"", "mode = \"automatic\"")],
+            "cordon.toml:83: policy.rule \"serious network alerts\".mode: `automatic` is not a known mode (expected \
+             one of: auto, approve)",
+        ),
+        (
+            "unknown severity",
+            &[("min_severity = \"high\"", "min_severity = \"severe\"")],
+            "cordon.toml:81: policy.rule \"serious network alerts\".min_severity: `severe` is not a known \
+             min_severity (expected one of: info, low, medium, high, critical)",
+        ),
+        (
+            "unknown subject",
+            &[("mode = \"auto\"", "subject = \"victim\"")],
+            "cordon.toml:83: policy.rule \"serious network alerts\".subject: `victim` is not a known subject \
+             (expected one of: target, source, src, dest)",
+        ),
+        (
+            "rule shadow as an integer",
+            &[("mode = \"auto\"", "shadow = 1")],
+            "cordon.toml:83: policy.rule \"serious network alerts\".shadow: expected a boolean (true or false), \
+             found an integer",
+        ),
+        (
+            "unknown key in a rule",
+            &[("mode = \"auto\"", "severity = \"high\"")],
+            "cordon.toml:83: policy.rule \"serious network alerts\".severity: unknown key (expected one of: name, \
+             sources, min_severity, signature_ids, categories, networks, tenants, servers, action, mode, shadow, \
+             subject)",
+        ),
+        (
+            "unknown source",
+            &[("sources = [\"ids-1\", \"ddi\"]", "sources = [\"ids-1\", \"ids-2\"]")],
+            "cordon.toml:80: policy.rule \"serious network alerts\".sources[1]: no source is named `ids-2`",
+        ),
+        (
+            "sources as a string",
+            &[("sources = [\"ids-1\", \"ddi\"]", "sources = \"ids-1\"")],
+            "cordon.toml:80: policy.rule \"serious network alerts\".sources: expected an array of strings, like \
+             [\"ids-1\"], found a string",
+        ),
+        (
+            "empty sources",
+            &[("sources = [\"ids-1\", \"ddi\"]", "sources = []")],
+            "cordon.toml:80: policy.rule \"serious network alerts\".sources: must not be empty; remove the key to \
+             match any source",
+        ),
+        (
+            "unknown network",
+            &[("mode = \"auto\"", "networks = [\"office\", \"lab\"]")],
+            "cordon.toml:83: policy.rule \"serious network alerts\".networks[1]: no network is named `lab`",
+        ),
+        (
+            "unknown tenant",
+            &[("mode = \"auto\"", "tenants = [\"finance\"]")],
+            "cordon.toml:83: policy.rule \"serious network alerts\".tenants[0]: no tenant is named `finance`",
+        ),
+        (
+            "unknown server",
+            &[("mode = \"auto\"", "servers = [\"sbc-01\", \"db-02\"]")],
+            "cordon.toml:83: policy.rule \"serious network alerts\".servers[1]: no server is named `db-02`",
+        ),
+        (
+            "empty category",
+            &[("mode = \"auto\"", "categories = [\"\"]")],
+            "cordon.toml:83: policy.rule \"serious network alerts\".categories[0]: must not be empty",
+        ),
+        (
+            "signature id that is a float",
+            &[("mode = \"auto\"", "signature_ids = [2019401, 1.5]")],
+            "cordon.toml:83: policy.rule \"serious network alerts\".signature_ids[1]: expected a string or an \
+             integer, found a float",
+        ),
+        (
+            "negative signature id",
+            &[("mode = \"auto\"", "signature_ids = [-1]")],
+            "cordon.toml:83: policy.rule \"serious network alerts\".signature_ids[0]: `-1` is not a valid id \
+             (expected a string or a non-negative integer)",
+        ),
+        (
+            "signature ids as an integer",
+            &[("mode = \"auto\"", "signature_ids = 2019401")],
+            "cordon.toml:83: policy.rule \"serious network alerts\".signature_ids: expected an array of strings or \
+             integers, found an integer",
+        ),
+    ]);
+}
+
+#[test]
+fn policy_rule_values() {
+    let text = edited(&[(
+        "mode = \"auto\"",
+        "shadow = true\nsubject = \"dest\"\nsignature_ids = [2019401, \"ET-42\", 0x10]\ncategories = [\"Trojan\"]\n\
+         networks = [\"office\"]\ntenants = [\"sales\"]\nservers = [\"sbc-01\", \"db-01\"]",
+    )]);
+    let config = parse_ok(&text);
+    let rule = &config.policy.rules[0];
+    assert_eq!(rule.signature_ids, ["2019401", "ET-42", "16"]);
+    assert_eq!(rule.categories, ["Trojan"]);
+    assert_eq!(
+        (rule.networks.as_slice(), rule.tenants.as_slice()),
+        (&["office".to_string()][..], &["sales".to_string()][..])
+    );
+    assert_eq!(rule.servers, ["sbc-01", "db-01"]);
+    assert_eq!((rule.shadow, rule.subject), (true, Some(SubjectSide::Dest)));
+    // Without `mode`, a rule takes the policy's default_mode.
+    assert_eq!(rule.mode, PolicyMode::Auto);
+    let text = edited(&[("mode = \"auto\"", ""), ("shadow = false", "default_mode = \"approve\"")]);
+    assert_eq!(parse_ok(&text).policy.rules[0].mode, PolicyMode::Approve);
+    // Rules keep their file order; a rule with no criterion is allowed (it matches everything).
+    let text =
+        edited(&[("", "[[policy.rule]]\nname = \"everything else\"\naction = \"notify\"\nmode = \"approve\"\n")]);
+    let policy = parse_ok(&text).policy;
+    let names: Vec<&str> = policy.rules.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["serious network alerts", "everything else"]);
+    assert_eq!((policy.rules[1].action, policy.rules[1].mode), (PolicyAction::Notify, PolicyMode::Approve));
+    // [[policy.rule]] without [policy] keys: the defaults, plus the rule.
+    let policy = parse_ok("[[policy.rule]]\nname = \"all\"\naction = \"ignore\"\n").policy;
+    assert_eq!(policy.rules.len(), 1);
+    assert_eq!(Policy { rules: vec![], ..policy }, Policy::default());
 }
 
 #[test]
@@ -758,9 +1417,9 @@ cordon.toml:2: manager.listen: `127.0.0.1` is not a listen address (expected IP:
 cordon.toml:18: network \"quarantine\".pool: `10.99.0.100-10.98.0.1` ends before it starts
 cordon.toml:23: switch \"tor-1\".driver: `ovs` is not a known driver (expected one of: linux-bridge)
 cordon.toml:36: server \"sbc-01\".nic[0].mac: `nope` is not a MAC address (expected six hex pairs like 02:00:00:00:01:01)
-cordon.toml:41: server \"bad name\".nic: missing: every server needs at least one [[server.nic]]
-cordon.toml:42: server \"bad name\".name: `bad name` is not a valid name (use only letters, digits, '.', '_' and '-')
-cordon.toml:44: server \"bad name\".extra: unknown key (expected one of: name, kind, tenant, user_email, nic)";
+cordon.toml:84: server \"bad name\".nic: missing: every server needs at least one [[server.nic]]
+cordon.toml:85: server \"bad name\".name: `bad name` is not a valid name (use only letters, digits, '.', '_' and '-')
+cordon.toml:87: server \"bad name\".extra: unknown key (expected one of: name, kind, tenant, user_email, action, protected, nic)";
     assert_eq!(error.to_string(), expected);
     assert_eq!(error.problems.len(), 7);
     assert!(error.problems.iter().all(|p| p.file == Path::new("cordon.toml") && p.line.is_some()));
@@ -797,6 +1456,15 @@ fn tomlish() -> impl Strategy<Value = String> {
         Just("switch = \"s\"\nport = \"p\"\n".to_string()),
         Just("driver = \"linux-bridge\"\n".to_string()),
         Just("kind = \"physical\"\n".to_string()),
+        Just("[[source]]\n".to_string()),
+        Just("type = \"cef-syslog\"\nlisten_udp = \"127.0.0.1:1\"\n".to_string()),
+        Just("type = \"suricata-eve\"\npath = \"eve.json\"\n".to_string()),
+        Just("[policy]\n".to_string()),
+        Just("[[policy.rule]]\n".to_string()),
+        Just("action = \"quarantine\"\n".to_string()),
+        Just("sources = [\"a\", 1]\n".to_string()),
+        Just("window = \"10m\"\n".to_string()),
+        Just("protected = true\n".to_string()),
         Just("{ a = 1 }".to_string()),
         Just("= [1, \"x\"]\n".to_string()),
         "[a-z\"= \\[\\]{}.,\n#-]{0,12}",

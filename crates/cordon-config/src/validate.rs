@@ -7,14 +7,18 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use cordon_model::{AddressRange, MacAddr, NetworkRole, ServerKind, SwitchDriverKind};
+use cordon_model::policy::{Policy, PolicyAction, PolicyMode, Rule, SubjectSide};
+use cordon_model::{AddressRange, MacAddr, NetworkRole, ServerKind, SwitchDriverKind, ThreatSeverity};
 use ipnet::IpNet;
 
-use crate::document::{Document, Entry, Leaf};
+use crate::document::{Document, Entry, Leaf, List};
 use crate::{
-    Config, DEFAULT_DATA_DIR, DEFAULT_LISTEN, MAX_INTERFACE_NAME, ManagerConfig, NetworkConfig, NicConfig, Problems,
-    ServerConfig, SwitchConfig, TenantConfig,
+    CefProfile, Config, DEFAULT_DATA_DIR, DEFAULT_LISTEN, MAX_INTERFACE_NAME, ManagerConfig, NetworkConfig, NicConfig,
+    Problems, ServerConfig, SourceConfig, SourceKind, SwitchConfig, TenantConfig,
 };
+
+/// The longest path of a unix socket (`sun_path` is 108 bytes, with the terminating NUL).
+const MAX_SOCKET_PATH: usize = 107;
 
 /// Checks everything; returns the configuration only when nothing was wrong.
 pub(crate) fn validate(path: &Path, document: &Document, problems: &mut Problems) -> Option<Config> {
@@ -25,6 +29,14 @@ pub(crate) fn validate(path: &Path, document: &Document, problems: &mut Problems
     let tenants = v.tenants(&document.tenants);
     let servers = v.servers(&document.servers, &networks, &switches, &tenants);
     v.bridges(&networks, &switches, &servers);
+    let sources = v.sources(path, &document.sources, manager.as_ref().map(|m| m.listen));
+    let names = Names {
+        sources: sources.iter().filter_map(|s| s.name.clone()).collect(),
+        networks: networks.iter().filter_map(|n| n.name.clone()).collect(),
+        tenants: tenants.iter().filter_map(|t| t.name.clone()).collect(),
+        servers: servers.iter().filter_map(|s| s.name.clone()).collect(),
+    };
+    let policy = v.policy(document.policy.as_ref(), &names);
 
     if !v.problems.is_empty() {
         return None;
@@ -36,7 +48,17 @@ pub(crate) fn validate(path: &Path, document: &Document, problems: &mut Problems
         switches: switches.iter().map(Switch::build).collect::<Option<_>>()?,
         tenants: tenants.iter().map(Tenant::build).collect::<Option<_>>()?,
         servers: servers.iter().map(Server::build).collect::<Option<_>>()?,
+        sources: sources.iter().map(Source::build).collect::<Option<_>>()?,
+        policy: policy?,
     })
+}
+
+/// The names that policy rules may refer to.
+struct Names {
+    sources: Vec<String>,
+    networks: Vec<String>,
+    tenants: Vec<String>,
+    servers: Vec<String>,
 }
 
 /// A network as far as it could be read.
@@ -93,6 +115,9 @@ struct Server {
     kind: Option<ServerKind>,
     tenant: Option<String>,
     user_email: Option<String>,
+    /// `Some(None)` when absent; `None` when wrong.
+    action: Option<Option<PolicyAction>>,
+    protected: bool,
     nics: Vec<Nic>,
 }
 
@@ -103,6 +128,8 @@ impl Server {
             kind: self.kind?,
             tenant: self.tenant.clone(),
             user_email: self.user_email.clone(),
+            action: self.action?,
+            protected: self.protected,
             nics: self.nics.iter().map(Nic::build).collect::<Option<_>>()?,
         })
     }
@@ -127,6 +154,68 @@ impl Nic {
             port: self.port.clone(),
         })
     }
+}
+
+struct Source {
+    name: Option<String>,
+    kind: Option<SourceKind>,
+}
+
+impl Source {
+    fn build(&self) -> Option<SourceConfig> {
+        Some(SourceConfig { name: self.name.clone()?, kind: self.kind.clone()? })
+    }
+}
+
+/// A source's `type`, before its keys are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SourceType {
+    SuricataEve,
+    CefSyslog,
+    Webhook,
+}
+
+impl SourceType {
+    const ALL: &'static [SourceType] = &[SourceType::SuricataEve, SourceType::CefSyslog, SourceType::Webhook];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            SourceType::SuricataEve => "suricata-eve",
+            SourceType::CefSyslog => "cef-syslog",
+            SourceType::Webhook => "webhook",
+        }
+    }
+
+    /// The keys a source of this type may have.
+    fn keys(self) -> &'static [&'static str] {
+        match self {
+            SourceType::SuricataEve => &["name", "type", "path", "socket"],
+            SourceType::CefSyslog => &["name", "type", "listen_udp", "listen_tcp", "profile", "allowed_peers"],
+            SourceType::Webhook => &["name", "type", "token_file", "hmac_secret_file"],
+        }
+    }
+}
+
+impl Display for SourceType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SourceType {
+    type Err = ();
+    fn from_str(text: &str) -> Result<Self, ()> {
+        SourceType::ALL.iter().copied().find(|t| t.as_str() == text).ok_or(())
+    }
+}
+
+/// What sources already claimed (files, sockets, addresses), and by whom: `<key> of <entry>
+/// (line N)`.
+#[derive(Default)]
+struct SourceRegistry {
+    files: HashMap<PathBuf, String>,
+    udp: HashMap<SocketAddr, String>,
+    tcp: HashMap<SocketAddr, String>,
 }
 
 struct Validator<'p> {
@@ -201,11 +290,22 @@ impl Validator<'_> {
 
     /// An entry's `name`: present, well formed and not used before by an entry of its kind.
     fn name(&mut self, entry: &Entry, kind: &str, seen: &mut HashMap<String, String>) -> Option<String> {
+        self.name_checked(entry, kind, seen, check_name)
+    }
+
+    /// [`name`](Self::name), with `check` saying what is well formed.
+    fn name_checked(
+        &mut self,
+        entry: &Entry,
+        kind: &str,
+        seen: &mut HashMap<String, String>,
+        check: fn(&str) -> Result<(), String>,
+    ) -> Option<String> {
         let leaf = self.required(entry, "name", &format!("every {kind} needs a name"))?;
         // A malformed name is reported here, and still used so that references to it do not
         // report it again.
         let name = leaf.value.clone();
-        if self.check(entry, "name", leaf, check_name).is_none() {
+        if self.check(entry, "name", leaf, check).is_none() {
             return Some(name);
         }
         let here = format!("{} (line {})", entry.key, self.line(entry.start));
@@ -221,25 +321,13 @@ impl Validator<'_> {
     fn manager(&mut self, path: &Path, entry: Option<&Entry>) -> Option<ManagerConfig> {
         let field = |name: &str| entry.and_then(|e| e.get(name).map(|leaf| (e, leaf)));
         let listen = match field("listen") {
-            Some((e, leaf)) => self.parse_with(e, "listen", leaf, |text| {
-                text.parse::<SocketAddr>().map_err(|_| {
-                    format!("`{text}` is not a listen address (expected IP:port, like 127.0.0.1:8080 or [::1]:8080)")
-                })
-            }),
+            Some((e, leaf)) => self.parse_with(e, "listen", leaf, parse_listen),
             None => DEFAULT_LISTEN.parse().ok(),
         };
         let data_dir = match field("data_dir") {
-            Some((e, leaf)) => self
-                .check(e, "data_dir", leaf, |text| {
-                    if text.is_empty() {
-                        Err("must not be empty".to_string())
-                    } else if text.contains('\0') {
-                        Err("must not contain a NUL character".to_string())
-                    } else {
-                        Ok(())
-                    }
-                })
-                .map(|text| resolve_data_dir(path, Path::new(&text))),
+            Some((e, leaf)) => {
+                self.check(e, "data_dir", leaf, check_path).map(|text| resolve_path(path, Path::new(&text)))
+            }
             None => Some(PathBuf::from(DEFAULT_DATA_DIR)),
         };
         let instance = match field("instance") {
@@ -461,7 +549,12 @@ impl Validator<'_> {
                 });
                 let user_email =
                     entry.get("user_email").and_then(|leaf| self.check(entry, "user_email", leaf, check_email));
-                if entry.children.is_empty() && entry.absent("nic") {
+                let action = match entry.get("action") {
+                    Some(leaf) => self.choice(entry, "action", leaf, PolicyAction::ALL).map(Some),
+                    None => Some(None).filter(|_| entry.absent("action")),
+                };
+                let protected = entry.get_bool("protected").is_some_and(|flag| flag.value);
+                if entry.children.is_empty() && !entry.mistyped.contains("nic") {
                     self.at(
                         entry.start,
                         entry.key_of("nic"),
@@ -473,7 +566,7 @@ impl Validator<'_> {
                     .iter()
                     .map(|nic| self.nic(nic, kind, networks, switches, &pools, &mut nics))
                     .collect();
-                Server { name, kind, tenant, user_email, nics }
+                Server { name, kind, tenant, user_email, action, protected, nics }
             })
             .collect()
     }
@@ -598,6 +691,342 @@ impl Validator<'_> {
         Nic { key: entry.key.clone(), mac, network: network.and_then(|n| n.name.clone()), ip, switch, port }
     }
 
+    fn sources(&mut self, config: &Path, entries: &[Entry], manager_listen: Option<SocketAddr>) -> Vec<Source> {
+        let mut seen = HashMap::new();
+        let mut registry = SourceRegistry::default();
+        entries
+            .iter()
+            .map(|entry| {
+                let name = self.name(entry, "source", &mut seen);
+                let Some(kind) = self
+                    .required(entry, "type", "every source needs a type (suricata-eve, cef-syslog or webhook)")
+                    .and_then(|leaf| self.choice(entry, "type", leaf, SourceType::ALL))
+                else {
+                    return Source { name, kind: None };
+                };
+                let keys = kind.keys();
+                for (&field, &at) in &entry.present {
+                    if !keys.contains(&field) {
+                        let detail = format!("does not apply to a {kind} source (its keys: {})", keys.join(", "));
+                        self.at(at, entry.key_of(field), detail);
+                    }
+                }
+                let kind = match kind {
+                    SourceType::SuricataEve => self.eve_source(config, entry, &mut registry),
+                    SourceType::CefSyslog => self.cef_source(entry, manager_listen, &mut registry),
+                    SourceType::Webhook => self.webhook_source(config, entry, &mut registry),
+                };
+                Source { name, kind }
+            })
+            .collect()
+    }
+
+    fn eve_source(&mut self, config: &Path, entry: &Entry, registry: &mut SourceRegistry) -> Option<SourceKind> {
+        let path = self.source_file(config, entry, "path", registry);
+        let socket = self.source_file(config, entry, "socket", registry);
+        if let (Some(Some(socket)), Some(leaf)) = (&socket, entry.get("socket")) {
+            let length = socket.as_os_str().len();
+            if length > MAX_SOCKET_PATH {
+                let detail = format!(
+                    "`{}` is {length} bytes long; unix socket paths are at most {MAX_SOCKET_PATH}",
+                    socket.display()
+                );
+                self.at(leaf.span.start, entry.key_of("socket"), detail);
+            }
+        }
+        if entry.absent("path") && entry.absent("socket") {
+            self.at(
+                entry.start,
+                entry.key_of("path"),
+                "missing: a suricata-eve source needs a path (an EVE JSON file, followed like tail -F), a socket \
+                 (a unix_stream socket), or both",
+            );
+        }
+        Some(SourceKind::SuricataEve { path: path?, socket: socket? })
+    }
+
+    fn cef_source(
+        &mut self,
+        entry: &Entry,
+        manager_listen: Option<SocketAddr>,
+        registry: &mut SourceRegistry,
+    ) -> Option<SourceKind> {
+        let listen = |v: &mut Self, field: &'static str, claimed: &mut HashMap<SocketAddr, String>| {
+            let Some(leaf) = entry.get(field) else {
+                return Some(None).filter(|_| entry.absent(field));
+            };
+            let address = v.parse_with(entry, field, leaf, parse_listen)?;
+            let clash = if field == "listen_tcp" && address.port() != 0 && manager_listen == Some(address) {
+                Some("the address of manager.listen".to_string())
+            } else if address.port() != 0 {
+                claimed.get(&address).cloned()
+            } else {
+                None
+            };
+            match clash {
+                Some(first) => v.at(leaf.span.start, entry.key_of(field), format!("`{address}` is already {first}")),
+                None => {
+                    let here = format!("the {field} of {} (line {})", entry.key, v.line(entry.start));
+                    claimed.entry(address).or_insert(here);
+                }
+            }
+            Some(Some(address))
+        };
+        let listen_udp = listen(self, "listen_udp", &mut registry.udp);
+        let listen_tcp = listen(self, "listen_tcp", &mut registry.tcp);
+        if entry.absent("listen_udp") && entry.absent("listen_tcp") {
+            self.at(
+                entry.start,
+                entry.key_of("listen_udp"),
+                "missing: a cef-syslog source needs listen_udp, listen_tcp, or both (an IP:port, like 127.0.0.1:5514)",
+            );
+        }
+        let profile = match entry.get("profile") {
+            Some(leaf) => self.choice(entry, "profile", leaf, CefProfile::ALL),
+            None => Some(CefProfile::Generic).filter(|_| entry.absent("profile")),
+        };
+        let allowed_peers = match entry.get_list("allowed_peers") {
+            Some(list) => {
+                self.non_empty(entry, "allowed_peers", list, "remove the key to accept every peer").and_then(|list| {
+                    let peers: Vec<Option<IpNet>> = list
+                        .items
+                        .iter()
+                        .enumerate()
+                        .map(|(index, leaf)| {
+                            let key = format!("{}[{index}]", entry.key_of("allowed_peers"));
+                            match parse_peer(&leaf.value) {
+                                Ok(net) => Some(net),
+                                Err(detail) => {
+                                    self.at(leaf.span.start, key, detail);
+                                    None
+                                }
+                            }
+                        })
+                        .collect();
+                    peers.into_iter().collect::<Option<Vec<_>>>()
+                })
+            }
+            None => Some(Vec::new()).filter(|_| entry.absent("allowed_peers")),
+        };
+        Some(SourceKind::CefSyslog {
+            listen_udp: listen_udp?,
+            listen_tcp: listen_tcp?,
+            profile: profile?,
+            allowed_peers: allowed_peers?,
+        })
+    }
+
+    fn webhook_source(&mut self, config: &Path, entry: &Entry, registry: &mut SourceRegistry) -> Option<SourceKind> {
+        let token_file = self.source_file(config, entry, "token_file", registry);
+        let hmac_secret_file = self.source_file(config, entry, "hmac_secret_file", registry);
+        match (entry.present.get("token_file"), entry.present.get("hmac_secret_file")) {
+            (None, None) => self.at(
+                entry.start,
+                entry.key_of("token_file"),
+                "missing: a webhook source needs token_file (a file holding the bearer token senders present) or \
+                 hmac_secret_file (a file holding the key senders sign requests with)",
+            ),
+            (Some(_), Some(&at)) => self.at(
+                at,
+                entry.key_of("hmac_secret_file"),
+                "a webhook source takes token_file or hmac_secret_file, not both",
+            ),
+            _ => {}
+        }
+        Some(SourceKind::Webhook { token_file: token_file?, hmac_secret_file: hmac_secret_file? })
+    }
+
+    /// An optional file (or socket) of a source, resolved against the configuration's folder and
+    /// not claimed by another source: `Some(None)` when absent, `None` when wrong.
+    fn source_file(
+        &mut self,
+        config: &Path,
+        entry: &Entry,
+        field: &'static str,
+        registry: &mut SourceRegistry,
+    ) -> Option<Option<PathBuf>> {
+        let Some(leaf) = entry.get(field) else {
+            return Some(None).filter(|_| entry.absent(field));
+        };
+        let path = resolve_path(config, Path::new(&self.check(entry, field, leaf, check_path)?));
+        if let Some(first) = registry.files.get(&path) {
+            let detail = format!("`{}` is already {first}", path.display());
+            self.at(leaf.span.start, entry.key_of(field), detail);
+        } else {
+            let here = format!("the {field} of {} (line {})", entry.key, self.line(entry.start));
+            registry.files.insert(path.clone(), here);
+        }
+        Some(Some(path))
+    }
+
+    /// `list`, unless it was written empty (`why` says what to write instead).
+    fn non_empty<'l>(&mut self, entry: &Entry, field: &str, list: &'l List, why: &str) -> Option<&'l List> {
+        if list.written == 0 {
+            self.at(list.start, entry.key_of(field), format!("must not be empty; {why}"));
+            return None;
+        }
+        Some(list)
+    }
+
+    /// A list of non-empty strings; `why` says what to write instead of an empty list.
+    fn strings(&mut self, entry: &Entry, field: &str, why: &str, item_why: &str) -> Option<Vec<String>> {
+        let Some(list) = entry.get_list(field) else {
+            return Some(Vec::new()).filter(|_| entry.absent(field));
+        };
+        let list = self.non_empty(entry, field, list, why)?;
+        let mut ok = true;
+        for (index, leaf) in list.items.iter().enumerate() {
+            if leaf.value.is_empty() {
+                let key = format!("{}[{index}]", entry.key_of(field));
+                self.at(leaf.span.start, key, format!("must not be empty{item_why}"));
+                ok = false;
+            }
+        }
+        ok.then(|| list.items.iter().map(|leaf| leaf.value.clone()).collect())
+    }
+
+    /// A list of names, each of which must be one of `known` (things of kind `what`).
+    fn references(&mut self, entry: &Entry, field: &str, what: &str, known: &[String]) -> Option<Vec<String>> {
+        let why = format!("remove the key to match any {what}");
+        let names = self.strings(entry, field, &why, "")?;
+        let Some(list) = entry.get_list(field) else {
+            return Some(names);
+        };
+        for (index, leaf) in list.items.iter().enumerate() {
+            if !known.contains(&leaf.value) {
+                let key = format!("{}[{index}]", entry.key_of(field));
+                self.at(leaf.span.start, key, format!("no {what} is named `{}`", leaf.value));
+            }
+        }
+        Some(names)
+    }
+
+    /// An optional word out of `all`: `Some(default)` when absent, `None` when wrong.
+    fn choice_or<T: FromStr + Display + Copy>(
+        &mut self,
+        entry: &Entry,
+        field: &str,
+        all: &[T],
+        default: Option<T>,
+    ) -> Option<Option<T>> {
+        match entry.get(field) {
+            Some(leaf) => self.choice(entry, field, leaf, all).map(Some),
+            None => Some(default).filter(|_| entry.absent(field)),
+        }
+    }
+
+    /// An optional duration: `Some(default)` when absent, `None` when wrong.
+    fn duration(&mut self, entry: &Entry, field: &str, default: u64, allow_zero: bool) -> Option<u64> {
+        let Some(leaf) = entry.get(field) else {
+            return Some(default).filter(|_| entry.absent(field));
+        };
+        self.parse_with(entry, field, leaf, |text| {
+            let seconds = parse_duration(text)?;
+            if seconds == 0 && !allow_zero {
+                return Err(format!("`{text}` is no time at all; the {field} must be longer than 0s"));
+            }
+            Ok::<_, String>(seconds)
+        })
+    }
+
+    fn policy(&mut self, entry: Option<&Entry>, names: &Names) -> Option<Policy> {
+        let defaults = Policy::default();
+        let Some(entry) = entry else {
+            return Some(defaults);
+        };
+        let default_action =
+            self.choice_or(entry, "default_action", PolicyAction::ALL, Some(defaults.default_action)).flatten();
+        let default_mode =
+            self.choice_or(entry, "default_mode", PolicyMode::ALL, Some(defaults.default_mode)).flatten();
+        let exclude_keywords = match entry.get_list("exclude_keywords") {
+            // An empty list is fine: no exclusions.
+            Some(list) if list.written == 0 => Some(Vec::new()),
+            _ => self.strings(entry, "exclude_keywords", "", " (it would match every signature)"),
+        };
+        let max_auto_actions = match entry.get_int("max_auto_actions") {
+            Some(number) => {
+                let key = entry.key_of("max_auto_actions");
+                let max = u32::try_from(number.value).ok().filter(|&max| max >= 1);
+                if max.is_none() {
+                    let detail = if number.value < 1 {
+                        format!(
+                            "`{}` is too small: at least 1 (to hold every automatic action for approval, set \
+                             default_mode = \"approve\")",
+                            number.value
+                        )
+                    } else {
+                        format!("`{}` is too large (at most {})", number.value, u32::MAX)
+                    };
+                    self.at(number.start, key, detail);
+                }
+                max
+            }
+            None => Some(defaults.max_auto_actions).filter(|_| entry.absent("max_auto_actions")),
+        };
+        let window_secs = self.duration(entry, "window", defaults.window_secs, false);
+        let cooldown_secs = self.duration(entry, "cooldown", defaults.cooldown_secs, true);
+        let shadow = entry.get_bool("shadow").is_some_and(|flag| flag.value);
+
+        let mut seen = HashMap::new();
+        let rules: Vec<Option<Rule>> = entry
+            .children
+            .iter()
+            .map(|rule| self.rule(rule, default_mode.unwrap_or(defaults.default_mode), names, &mut seen))
+            .collect();
+
+        Some(Policy {
+            default_action: default_action?,
+            default_mode: default_mode?,
+            exclude_keywords: exclude_keywords?,
+            max_auto_actions: max_auto_actions?,
+            window_secs: window_secs?,
+            shadow,
+            cooldown_secs: cooldown_secs?,
+            rules: rules.into_iter().collect::<Option<_>>()?,
+        })
+    }
+
+    fn rule(
+        &mut self,
+        entry: &Entry,
+        default_mode: PolicyMode,
+        names: &Names,
+        seen: &mut HashMap<String, String>,
+    ) -> Option<Rule> {
+        let name = self.name_checked(entry, "rule", seen, check_rule_name);
+        let sources = self.references(entry, "sources", "source", &names.sources);
+        let min_severity = self.choice_or(entry, "min_severity", ThreatSeverity::ALL, None);
+        let signature_ids = self.strings(entry, "signature_ids", "remove the key to match any signature", "");
+        let categories = self.strings(entry, "categories", "remove the key to match any category", "");
+        let networks = self.references(entry, "networks", "network", &names.networks);
+        let tenants = self.references(entry, "tenants", "tenant", &names.tenants);
+        let servers = self.references(entry, "servers", "server", &names.servers);
+        let action = self
+            .required(
+                entry,
+                "action",
+                "every rule needs an action (quarantine, reboot, quarantine_reboot, notify or ignore)",
+            )
+            .and_then(|leaf| self.choice(entry, "action", leaf, PolicyAction::ALL));
+        let mode = self.choice_or(entry, "mode", PolicyMode::ALL, Some(default_mode)).flatten();
+        let subject = self.choice_or(entry, "subject", SubjectSide::ALL, None);
+        let shadow = entry.get_bool("shadow").is_some_and(|flag| flag.value);
+        Some(Rule {
+            name: name?,
+            sources: sources?,
+            min_severity: min_severity?,
+            signature_ids: signature_ids?,
+            categories: categories?,
+            networks: networks?,
+            tenants: tenants?,
+            servers: servers?,
+            action: action?,
+            mode: mode?,
+            shadow,
+            subject: subject?,
+        })
+    }
+
     /// On a linux-bridge switch, a port is moved between the bridges of its operational network
     /// and of that network's quarantine network: both must have one.
     fn bridges(&mut self, networks: &[Net<'_>], switches: &[Switch], servers: &[Server]) {
@@ -653,6 +1082,53 @@ fn leaf_value<'e>(entry: &'e Entry, field: &str) -> &'e str {
     entry.get(field).map_or("", |leaf| leaf.value.as_str())
 }
 
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    text.parse::<SocketAddr>()
+        .map_err(|_| format!("`{text}` is not a listen address (expected IP:port, like 127.0.0.1:8080 or [::1]:8080)"))
+}
+
+/// A peer allowed to send: a subnet, or one address (a /32 or /128).
+fn parse_peer(text: &str) -> Result<IpNet, String> {
+    if let Ok(address) = text.parse::<IpAddr>() {
+        return Ok(IpNet::from(address));
+    }
+    let net = text
+        .parse::<IpNet>()
+        .map_err(|_| format!("`{text}` is not an address or a subnet (like 10.0.0.5 or 10.0.0.0/24)"))?;
+    if net.trunc() != net {
+        return Err(format!("`{text}` has host bits set; did you mean {}?", net.trunc()));
+    }
+    Ok(net)
+}
+
+/// A duration in whole seconds, written as a number and a unit: `30s`, `10m`, `2h`, `1d`.
+fn parse_duration(text: &str) -> Result<u64, String> {
+    let bad = || {
+        format!(
+            "`{text}` is not a duration (expected a whole number and a unit, s, m, h or d, like \"30s\", \"10m\", \"2h\" or \"1d\")"
+        )
+    };
+    let Some((at, unit)) = text.char_indices().last() else {
+        return Err(bad());
+    };
+    let digits = &text[..at];
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let scale: u64 = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 60 * 60,
+        'd' => 24 * 60 * 60,
+        _ => return Err(bad()),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|count| count.checked_mul(scale))
+        .ok_or_else(|| format!("`{text}` is too long a duration"))
+}
+
 fn parse_ip(text: &str) -> Result<IpAddr, String> {
     text.parse().map_err(|_| format!("`{text}` is not an IP address"))
 }
@@ -666,6 +1142,31 @@ fn check_name(text: &str) -> Result<(), String> {
         return Err(format!("`{text}` is not a valid name (use only letters, digits, '.', '_' and '-')"));
     }
     Ok(())
+}
+
+/// Rule names: free text shown in decisions, on one line.
+fn check_rule_name(text: &str) -> Result<(), String> {
+    if text.trim().is_empty() {
+        return Err("must not be empty".to_string());
+    }
+    if text.chars().any(char::is_control) {
+        return Err(format!("{text:?} is not a valid rule name (no control characters, such as line breaks)"));
+    }
+    if text.trim() != text {
+        return Err(format!("{text:?} is not a valid rule name (no spaces at its start or end)"));
+    }
+    Ok(())
+}
+
+/// A path in the file: not empty, no NUL.
+fn check_path(text: &str) -> Result<(), String> {
+    if text.is_empty() {
+        Err("must not be empty".to_string())
+    } else if text.contains('\0') {
+        Err("must not contain a NUL character".to_string())
+    } else {
+        Ok(())
+    }
 }
 
 /// Linux interface names (bridges, ports), as the kernel's `dev_valid_name` accepts them.
@@ -724,13 +1225,14 @@ fn check_email(text: &str) -> Result<(), String> {
     if local_ok && domain_ok { Ok(()) } else { bad() }
 }
 
-/// A relative `data_dir` is relative to the folder of the configuration file.
-fn resolve_data_dir(config: &Path, data_dir: &Path) -> PathBuf {
-    if data_dir.is_absolute() {
-        return data_dir.to_path_buf();
+/// A relative path (`data_dir`, a source's files) is relative to the folder of the
+/// configuration file.
+fn resolve_path(config: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        return path.to_path_buf();
     }
     let folder = config.parent().unwrap_or(Path::new(""));
-    let joined = folder.join(data_dir);
+    let joined = folder.join(path);
     std::path::absolute(&joined).unwrap_or(joined)
 }
 

@@ -24,10 +24,14 @@ impl Engine {
         let Some(server) = store.server_by_id(server_id).await? else { return Ok(()) };
         let kind = action.kind;
         let started_message = match kind {
-            ActionKind::Quarantine => &messages::QUARANTINE_STARTED,
+            ActionKind::Quarantine | ActionKind::QuarantineReboot => &messages::QUARANTINE_STARTED,
             ActionKind::Unquarantine => &messages::UNQUARANTINE_STARTED,
+            ActionKind::Reboot | ActionKind::Notify => &messages::ACTION_STARTED,
         };
-        let started = EngineError::message_ref(started_message, &[("server", &server.name), ("action", &action.id)]);
+        let started = EngineError::message_ref(
+            started_message,
+            &[("server", &server.name), ("action", &action.id), ("kind", &kind)],
+        );
         let action = match store
             .transition_action(action.id, action.generation, ActionCommand::Start, Some(started.clone()))
             .await
@@ -39,25 +43,71 @@ impl Engine {
         };
         self.note(&started, Some(server.id), Some(action.id)).await?;
         tracing::info!(action = action.id, server = %server.name, %kind, attempt = action.attempts, "action started");
-        let transitional = match kind {
-            ActionKind::Quarantine => ServerState::Quarantining,
-            ActionKind::Unquarantine => ServerState::Unquarantining,
-        };
-        store.set_server_state(server.id, transitional).await?;
         let clock = Instant::now();
 
-        let outcome = match self.inner.topology.plan(&server) {
-            Ok(plans) => self.run_steps(&action, &server.name, &plans).await?,
-            Err(refused) => Err(StepFailure { message: MessageRef { number: refused.number(), text: refused.text } }),
+        // The network part (quarantine or unquarantine), then the power part (reboot).
+        let moves = match kind {
+            ActionKind::Quarantine | ActionKind::QuarantineReboot => {
+                Some((ServerState::Quarantining, ServerState::Quarantined))
+            }
+            ActionKind::Unquarantine => Some((ServerState::Unquarantining, ServerState::Operational)),
+            ActionKind::Reboot | ActionKind::Notify => None,
         };
+        let mut outcome = Ok(String::new());
+        if let Some((transitional, reached)) = moves {
+            store.set_server_state(server.id, transitional).await?;
+            outcome = match self.inner.topology.plan(&server) {
+                Ok(plans) => self.run_steps(&action, &server.name, &plans).await?,
+                Err(refused) => {
+                    Err(StepFailure { message: MessageRef { number: refused.number(), text: refused.text } })
+                }
+            };
+            let state = match (&outcome, kind) {
+                (Ok(_), _) => reached,
+                (Err(_), ActionKind::Unquarantine) => ServerState::UnquarantineFailed,
+                (Err(_), _) => ServerState::QuarantineFailed,
+            };
+            store.set_server_state(server.id, state).await?;
+        }
+        if outcome.is_ok() {
+            outcome = match kind {
+                ActionKind::Reboot | ActionKind::QuarantineReboot => {
+                    // No power driver exists yet (libvirt and Redfish come with their own issue):
+                    // say so plainly rather than pretend the server restarted.
+                    let begun = Utc::now();
+                    let message = EngineError::message_ref(&messages::NO_POWER_DRIVER, &[("server", &server.name)]);
+                    self.journal(
+                        &action,
+                        "ensure_rebooted",
+                        &server.name,
+                        StepOutcome::Failed,
+                        &message.text,
+                        Some(message.number),
+                        begun,
+                    )
+                    .await?;
+                    Err(StepFailure { message })
+                }
+                ActionKind::Notify => {
+                    let message = EngineError::message_ref(
+                        &messages::INTERNAL_ERROR,
+                        &[(
+                            "detail",
+                            &"a notify action cannot run: approve it as quarantine, reboot or quarantine_reboot",
+                        )],
+                    );
+                    Err(StepFailure { message })
+                }
+                ActionKind::Quarantine | ActionKind::Unquarantine => outcome,
+            };
+        }
         let elapsed = clock.elapsed();
         match outcome {
             Ok(summary) => {
-                let (state, message) = match kind {
-                    ActionKind::Quarantine => (ServerState::Quarantined, &messages::QUARANTINE_SUCCEEDED),
-                    ActionKind::Unquarantine => (ServerState::Operational, &messages::UNQUARANTINE_SUCCEEDED),
+                let message = match kind {
+                    ActionKind::Unquarantine => &messages::UNQUARANTINE_SUCCEEDED,
+                    _ => &messages::QUARANTINE_SUCCEEDED,
                 };
-                store.set_server_state(server.id, state).await?;
                 let message = EngineError::message_ref(message, &[("server", &server.name), ("detail", &summary)]);
                 store
                     .transition_action(action.id, action.generation, ActionCommand::Succeed, Some(message.clone()))
@@ -67,11 +117,6 @@ impl Engine {
                 tracing::info!(action = action.id, server = %server.name, %kind, elapsed_ms = elapsed.as_secs_f64() * 1e3, "{}", message.text);
             }
             Err(failure) => {
-                let state = match kind {
-                    ActionKind::Quarantine => ServerState::QuarantineFailed,
-                    ActionKind::Unquarantine => ServerState::UnquarantineFailed,
-                };
-                store.set_server_state(server.id, state).await?;
                 store
                     .transition_action(action.id, action.generation, ActionCommand::Fail, Some(failure.message.clone()))
                     .await?;
@@ -94,8 +139,8 @@ impl Engine {
         let mut summary = Vec::new();
         for plan in plans {
             let line = match action.kind {
-                ActionKind::Quarantine => self.quarantine_nic(action, server, plan).await?,
                 ActionKind::Unquarantine => self.unquarantine_nic(action, server, plan).await?,
+                _ => self.quarantine_nic(action, server, plan).await?,
             };
             match line {
                 Ok(line) => summary.push(line),

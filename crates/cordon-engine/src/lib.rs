@@ -12,6 +12,7 @@
 
 mod error;
 mod execute;
+mod ingest;
 pub mod metrics;
 mod topology;
 
@@ -25,6 +26,7 @@ use cordon_store::{ActionRecord, AuditEntry, MessageRef, NewAction, NewMessage, 
 use tokio::sync::Notify;
 
 pub use error::{EngineError, ErrorKind};
+pub use ingest::PolicySet;
 pub use metrics::Metrics;
 pub use topology::{NetworkPlan, Topology};
 
@@ -94,6 +96,12 @@ struct Inner {
     /// Servers that have a worker right now: the one-at-a-time rule.
     busy: Mutex<HashSet<i64>>,
     metrics: Arc<Metrics>,
+    /// Poked when detections were committed.
+    detections_wake: Notify,
+    /// The policy in force; replaced whole on reload.
+    policy: std::sync::RwLock<Arc<PolicySet>>,
+    /// Counts automatic actions; once tripped, new automatic actions wait for approval.
+    breaker: Mutex<cordon_model::policy::CircuitBreaker>,
 }
 
 impl Engine {
@@ -106,6 +114,12 @@ impl Engine {
                 wake: Notify::new(),
                 busy: Mutex::new(HashSet::new()),
                 metrics: Arc::new(Metrics::default()),
+                detections_wake: Notify::new(),
+                policy: std::sync::RwLock::new(Arc::new(PolicySet::default())),
+                breaker: Mutex::new(cordon_model::policy::CircuitBreaker::new(
+                    cordon_model::policy::Policy::default().max_auto_actions,
+                    cordon_model::policy::Policy::default().window_secs,
+                )),
             }),
         }
     }
@@ -135,8 +149,8 @@ impl Engine {
             return Ok(Submitted { action, existing: true, message });
         }
         let opposite = match request.kind {
-            ActionKind::Quarantine => ActionKind::Unquarantine,
             ActionKind::Unquarantine => ActionKind::Quarantine,
+            _ => ActionKind::Unquarantine,
         };
         // With an opposite action still open, the end state is not known yet: queue behind it.
         let opposite_open = inner.store.open_action(server.id, opposite).await?.is_some();
@@ -171,6 +185,8 @@ impl Engine {
                 trigger: request.trigger.clone(),
                 requested_by: request.actor.name.clone(),
                 instance: inner.settings.instance.clone(),
+                decided_by: Some("operator".into()),
+                message: None,
             })
             .await?;
         inner.metrics.action_created(request.kind);
@@ -295,6 +311,14 @@ impl Engine {
             });
         }
         Ok(())
+    }
+
+    /// Records a numbered message that belongs to no action (start-up, reload, ...); a failure
+    /// to record it is logged, never fatal.
+    pub async fn record_note(&self, number: u32, text: String) {
+        if let Err(error) = self.note(&MessageRef { number, text }, None, None).await {
+            tracing::warn!(%error, "could not record message {number}");
+        }
     }
 
     /// Records a numbered message.

@@ -11,25 +11,23 @@ use cordon_model::ActionKind;
 
 #[derive(Debug, Default)]
 pub struct Metrics {
-    created: [AtomicU64; 2],
-    succeeded: [AtomicU64; 2],
-    failed: [AtomicU64; 2],
+    created: [AtomicU64; KINDS],
+    succeeded: [AtomicU64; KINDS],
+    failed: [AtomicU64; KINDS],
     /// Sum of execution times of finished actions, in microseconds, per kind.
-    duration_micros: [AtomicU64; 2],
+    duration_micros: [AtomicU64; KINDS],
     driver_calls: AtomicU64,
     driver_errors: AtomicU64,
     http_requests: AtomicU64,
     http_unauthorized: AtomicU64,
     http_forbidden: AtomicU64,
+    breaker_trips: AtomicU64,
 }
 
-const KINDS: [ActionKind; 2] = [ActionKind::Quarantine, ActionKind::Unquarantine];
+const KINDS: usize = ActionKind::ALL.len();
 
 fn index(kind: ActionKind) -> usize {
-    match kind {
-        ActionKind::Quarantine => 0,
-        ActionKind::Unquarantine => 1,
-    }
+    ActionKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
 }
 
 impl Metrics {
@@ -48,6 +46,10 @@ impl Metrics {
         if !ok {
             self.driver_errors.fetch_add(1, Relaxed);
         }
+    }
+
+    pub fn breaker_tripped(&self) {
+        self.breaker_trips.fetch_add(1, Relaxed);
     }
 
     /// One HTTP request answered; `status` picks the refusal counters.
@@ -71,9 +73,10 @@ impl Metrics {
         family("cordon_action_duration_seconds_sum", "Total execution time of finished actions, by kind.", "counter");
         family("cordon_driver_calls_total", "Driver calls made.", "counter");
         family("cordon_driver_errors_total", "Driver calls that failed.", "counter");
+        family("cordon_breaker_trips_total", "Times the circuit breaker tripped.", "counter");
         family("cordon_http_requests_total", "HTTP requests answered.", "counter");
         family("cordon_http_refused_total", "HTTP requests refused for authentication (401) or role (403).", "counter");
-        for kind in KINDS {
+        for &kind in ActionKind::ALL {
             let i = index(kind);
             let _ = writeln!(out, "cordon_actions_created_total{{kind=\"{kind}\"}} {}", self.created[i].load(Relaxed));
             let _ = writeln!(
@@ -91,6 +94,7 @@ impl Metrics {
         }
         let _ = writeln!(out, "cordon_driver_calls_total {}", self.driver_calls.load(Relaxed));
         let _ = writeln!(out, "cordon_driver_errors_total {}", self.driver_errors.load(Relaxed));
+        let _ = writeln!(out, "cordon_breaker_trips_total {}", self.breaker_trips.load(Relaxed));
         let _ = writeln!(out, "cordon_http_requests_total {}", self.http_requests.load(Relaxed));
         let _ = writeln!(out, "cordon_http_refused_total{{status=\"401\"}} {}", self.http_unauthorized.load(Relaxed));
         let _ = writeln!(out, "cordon_http_refused_total{{status=\"403\"}} {}", self.http_forbidden.load(Relaxed));

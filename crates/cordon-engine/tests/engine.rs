@@ -339,6 +339,8 @@ async fn an_action_left_running_by_a_dead_process_is_resumed() {
             trigger: "test".into(),
             requested_by: "test".into(),
             instance: "dead".into(),
+            decided_by: None,
+            message: None,
         })
         .await
         .unwrap();
@@ -357,5 +359,228 @@ async fn an_action_left_running_by_a_dead_process_is_resumed() {
     assert_eq!(a.nics[0].current_ip, Some("10.99.0.100".parse().unwrap()), "the same lease, not a second one");
     let steps = store.steps(action.id).await.unwrap();
     assert!(steps.iter().any(|s| s.step.outcome == StepOutcome::AlreadyInPlace), "the port was found in place");
+    let _ = f.stop.send(true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Detections in, actions out
+// ---------------------------------------------------------------------------------------------
+
+use cordon_model::policy::{Policy, PolicyAction, PolicyMode, Rule};
+use cordon_model::{Detection, ThreatSeverity};
+
+fn alert(subject: &str, signature: &str) -> Detection {
+    let subject: std::net::IpAddr = subject.parse().unwrap();
+    Detection {
+        received_at_us: chrono::Utc::now().timestamp_micros(),
+        observed_at_us: None,
+        source: "ids-1".into(),
+        sensor: None,
+        subject,
+        peer: Some("203.0.113.5".parse().unwrap()),
+        src_ip: Some(subject),
+        dest_ip: Some("203.0.113.5".parse().unwrap()),
+        target_ip: None,
+        signature_id: Some("1000001".into()),
+        signature: signature.into(),
+        category: None,
+        severity: ThreatSeverity::High,
+        raw: "{}".into(),
+    }
+}
+
+fn quarantine_rule(mode: PolicyMode) -> Rule {
+    Rule {
+        name: "serious".into(),
+        sources: vec!["ids-1".into()],
+        min_severity: Some(ThreatSeverity::High),
+        signature_ids: vec![],
+        categories: vec![],
+        networks: vec![],
+        tenants: vec![],
+        servers: vec![],
+        action: PolicyAction::Quarantine,
+        mode,
+        shadow: false,
+        subject: None,
+    }
+}
+
+fn policy(rules: Vec<Rule>) -> PolicySet {
+    PolicySet { policy: Policy { rules, ..Policy::default() }, servers: Default::default() }
+}
+
+/// Runs the detection processor of `f` until every detection is settled.
+async fn process_all(f: &Fixture) {
+    let engine = f.engine.clone();
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        engine
+            .run_detections(async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    for _ in 0..1000 {
+        if f.engine.store().unprocessed_detections(1).await.unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _ = stop.send(true);
+    task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_alerts_for_one_host_make_one_action() {
+    let f = fixture("10.99.0.100-10.99.0.101", memory_store()).await;
+    f.engine.set_policy(policy(vec![quarantine_rule(PolicyMode::Auto)]));
+    let alerts: Vec<Detection> = (0..1000).map(|_| alert("10.10.0.11", "ET TROJAN beacon")).collect();
+    f.engine.accept_detections(&alerts, None).await.unwrap();
+    process_all(&f).await;
+    let actions = f.engine.store().list_actions(&ActionFilter::default()).await.unwrap();
+    assert_eq!(actions.len(), 1, "one action per incident");
+    assert_eq!(actions[0].detections, 1000);
+    assert_eq!(actions[0].decided_by.as_deref(), Some("rule serious"));
+    assert_eq!(settle(&f.engine, actions[0].id).await.state, ActionState::Succeeded);
+    // Once quarantined, more alerts attach to the action that put it there.
+    f.engine.accept_detections(&[alert("10.10.0.11", "ET TROJAN beacon")], None).await.unwrap();
+    process_all(&f).await;
+    let actions = f.engine.store().list_actions(&ActionFilter::default()).await.unwrap();
+    assert_eq!((actions.len(), actions[0].detections), (1, 1001));
+    let _ = f.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_address_is_a_failed_action_with_67198_that_can_be_checked() {
+    let f = fixture("10.99.0.100-10.99.0.101", memory_store()).await;
+    f.engine.set_policy(policy(vec![quarantine_rule(PolicyMode::Auto)]));
+    let alerts = [alert("10.10.0.99", "ET TROJAN beacon"), alert("10.10.0.99", "ET TROJAN beacon")];
+    f.engine.accept_detections(&alerts, None).await.unwrap();
+    process_all(&f).await;
+    let actions = f.engine.store().list_actions(&ActionFilter::default()).await.unwrap();
+    assert_eq!(actions.len(), 1, "repeated alerts for one unknown address attach to one action");
+    let action = &actions[0];
+    assert_eq!((action.state, action.server_id, action.detections), (ActionState::Failed, None, 2));
+    let message = action.message.clone().unwrap();
+    assert_eq!((message.number, message.text.as_str()), (67198, "server not found. ip=10.10.0.99"));
+    let checked = f.engine.check(action.id, &actor()).await.unwrap();
+    assert_eq!(checked.state, ActionState::Checked);
+    assert_eq!(f.switch.calls.lock().unwrap().len(), 0, "nothing was guessed, nothing moved");
+    let _ = f.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protected_servers_and_approve_mode_wait_for_approval() {
+    let f = fixture("10.99.0.100-10.99.0.101", memory_store()).await;
+    let mut set = policy(vec![quarantine_rule(PolicyMode::Auto)]);
+    set.servers.insert("a".into(), (None, true));
+    f.engine.set_policy(set);
+    f.engine.accept_detections(&[alert("10.10.0.11", "ET TROJAN")], None).await.unwrap();
+    process_all(&f).await;
+    let action = f.engine.store().list_actions(&ActionFilter::default()).await.unwrap()[0].clone();
+    assert_eq!(action.state, ActionState::AwaitingApproval);
+    assert_eq!(action.message.as_ref().unwrap().number, 21014);
+    assert!(action.message.unwrap().text.contains("protected"));
+    assert!(f.switch.calls.lock().unwrap().is_empty(), "a protected server is never acted on automatically");
+    let approved = f.engine.approve(action.id, &actor(), None).await.unwrap();
+    assert_eq!(approved.state, ActionState::Pending);
+    assert_eq!(settle(&f.engine, action.id).await.state, ActionState::Succeeded);
+
+    // Approve mode on another server, then a rejection.
+    f.engine.set_policy(policy(vec![quarantine_rule(PolicyMode::Approve)]));
+    f.engine.accept_detections(&[alert("10.10.0.12", "ET TROJAN")], None).await.unwrap();
+    process_all(&f).await;
+    let waiting = f.engine.store().list_actions(&ActionFilter::default()).await.unwrap()[0].clone();
+    assert_eq!((waiting.state, waiting.server_name.as_deref()), (ActionState::AwaitingApproval, Some("b")));
+    let rejected = f.engine.reject(waiting.id, &actor()).await.unwrap();
+    assert_eq!(rejected.state, ActionState::Rejected);
+    assert_eq!(f.switch.port("p-b"), (Some("br-office".into()), false));
+    let refused = f.engine.approve(waiting.id, &actor(), None).await.unwrap_err();
+    assert_eq!(refused.number(), 41003);
+    let _ = f.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_escalates_to_an_automatic_quarantine() {
+    let f = fixture("10.99.0.100-10.99.0.101", memory_store()).await;
+    // Medium alerts only notify; a high one quarantines.
+    let mut set = policy(vec![quarantine_rule(PolicyMode::Auto)]);
+    set.policy.default_action = PolicyAction::Notify;
+    f.engine.set_policy(set);
+    let mut medium = alert("10.10.0.11", "ET POLICY odd");
+    medium.severity = ThreatSeverity::Medium;
+    f.engine.accept_detections(&[medium], None).await.unwrap();
+    process_all(&f).await;
+    let action = f.engine.store().list_actions(&ActionFilter::default()).await.unwrap()[0].clone();
+    assert_eq!((action.kind, action.state), (ActionKind::Notify, ActionState::AwaitingApproval));
+    f.engine.accept_detections(&[alert("10.10.0.11", "ET TROJAN")], None).await.unwrap();
+    process_all(&f).await;
+    let escalated = f.engine.store().action(action.id).await.unwrap().unwrap();
+    assert_eq!(escalated.kind, ActionKind::Quarantine, "the stronger detection escalates the open action");
+    assert_eq!(escalated.detections, 2);
+    assert_eq!(settle(&f.engine, action.id).await.state, ActionState::Succeeded);
+    assert_eq!(f.engine.store().list_actions(&ActionFilter::default()).await.unwrap().len(), 1);
+    let _ = f.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_circuit_breaker_holds_a_fleet_wide_false_positive() {
+    let f = fixture("10.99.0.100-10.99.0.101", memory_store()).await;
+    let mut set = policy(vec![quarantine_rule(PolicyMode::Auto)]);
+    set.policy.max_auto_actions = 1;
+    f.engine.set_policy(set);
+    let alerts = [alert("10.10.0.11", "ET TROJAN"), alert("10.10.0.12", "ET TROJAN")];
+    f.engine.accept_detections(&alerts, None).await.unwrap();
+    process_all(&f).await;
+    let mut actions = f.engine.store().list_actions(&ActionFilter::default()).await.unwrap();
+    actions.sort_by_key(|a| a.id);
+    assert_ne!(actions[0].state, ActionState::AwaitingApproval, "the first is automatic");
+    assert_eq!(actions[1].state, ActionState::AwaitingApproval, "the second waits: the breaker tripped");
+    assert!(actions[1].message.as_ref().unwrap().text.contains("circuit breaker"));
+    assert!(f.engine.breaker_status().0);
+    f.engine.reset_breaker(&actor()).await.unwrap();
+    assert!(!f.engine.breaker_status().0);
+    let _ = f.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_mode_records_and_does_nothing() {
+    let f = fixture("10.99.0.100-10.99.0.101", memory_store()).await;
+    let mut set = policy(vec![quarantine_rule(PolicyMode::Auto)]);
+    set.policy.shadow = true;
+    f.engine.set_policy(set);
+    f.engine.accept_detections(&[alert("10.10.0.11", "ET TROJAN")], None).await.unwrap();
+    process_all(&f).await;
+    assert!(f.engine.store().list_actions(&ActionFilter::default()).await.unwrap().is_empty());
+    let detection = &f.engine.store().list_detections(&DetectionFilter::default()).await.unwrap()[0];
+    let decision = detection.decision.as_deref().unwrap();
+    assert!(decision.starts_with("shadow: would quarantine a"), "{decision}");
+    let _ = f.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_alert_resolves_to_the_server_that_held_the_address_then() {
+    let f = fixture("10.99.0.100-10.99.0.100", memory_store()).await;
+    f.engine.set_policy(policy(vec![quarantine_rule(PolicyMode::Auto)]));
+    // a is quarantined with 10.99.0.100, then released; b gets the same address later.
+    let first = f.engine.request(request(ActionKind::Quarantine, "a")).await.unwrap();
+    settle(&f.engine, first.action.id).await;
+    let while_a_held_it = chrono::Utc::now().timestamp_micros();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let release = f.engine.request(request(ActionKind::Unquarantine, "a")).await.unwrap();
+    settle(&f.engine, release.action.id).await;
+    let second = f.engine.request(request(ActionKind::Quarantine, "b")).await.unwrap();
+    settle(&f.engine, second.action.id).await;
+    let b = f.engine.store().server_by_name("b").await.unwrap().unwrap();
+    assert_eq!(b.nics[0].current_ip, Some("10.99.0.100".parse().unwrap()), "the pool address was reused");
+
+    // An alert about 10.99.0.100 observed while a held it arrives now.
+    let mut late = alert("10.99.0.100", "ET TROJAN");
+    late.observed_at_us = Some(while_a_held_it);
+    f.engine.accept_detections(&[late], None).await.unwrap();
+    process_all(&f).await;
+    let detection = &f.engine.store().list_detections(&DetectionFilter::default()).await.unwrap()[0];
+    assert_eq!(detection.server_name.as_deref(), Some("a"), "{:?}", detection.decision);
     let _ = f.stop.send(true);
 }

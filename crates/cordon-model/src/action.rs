@@ -22,6 +22,12 @@ text_enum! {
         Quarantine = "quarantine",
         /// Move every NIC back to its operational network and address.
         Unquarantine = "unquarantine",
+        /// Restart the server (through its hypervisor or BMC).
+        Reboot = "reboot",
+        /// Quarantine first, then reboot.
+        QuarantineReboot = "quarantine_reboot",
+        /// Ask the tenant's administrator, who approves it as another kind or rejects it.
+        Notify = "notify",
     }
 }
 
@@ -61,6 +67,13 @@ text_enum! {
         Retry = "retry",
         /// An operator acknowledged the action and handled it by hand: no further attempts.
         Check = "check",
+    }
+}
+
+impl ActionKind {
+    /// Whether running this action moves the server into quarantine.
+    pub fn quarantines(self) -> bool {
+        matches!(self, ActionKind::Quarantine | ActionKind::QuarantineReboot)
     }
 }
 

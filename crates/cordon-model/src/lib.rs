@@ -11,7 +11,8 @@ pub mod messages;
 pub mod policy;
 
 pub use action::{ActionCommand, ActionKind, ActionState, InvalidTransition};
-pub use detection::{Detection, Parsed, ThreatSeverity};
 pub use address::{AddressPool, AddressRange, MacAddr, ParseError};
+pub use detection::{Detection, Parsed, ThreatSeverity};
 pub use inventory::{NetworkRole, Role, ServerKind, ServerState, SwitchDriverKind};
 pub use messages::{Message, Severity};
+pub use policy::{CircuitBreaker, Decision, Policy, PolicyAction, PolicyMode, Rule, ServerFacts, SubjectSide};

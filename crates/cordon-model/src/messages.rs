@@ -105,6 +105,24 @@ catalogue! {
     ACTION_QUEUED = 21008, "action_queued",
         "{kind} of {server} queued as action {action}",
         "None: informational. Follow it with `cordon actions show {action}`, or pass --wait.";
+    ACTION_STARTED = 21009, "action_started",
+        "{kind} of {server} started (action {action})",
+        "None: informational.";
+    BREAKER_RESET = 21010, "breaker_reset",
+        "circuit breaker reset by {actor}: automatic actions resume",
+        "None: informational.";
+    POLICY_RELOADED = 21011, "policy_reloaded",
+        "policy reloaded from {path}: {rules} rules, default action {default}",
+        "None: informational.";
+    ACTION_APPROVED = 21012, "action_approved",
+        "action {action} approved as {kind} by {actor}",
+        "None: the action runs now. Follow it with `cordon actions show {action}`.";
+    ACTION_REJECTED = 21013, "action_rejected",
+        "action {action} rejected by {actor}",
+        "None: nothing was done to the server.";
+    ACTION_AWAITS_APPROVAL = 21014, "action_awaits_approval",
+        "{kind} of {server} awaits approval: {reason}",
+        "Decide: `cordon actions approve ID` (optionally `--as quarantine|reboot|quarantine_reboot`) or `cordon actions reject ID`; `cordon actions list --state awaiting_approval` lists them.";
     SERVER_RETIRED = 40001, "server_retired",
         "server {server} is no longer in the configuration: kept and flagged retired",
         "If the server was removed on purpose, nothing to do. If it still has open actions, check or finish them; Cordon never deletes a server's history.";
@@ -120,6 +138,15 @@ catalogue! {
     ACTION_ALREADY_OPEN = 41004, "action_already_open",
         "server {server} already has an open {kind} action ({action}): returning it",
         "None: the request is already being handled. Follow it with `cordon actions show {action}`.";
+    BREAKER_TRIPPED = 41005, "breaker_tripped",
+        "circuit breaker tripped: more than {max} automatic actions within {window} s; further automatic actions wait for approval",
+        "Look at the recent detections (`cordon detections list`): a false positive may be isolating a fleet. Approve or reject the waiting actions, fix the policy if needed, then `cordon breaker reset`.";
+    POLICY_RELOAD_FAILED = 41006, "policy_reload_failed",
+        "policy reload from {path} failed; the previous policy stays in force: {detail}",
+        "Fix the file at the line and key named; Cordon reloads it when it changes or on SIGHUP.";
+    INPUT_REJECTED = 41007, "input_rejected",
+        "source {source} rejected input: {detail}",
+        "The sensor sent something Cordon cannot read; the rest of its input is still processed. Check the sensor's output format. Counted in cordon_source_rejected_total.";
     INVALID_CONFIGURATION = 60001, "invalid_configuration",
         "invalid configuration: {detail}",
         "Fix the file at the line and key named, then start Cordon again. `cordon serve --config FILE --check` validates without starting.";
@@ -159,6 +186,9 @@ catalogue! {
     ACTION_DID_NOT_SUCCEED = 60033, "action_did_not_succeed",
         "action {action} ended {state}: {detail}",
         "Read the action's steps with `cordon actions show {action}`, fix the cause, then `cordon actions retry {action}`; or handle it by hand and `cordon actions check {action}`.";
+    NO_POWER_DRIVER = 60035, "no_power_driver",
+        "no power driver can reboot {server} yet",
+        "Reboot the server by hand through its hypervisor or BMC and tell its user, then `cordon actions check ID`. Reboot through libvirt and Redfish arrives with their drivers.";
     BAD_REQUEST = 60040, "bad_request",
         "bad request: {detail}",
         "Correct the request as the detail says; the API is described at /api/v1/openapi.json.";

@@ -14,8 +14,8 @@ use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
 use cordon_model::{
-    ActionCommand, ActionKind, ActionState, AddressPool, InvalidTransition, MacAddr, NetworkRole, Role, ServerKind,
-    ServerState,
+    ActionCommand, ActionKind, ActionState, AddressPool, Detection, InvalidTransition, MacAddr, NetworkRole, Role,
+    ServerKind, ServerState,
 };
 
 pub use sqlite::SqliteStore;
@@ -142,6 +142,10 @@ pub struct NewAction {
     pub trigger: String,
     pub requested_by: String,
     pub instance: String,
+    /// What decided it: `operator`, `rule <name>`, `default`, ...
+    pub decided_by: Option<String>,
+    /// Its first numbered message, if it starts with one (e.g. 21014 awaiting approval).
+    pub message: Option<MessageRef>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,8 +164,41 @@ pub struct ActionRecord {
     /// How many times a worker started the action.
     pub attempts: u32,
     pub message: Option<MessageRef>,
+    /// How many detections are attached to the action.
+    pub detections: u64,
+    pub decided_by: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+/// A stored detection and what the engine made of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DetectionRecord {
+    pub id: i64,
+    pub detection: Detection,
+    pub instance: String,
+    /// None until the engine has processed it.
+    pub decision: Option<String>,
+    pub server_id: Option<i64>,
+    pub server_name: Option<String>,
+    pub action_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DetectionFilter {
+    pub source: Option<String>,
+    pub action_id: Option<i64>,
+    /// Newest first, at most this many (default 100).
+    pub limit: Option<u32>,
+}
+
+/// Where a followed file stands, committed with the detections read before it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceCheckpoint {
+    pub source: String,
+    pub path: String,
+    pub inode: u64,
+    pub offset: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -301,6 +338,38 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         command: ActionCommand,
         message: Option<MessageRef>,
     ) -> Result<ActionRecord>;
+
+    /// The newest open action of the server, whatever its kind.
+    async fn open_actions(&self, server_id: i64) -> Result<Vec<ActionRecord>>;
+    /// The newest action recorded for an address that resolved to no server, while it is not
+    /// yet checked (so repeated alerts for an unknown host attach to one action).
+    async fn unresolved_action(&self, address: IpAddr) -> Result<Option<ActionRecord>>;
+    /// Changes the kind of an action that has not started (escalation, or approval of a
+    /// `notify` as another kind), compare-and-swap on the generation.
+    async fn change_action_kind(&self, id: i64, generation: i64, kind: ActionKind) -> Result<ActionRecord>;
+
+    /// Commits detections, and the checkpoint of the file they were read from, in one
+    /// transaction. Returns their ids in order.
+    async fn record_detections(
+        &self,
+        detections: &[Detection],
+        instance: &str,
+        checkpoint: Option<&SourceCheckpoint>,
+    ) -> Result<Vec<i64>>;
+    async fn checkpoint(&self, source: &str) -> Result<Option<SourceCheckpoint>>;
+    /// Detections not processed yet, oldest first.
+    async fn unprocessed_detections(&self, limit: u32) -> Result<Vec<DetectionRecord>>;
+    /// Records what the engine decided; with an action, counts the detection on it.
+    async fn settle_detection(
+        &self,
+        id: i64,
+        decision: &str,
+        server_id: Option<i64>,
+        action_id: Option<i64>,
+    ) -> Result<()>;
+    async fn list_detections(&self, filter: &DetectionFilter) -> Result<Vec<DetectionRecord>>;
+    /// The servers that held `address` at `at_us` (Unix microseconds), from the address history.
+    async fn servers_holding(&self, address: IpAddr, at_us: i64) -> Result<Vec<i64>>;
 
     async fn append_step(&self, step: &NewStep) -> Result<StepRecord>;
     async fn steps(&self, action_id: i64) -> Result<Vec<StepRecord>>;

@@ -11,13 +11,14 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{SecondsFormat, Utc};
-use cordon_model::{ActionCommand, ActionKind, ActionState, AddressPool, MacAddr, Role, ServerState};
+use cordon_model::{ActionCommand, ActionKind, ActionState, AddressPool, Detection, MacAddr, Role, ServerState};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
 use crate::*;
 
 /// Ordered migrations; the index + 1 is the schema version.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/sqlite/0001_initial.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("../migrations/sqlite/0001_initial.sql"), include_str!("../migrations/sqlite/0002_detections.sql")];
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -26,6 +27,10 @@ pub struct SqliteStore {
 
 fn backend(error: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(error.to_string())
+}
+
+fn now_us() -> i64 {
+    Utc::now().timestamp_micros()
 }
 
 fn now() -> String {
@@ -163,7 +168,7 @@ fn one_server(connection: &Connection, clause: &str, param: &dyn rusqlite::ToSql
 }
 
 const ACTION_COLUMNS: &str = "a.id, a.kind, a.state, a.generation, a.server_id, s.name, a.address, a.reason, a.trigger, a.requested_by, \
-     a.instance, a.attempts, a.message_number, a.message_text, a.created_at, a.updated_at";
+     a.instance, a.attempts, a.message_number, a.message_text, a.detections, a.decided_by, a.created_at, a.updated_at";
 
 fn action_row(row: &Row<'_>) -> rusqlite::Result<ActionRecord> {
     let number: Option<i64> = row.get(12)?;
@@ -182,8 +187,10 @@ fn action_row(row: &Row<'_>) -> rusqlite::Result<ActionRecord> {
         instance: row.get(10)?,
         attempts: row.get::<_, i64>(11)? as u32,
         message: number.map(|n| MessageRef { number: n as u32, text: text.unwrap_or_default() }),
-        created_at: parse_time(&row.get::<_, String>(14)?)?,
-        updated_at: parse_time(&row.get::<_, String>(15)?)?,
+        detections: row.get::<_, i64>(14)? as u64,
+        decided_by: row.get(15)?,
+        created_at: parse_time(&row.get::<_, String>(16)?)?,
+        updated_at: parse_time(&row.get::<_, String>(17)?)?,
     })
 }
 
@@ -212,6 +219,52 @@ fn message_row(row: &Row<'_>) -> rusqlite::Result<MessageRecord> {
         },
         created_at: parse_time(&row.get::<_, String>(6)?)?,
     })
+}
+
+const DETECTION_COLUMNS: &str = "d.id, d.received_at_us, d.observed_at_us, d.source, d.sensor, d.subject, d.peer, d.src_ip, \
+     d.dest_ip, d.target_ip, d.signature_id, d.signature, d.category, d.severity, d.raw, d.instance, d.decision, d.server_id, \
+     s.name, d.action_id";
+
+fn detection_row(row: &Row<'_>) -> rusqlite::Result<DetectionRecord> {
+    let address = |i: usize| -> rusqlite::Result<Option<IpAddr>> {
+        row.get::<_, Option<String>>(i)?.map(|t| parse_text(&t)).transpose()
+    };
+    Ok(DetectionRecord {
+        id: row.get(0)?,
+        detection: Detection {
+            received_at_us: row.get(1)?,
+            observed_at_us: row.get(2)?,
+            source: row.get(3)?,
+            sensor: row.get(4)?,
+            subject: parse_text(&row.get::<_, String>(5)?)?,
+            peer: address(6)?,
+            src_ip: address(7)?,
+            dest_ip: address(8)?,
+            target_ip: address(9)?,
+            signature_id: row.get(10)?,
+            signature: row.get(11)?,
+            category: row.get(12)?,
+            severity: parse_text(&row.get::<_, String>(13)?)?,
+            raw: row.get(14)?,
+        },
+        instance: row.get(15)?,
+        decision: row.get(16)?,
+        server_id: row.get(17)?,
+        server_name: row.get(18)?,
+        action_id: row.get(19)?,
+    })
+}
+
+fn many_detections(
+    connection: &Connection,
+    clause: &str,
+    params: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<DetectionRecord>> {
+    let sql =
+        format!("SELECT {DETECTION_COLUMNS} FROM detections d LEFT JOIN servers s ON s.id = d.server_id {clause}");
+    let mut statement = connection.prepare_cached(&sql).map_err(backend)?;
+    let rows = statement.query_map(params, detection_row).map_err(backend)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(backend)
 }
 
 const MESSAGE_COLUMNS: &str = "id, number, text, server_id, action_id, instance, created_at";
@@ -277,6 +330,10 @@ fn sync_inventory(tx: &Transaction<'_>, inventory: &Inventory) -> rusqlite::Resu
     for (id, name) in live {
         if !wanted.contains(&name) {
             tx.execute("UPDATE servers SET retired = 1, updated_at = ?2 WHERE id = ?1", params![id, at])?;
+            tx.execute(
+                "UPDATE address_history SET valid_to_us = ?2 WHERE server_id = ?1 AND kind = 'operational' AND valid_to_us IS NULL",
+                params![id, now_us()],
+            )?;
             report.retired.push(name);
         }
     }
@@ -299,7 +356,40 @@ fn sync_nics_changed(tx: &Transaction<'_>, server_id: i64, server: &ServerSpec) 
     Ok(stored != configured)
 }
 
+/// Keeps one open `operational` history row per configured (NIC, address) of the server and
+/// closes the rows of addresses the configuration no longer gives it.
+fn sync_address_history(tx: &Transaction<'_>, server_id: i64, nics: &[NicSpec]) -> rusqlite::Result<()> {
+    let at = now_us();
+    let wanted: Vec<(String, String)> = nics.iter().map(|n| (n.mac.to_string(), n.ip.to_string())).collect();
+    let mut statement = tx.prepare(
+        "SELECT id, mac, ip FROM address_history WHERE server_id = ?1 AND kind = 'operational' AND valid_to_us IS NULL",
+    )?;
+    let open: Vec<(i64, String, String)> = statement
+        .query_map([server_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let first_sight: bool =
+        tx.query_row("SELECT COUNT(*) = 0 FROM address_history WHERE server_id = ?1", [server_id], |r| r.get(0))?;
+    for (id, mac, ip) in &open {
+        if !wanted.contains(&(mac.clone(), ip.clone())) {
+            tx.execute("UPDATE address_history SET valid_to_us = ?2 WHERE id = ?1", params![id, at])?;
+        }
+    }
+    for (mac, ip) in &wanted {
+        if !open.iter().any(|(_, m, i)| m == mac && i == ip) {
+            // A server's first addresses were its own before Cordon knew of it: late alerts
+            // from before its first start still resolve.
+            let from = if first_sight { 0 } else { at };
+            tx.execute(
+                "INSERT INTO address_history (ip, server_id, mac, kind, valid_from_us) VALUES (?1, ?2, ?3, 'operational', ?4)",
+                params![ip, server_id, mac, from],
+            )?;
+        }
+    }
+    Ok(())
+}
+
 fn sync_nics(tx: &Transaction<'_>, server_id: i64, server: &ServerSpec) -> rusqlite::Result<()> {
+    sync_address_history(tx, server_id, &server.nics)?;
     let macs: Vec<String> = server.nics.iter().map(|n| n.mac.to_string()).collect();
     // NICs that left the configuration go; their leases (if any) stay until an unquarantine
     // would release them, so no address is handed out twice meanwhile.
@@ -444,6 +534,11 @@ impl Store for SqliteStore {
                 params![network, ip.to_string(), server_id, mac_text, now()],
             )
             .map_err(backend)?;
+            tx.execute(
+                "INSERT INTO address_history (ip, server_id, mac, kind, valid_from_us) VALUES (?1, ?2, ?3, 'quarantine', ?4)",
+                params![ip.to_string(), server_id, mac_text, now_us()],
+            )
+            .map_err(backend)?;
             tx.commit().map_err(backend)?;
             Ok(ip)
         })
@@ -453,13 +548,30 @@ impl Store for SqliteStore {
     async fn release_address(&self, server_id: i64, mac: MacAddr, network: &str) -> Result<()> {
         let network = network.to_string();
         self.run(move |connection| {
-            connection
-                .execute(
+            let tx = connection.transaction().map_err(backend)?;
+            let mac = mac.to_string();
+            let leased: Option<String> = tx
+                .query_row(
+                    "SELECT ip FROM ip_leases WHERE server_id = ?1 AND mac = ?2 AND network = ?3",
+                    params![server_id, mac, network],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            if let Some(ip) = leased {
+                tx.execute(
                     "DELETE FROM ip_leases WHERE server_id = ?1 AND mac = ?2 AND network = ?3",
-                    params![server_id, mac.to_string(), network],
+                    params![server_id, mac, network],
                 )
                 .map_err(backend)?;
-            Ok(())
+                tx.execute(
+                    "UPDATE address_history SET valid_to_us = ?4
+                     WHERE server_id = ?1 AND mac = ?2 AND ip = ?3 AND kind = 'quarantine' AND valid_to_us IS NULL",
+                    params![server_id, mac, ip, now_us()],
+                )
+                .map_err(backend)?;
+            }
+            tx.commit().map_err(backend)
         })
         .await
     }
@@ -470,8 +582,9 @@ impl Store for SqliteStore {
             let at = now();
             connection
                 .execute(
-                    "INSERT INTO actions (kind, state, generation, server_id, address, reason, trigger, requested_by, instance, attempts, created_at, updated_at)
-                     VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?9)",
+                    "INSERT INTO actions (kind, state, generation, server_id, address, reason, trigger, requested_by, instance, attempts, decided_by,
+                     message_number, message_text, created_at, updated_at)
+                     VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?10, ?11, ?12, ?9, ?9)",
                     params![
                         action.kind.as_str(),
                         action.state.as_str(),
@@ -481,7 +594,10 @@ impl Store for SqliteStore {
                         action.trigger,
                         action.requested_by,
                         action.instance,
-                        at
+                        at,
+                        action.decided_by,
+                        action.message.as_ref().map(|m| m.number),
+                        action.message.as_ref().map(|m| m.text.clone())
                     ],
                 )
                 .map_err(backend)?;
@@ -577,6 +693,200 @@ impl Store for SqliteStore {
             let record = one_action(&tx, id)?.ok_or_else(|| StoreError::NotFound { what: format!("action {id}") })?;
             tx.commit().map_err(backend)?;
             Ok(record)
+        })
+        .await
+    }
+
+    async fn open_actions(&self, server_id: i64) -> Result<Vec<ActionRecord>> {
+        self.run(move |connection| {
+            many_actions(
+                connection,
+                "WHERE a.server_id = ?1 AND a.state IN ('awaiting_approval', 'pending', 'running', 'retrying') ORDER BY a.id DESC",
+                &[&server_id],
+            )
+        })
+        .await
+    }
+
+    async fn unresolved_action(&self, address: IpAddr) -> Result<Option<ActionRecord>> {
+        let address = address.to_string();
+        self.run(move |connection| {
+            Ok(many_actions(
+                connection,
+                "WHERE a.server_id IS NULL AND a.address = ?1 AND a.state NOT IN ('checked', 'cancelled', 'rejected')
+                 ORDER BY a.id DESC LIMIT 1",
+                &[&address],
+            )?
+            .into_iter()
+            .next())
+        })
+        .await
+    }
+
+    async fn change_action_kind(&self, id: i64, generation: i64, kind: ActionKind) -> Result<ActionRecord> {
+        self.run(move |connection| {
+            let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
+            let current: Option<(String, i64)> = tx
+                .query_row("SELECT state, generation FROM actions WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .map_err(backend)?;
+            let Some((state, found)) = current else {
+                return Err(StoreError::NotFound { what: format!("action {id}") });
+            };
+            if found != generation {
+                return Err(StoreError::Conflict { id, expected: generation, found });
+            }
+            if !matches!(state.as_str(), "awaiting_approval" | "pending") {
+                return Err(StoreError::Backend(format!("action {id} is {state}: its kind can no longer change")));
+            }
+            tx.execute(
+                "UPDATE actions SET kind = ?2, generation = generation + 1, updated_at = ?3 WHERE id = ?1",
+                params![id, kind.as_str(), now()],
+            )
+            .map_err(backend)?;
+            let record = one_action(&tx, id)?.ok_or_else(|| StoreError::NotFound { what: format!("action {id}") })?;
+            tx.commit().map_err(backend)?;
+            Ok(record)
+        })
+        .await
+    }
+
+    async fn record_detections(
+        &self,
+        detections: &[Detection],
+        instance: &str,
+        checkpoint: Option<&SourceCheckpoint>,
+    ) -> Result<Vec<i64>> {
+        let detections = detections.to_vec();
+        let instance = instance.to_string();
+        let checkpoint = checkpoint.cloned();
+        self.run(move |connection| {
+            let tx = connection.transaction().map_err(backend)?;
+            let mut ids = Vec::with_capacity(detections.len());
+            {
+                let mut insert = tx
+                    .prepare_cached(
+                        "INSERT INTO detections (received_at_us, observed_at_us, source, sensor, subject, peer, src_ip, dest_ip,
+                         target_ip, signature_id, signature, category, severity, raw, instance)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                    )
+                    .map_err(backend)?;
+                let text = |a: Option<IpAddr>| a.map(|a| a.to_string());
+                for d in &detections {
+                    insert
+                        .execute(params![
+                            d.received_at_us,
+                            d.observed_at_us,
+                            d.source,
+                            d.sensor,
+                            d.subject.to_string(),
+                            text(d.peer),
+                            text(d.src_ip),
+                            text(d.dest_ip),
+                            text(d.target_ip),
+                            d.signature_id,
+                            d.signature,
+                            d.category,
+                            d.severity.as_str(),
+                            d.raw,
+                            instance
+                        ])
+                        .map_err(backend)?;
+                    ids.push(tx.last_insert_rowid());
+                }
+            }
+            if let Some(cp) = checkpoint {
+                tx.execute(
+                    "INSERT INTO source_checkpoints (source, path, inode, offset, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT(source) DO UPDATE SET path = excluded.path, inode = excluded.inode, offset = excluded.offset,
+                     updated_at = excluded.updated_at",
+                    params![cp.source, cp.path, cp.inode as i64, cp.offset as i64, now()],
+                )
+                .map_err(backend)?;
+            }
+            tx.commit().map_err(backend)?;
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn checkpoint(&self, source: &str) -> Result<Option<SourceCheckpoint>> {
+        let source = source.to_string();
+        self.run(move |connection| {
+            connection
+                .query_row(
+                    "SELECT source, path, inode, offset FROM source_checkpoints WHERE source = ?1",
+                    [source],
+                    |r| {
+                        Ok(SourceCheckpoint {
+                            source: r.get(0)?,
+                            path: r.get(1)?,
+                            inode: r.get::<_, i64>(2)? as u64,
+                            offset: r.get::<_, i64>(3)? as u64,
+                        })
+                    },
+                )
+                .optional()
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn unprocessed_detections(&self, limit: u32) -> Result<Vec<DetectionRecord>> {
+        self.run(move |connection| {
+            many_detections(connection, "WHERE d.decision IS NULL ORDER BY d.id LIMIT ?1", &[&limit])
+        })
+        .await
+    }
+
+    async fn settle_detection(
+        &self,
+        id: i64,
+        decision: &str,
+        server_id: Option<i64>,
+        action_id: Option<i64>,
+    ) -> Result<()> {
+        let decision = decision.to_string();
+        self.run(move |connection| {
+            let tx = connection.transaction().map_err(backend)?;
+            tx.execute(
+                "UPDATE detections SET decision = ?2, server_id = ?3, action_id = ?4 WHERE id = ?1",
+                params![id, decision, server_id, action_id],
+            )
+            .map_err(backend)?;
+            if let Some(action_id) = action_id {
+                tx.execute("UPDATE actions SET detections = detections + 1 WHERE id = ?1", [action_id])
+                    .map_err(backend)?;
+            }
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn list_detections(&self, filter: &DetectionFilter) -> Result<Vec<DetectionRecord>> {
+        let filter = filter.clone();
+        self.run(move |connection| {
+            let limit = i64::from(filter.limit.unwrap_or(100));
+            many_detections(
+                connection,
+                "WHERE (?1 IS NULL OR d.source = ?1) AND (?2 IS NULL OR d.action_id = ?2) ORDER BY d.id DESC LIMIT ?3",
+                &[&filter.source, &filter.action_id, &limit],
+            )
+        })
+        .await
+    }
+
+    async fn servers_holding(&self, address: IpAddr, at_us: i64) -> Result<Vec<i64>> {
+        let address = address.to_string();
+        self.run(move |connection| {
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT DISTINCT server_id FROM address_history
+                     WHERE ip = ?1 AND valid_from_us <= ?2 AND (valid_to_us IS NULL OR valid_to_us > ?2) ORDER BY server_id",
+                )
+                .map_err(backend)?;
+            let rows = statement.query_map(params![address, at_us], |r| r.get(0)).map_err(backend)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(backend)
         })
         .await
     }

@@ -63,6 +63,8 @@ fn new_action(server_id: i64, kind: ActionKind) -> NewAction {
         trigger: "api".into(),
         requested_by: "tester".into(),
         instance: "i1".into(),
+        decided_by: None,
+        message: None,
     }
 }
 

@@ -1,0 +1,453 @@
+//! From detections to actions: resolution, policy, one action per incident, safety.
+//!
+//! Detections are committed first (with the checkpoint of the file they came from), then
+//! processed here one at a time, oldest first, by a single task: so two detections can never
+//! race each other into two actions for one server. A detection not yet processed when Cordon
+//! stops is processed at the next start.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use cordon_model::policy::{Policy, PolicyAction, PolicyMode, ServerFacts};
+use cordon_model::{ActionCommand, ActionKind, ActionState, Detection, ServerState, messages};
+use cordon_store::{
+    ActionFilter, ActionRecord, DetectionRecord, NewAction, ServerRecord, SourceCheckpoint, StoreError,
+};
+
+use crate::{Actor, Engine, EngineError, ErrorKind};
+
+/// The policy and the per-server settings that go with it; replaced whole on reload.
+#[derive(Debug, Clone, Default)]
+pub struct PolicySet {
+    pub policy: Policy,
+    /// Per server name: its own action (the seed's per-server action selection) and whether
+    /// it is protected (never acted on automatically).
+    pub servers: HashMap<String, (Option<PolicyAction>, bool)>,
+}
+
+/// What an address resolved to at the detection's time.
+#[derive(Debug, Clone)]
+enum Resolution {
+    None,
+    One(Box<ServerRecord>),
+    /// Several servers held it: never guess.
+    Ambiguous(usize),
+}
+
+fn kind_of(action: PolicyAction) -> ActionKind {
+    match action {
+        PolicyAction::Quarantine => ActionKind::Quarantine,
+        PolicyAction::Reboot => ActionKind::Reboot,
+        PolicyAction::QuarantineReboot => ActionKind::QuarantineReboot,
+        // Ignore never reaches here; Notify asks the administrator.
+        PolicyAction::Notify | PolicyAction::Ignore => ActionKind::Notify,
+    }
+}
+
+fn strength(kind: ActionKind) -> u8 {
+    match kind {
+        ActionKind::Notify => PolicyAction::Notify.strength(),
+        ActionKind::Reboot => PolicyAction::Reboot.strength(),
+        ActionKind::Quarantine => PolicyAction::Quarantine.strength(),
+        ActionKind::QuarantineReboot => PolicyAction::QuarantineReboot.strength(),
+        ActionKind::Unquarantine => 0,
+    }
+}
+
+fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+impl Engine {
+    /// Replaces the policy (at start and on reload). The circuit breaker keeps its history.
+    pub fn set_policy(&self, set: PolicySet) {
+        {
+            let mut breaker = self.inner.breaker.lock().unwrap_or_else(|p| p.into_inner());
+            breaker.reconfigure(set.policy.max_auto_actions, set.policy.window_secs);
+        }
+        *self.inner.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+    }
+
+    pub fn policy(&self) -> Arc<PolicySet> {
+        self.inner.policy.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Commits detections (and the checkpoint of the file they were read from) and wakes the
+    /// processor. Returns once they are durable: a sensor may be told "accepted" then.
+    pub async fn accept_detections(
+        &self,
+        detections: &[Detection],
+        checkpoint: Option<&SourceCheckpoint>,
+    ) -> Result<Vec<i64>, EngineError> {
+        let ids = self.inner.store.record_detections(detections, &self.inner.settings.instance, checkpoint).await?;
+        if !ids.is_empty() {
+            self.inner.detections_wake.notify_one();
+        }
+        Ok(ids)
+    }
+
+    /// Processes committed detections until `shutdown` completes.
+    pub async fn run_detections(&self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            loop {
+                match self.inner.store.unprocessed_detections(500).await {
+                    Ok(batch) if batch.is_empty() => break,
+                    Ok(batch) => {
+                        for record in batch {
+                            let id = record.id;
+                            if let Err(error) = self.process(record).await {
+                                tracing::error!(detection = id, %error, "could not process a detection; it stays queued");
+                                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                                break;
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "could not read detections to process");
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = self.inner.detections_wake.notified() => {}
+                _ = tokio::time::sleep(self.inner.settings.poll_interval) => {}
+            }
+        }
+    }
+
+    async fn resolve(&self, address: IpAddr, at_us: i64) -> Result<Resolution, EngineError> {
+        let ids = self.inner.store.servers_holding(address, at_us).await?;
+        Ok(match ids.as_slice() {
+            [] => Resolution::None,
+            [id] => match self.inner.store.server_by_id(*id).await? {
+                Some(server) => Resolution::One(Box::new(server)),
+                None => Resolution::None,
+            },
+            many => Resolution::Ambiguous(many.len()),
+        })
+    }
+
+    /// Decides one detection and records the outcome on it.
+    async fn process(&self, record: DetectionRecord) -> Result<(), EngineError> {
+        let store = &self.inner.store;
+        let detection = &record.detection;
+        let at = detection.observed_at_us.unwrap_or(detection.received_at_us);
+        let mut resolved: HashMap<IpAddr, Resolution> = HashMap::new();
+        for address in
+            [Some(detection.subject), detection.peer, detection.src_ip, detection.dest_ip, detection.target_ip]
+                .into_iter()
+                .flatten()
+        {
+            if let std::collections::hash_map::Entry::Vacant(slot) = resolved.entry(address) {
+                slot.insert(self.resolve(address, at).await?);
+            }
+        }
+        let set = self.policy();
+        let facts = |address: IpAddr| match resolved.get(&address) {
+            Some(Resolution::One(server)) => {
+                let (action, protected) = set.servers.get(&server.name).cloned().unwrap_or((None, false));
+                Some(ServerFacts {
+                    name: server.name.clone(),
+                    tenant: server.tenant.clone(),
+                    networks: server.nics.iter().map(|n| n.network.clone()).collect(),
+                    action,
+                    protected,
+                })
+            }
+            _ => None,
+        };
+        let decision = set.policy.decide(detection, &facts);
+        let subject = resolved.get(&decision.subject).cloned().unwrap_or(Resolution::None);
+        let server = match &subject {
+            Resolution::One(server) => Some(server.as_ref().clone()),
+            _ => None,
+        };
+        let server_id = server.as_ref().map(|s| s.id);
+
+        if decision.action == PolicyAction::Ignore {
+            let text = format!("ignored ({}): {}", decision.decided_by, decision.reason);
+            store.settle_detection(record.id, &text, server_id, None).await?;
+            return Ok(());
+        }
+        if decision.shadow {
+            let whom = server.as_ref().map(|s| s.name.clone()).unwrap_or_else(|| decision.subject.to_string());
+            let text =
+                format!("shadow: would {} {whom} ({}): {}", decision.action, decision.decided_by, decision.reason);
+            tracing::info!(detection = record.id, "{text}");
+            store.settle_detection(record.id, &text, server_id, None).await?;
+            return Ok(());
+        }
+        let kind = kind_of(decision.action);
+
+        let Some(server) = server else {
+            return self.unresolved(&record, kind, decision.subject, &subject, &decision.decided_by).await;
+        };
+
+        // One action per incident: attach to the server's open action, escalating it if this
+        // detection calls for something stronger and it has not started yet.
+        let open = store.open_actions(server.id).await?;
+        if let Some(action) = open.first() {
+            let mut action = action.clone();
+            if strength(kind) > strength(action.kind)
+                && matches!(action.state, ActionState::AwaitingApproval | ActionState::Pending)
+                && action.kind != ActionKind::Unquarantine
+            {
+                action = store.change_action_kind(action.id, action.generation, kind).await?;
+                tracing::info!(action = action.id, %kind, "action escalated by a stronger detection");
+                let automatic = decision.mode == PolicyMode::Auto && !self.is_protected(&set, &server.name);
+                if action.state == ActionState::AwaitingApproval && automatic && self.admit_automatic() {
+                    let message = EngineError::message_ref(
+                        &messages::ACTION_APPROVED,
+                        &[("action", &action.id), ("kind", &kind), ("actor", &"policy")],
+                    );
+                    store
+                        .transition_action(action.id, action.generation, ActionCommand::Approve, Some(message))
+                        .await?;
+                    self.inner.wake.notify_one();
+                }
+            }
+            let text = format!("attached to open action {} ({})", action.id, decision.decided_by);
+            store.settle_detection(record.id, &text, Some(server.id), Some(action.id)).await?;
+            return Ok(());
+        }
+        // Already where the action would put it: attach to the action that put it there.
+        if kind.quarantines() && server.state == ServerState::Quarantined {
+            let latest = store
+                .list_actions(&ActionFilter { server_id: Some(server.id), limit: Some(1), ..Default::default() })
+                .await?;
+            let action_id = latest.first().map(|a| a.id);
+            store
+                .settle_detection(record.id, "attached: the server is already quarantined", Some(server.id), action_id)
+                .await?;
+            return Ok(());
+        }
+        if self.in_cooldown(&set, server.id).await? {
+            store
+                .settle_detection(record.id, "cooldown: the server was released recently", Some(server.id), None)
+                .await?;
+            return Ok(());
+        }
+
+        // A new action. It waits for approval when the policy says so, for `notify`, for a
+        // protected server, and when the circuit breaker has tripped.
+        let protected = self.is_protected(&set, &server.name);
+        let wants_approval = kind == ActionKind::Notify || decision.mode == PolicyMode::Approve || protected;
+        let state = if wants_approval || !self.admit_automatic() {
+            ActionState::AwaitingApproval
+        } else {
+            ActionState::Pending
+        };
+        let awaiting = (state == ActionState::AwaitingApproval).then(|| {
+            let why = if protected {
+                "the server is protected".to_string()
+            } else if wants_approval {
+                decision.reason.clone()
+            } else {
+                "the circuit breaker has tripped".to_string()
+            };
+            EngineError::message_ref(
+                &messages::ACTION_AWAITS_APPROVAL,
+                &[("kind", &kind), ("server", &server.name), ("reason", &why)],
+            )
+        });
+        let action = store
+            .create_action(&NewAction {
+                kind,
+                server_id: Some(server.id),
+                address: Some(decision.subject),
+                state,
+                reason: Some(format!("{} [{}] {}", detection.source, detection.severity, detection.signature)),
+                trigger: "policy".into(),
+                requested_by: "policy".into(),
+                instance: self.inner.settings.instance.clone(),
+                decided_by: Some(decision.decided_by.clone()),
+                message: awaiting.clone(),
+            })
+            .await?;
+        self.inner.metrics.action_created(kind);
+        if let Some(message) = &awaiting {
+            self.note(message, Some(server.id), Some(action.id)).await?;
+        }
+        let text = format!("new action {} ({}): {}", action.id, decision.decided_by, decision.reason);
+        tracing::info!(detection = record.id, action = action.id, server = %server.name, %kind, %state, "{text}");
+        store.settle_detection(record.id, &text, Some(server.id), Some(action.id)).await?;
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    /// No server (or several) held the address: record a failed action with 67198 for an
+    /// operator, once per address until it is checked. Nothing is guessed.
+    async fn unresolved(
+        &self,
+        record: &DetectionRecord,
+        kind: ActionKind,
+        address: IpAddr,
+        resolution: &Resolution,
+        decided_by: &str,
+    ) -> Result<(), EngineError> {
+        let store = &self.inner.store;
+        if let Some(action) = store.unresolved_action(address).await? {
+            let text = format!("attached to unresolved action {}", action.id);
+            store.settle_detection(record.id, &text, None, Some(action.id)).await?;
+            return Ok(());
+        }
+        let reason = match resolution {
+            Resolution::Ambiguous(n) => format!("{n} servers held {address} at the detection's time"),
+            _ => format!("no managed server held {address} at the detection's time"),
+        };
+        let action = store
+            .create_action(&NewAction {
+                kind,
+                server_id: None,
+                address: Some(address),
+                state: ActionState::Pending,
+                reason: Some(format!(
+                    "{} [{}] {}: {reason}",
+                    record.detection.source, record.detection.severity, record.detection.signature
+                )),
+                trigger: "policy".into(),
+                requested_by: "policy".into(),
+                instance: self.inner.settings.instance.clone(),
+                decided_by: Some(decided_by.to_string()),
+                message: None,
+            })
+            .await?;
+        let message = EngineError::message_ref(&messages::SERVER_NOT_FOUND_BY_ADDRESS, &[("address", &address)]);
+        let running = store.transition_action(action.id, action.generation, ActionCommand::Start, None).await?;
+        store.transition_action(running.id, running.generation, ActionCommand::Fail, Some(message.clone())).await?;
+        self.note(&message, None, Some(action.id)).await?;
+        tracing::warn!(action = action.id, %address, "{}: {reason}", message.text);
+        store.settle_detection(record.id, &format!("unresolved: {reason}"), None, Some(action.id)).await?;
+        Ok(())
+    }
+
+    fn is_protected(&self, set: &PolicySet, server: &str) -> bool {
+        set.servers.get(server).is_some_and(|(_, protected)| *protected)
+    }
+
+    /// Counts one automatic action against the circuit breaker; false once it has tripped.
+    fn admit_automatic(&self) -> bool {
+        let mut breaker = self.inner.breaker.lock().unwrap_or_else(|p| p.into_inner());
+        let was_tripped = breaker.is_tripped();
+        let admitted = breaker.admit(now_us());
+        if !admitted && !was_tripped {
+            let policy = self.policy();
+            let text = messages::BREAKER_TRIPPED
+                .render(&[("max", &policy.policy.max_auto_actions), ("window", &policy.policy.window_secs)]);
+            tracing::warn!(number = messages::BREAKER_TRIPPED.number, "{text}");
+            self.inner.metrics.breaker_tripped();
+            let engine = self.clone();
+            tokio::spawn(async move {
+                let message = cordon_store::MessageRef { number: messages::BREAKER_TRIPPED.number, text };
+                let _ = engine.note(&message, None, None).await;
+            });
+        }
+        admitted
+    }
+
+    async fn in_cooldown(&self, set: &PolicySet, server_id: i64) -> Result<bool, EngineError> {
+        if set.policy.cooldown_secs == 0 {
+            return Ok(false);
+        }
+        let recent = self
+            .inner
+            .store
+            .list_actions(&ActionFilter {
+                server_id: Some(server_id),
+                state: Some(ActionState::Succeeded),
+                limit: Some(1),
+            })
+            .await?;
+        Ok(recent.first().is_some_and(|a| {
+            a.kind == ActionKind::Unquarantine
+                && (chrono::Utc::now() - a.updated_at).num_seconds() < set.policy.cooldown_secs as i64
+        }))
+    }
+
+    /// Whether the circuit breaker has tripped, and how many automatic actions it counts now.
+    pub fn breaker_status(&self) -> (bool, u32) {
+        let breaker = self.inner.breaker.lock().unwrap_or_else(|p| p.into_inner());
+        (breaker.is_tripped(), breaker.recent(now_us()))
+    }
+
+    /// An operator resets the circuit breaker.
+    pub async fn reset_breaker(&self, actor: &Actor) -> Result<(), EngineError> {
+        self.inner.breaker.lock().unwrap_or_else(|p| p.into_inner()).reset();
+        let message = EngineError::message_ref(&messages::BREAKER_RESET, &[("actor", &actor.name)]);
+        self.note(&message, None, None).await?;
+        self.audit(actor, "breaker_reset", "circuit breaker", "").await
+    }
+
+    /// An administrator approves an action that waits for approval, optionally as another
+    /// kind (a `notify` becomes a quarantine unless told otherwise).
+    pub async fn approve(
+        &self,
+        id: i64,
+        actor: &Actor,
+        as_kind: Option<ActionKind>,
+    ) -> Result<ActionRecord, EngineError> {
+        let store = &self.inner.store;
+        let mut action = store
+            .action(id)
+            .await?
+            .ok_or_else(|| EngineError::new(ErrorKind::NotFound, &messages::ACTION_NOT_FOUND, &[("action", &id)]))?;
+        if action.state != ActionState::AwaitingApproval {
+            return Err(EngineError::new(
+                ErrorKind::Conflict,
+                &messages::ACTION_STATE_FORBIDS,
+                &[("action", &id), ("state", &action.state), ("command", &ActionCommand::Approve)],
+            ));
+        }
+        let kind = match (action.kind, as_kind) {
+            (_, Some(ActionKind::Notify | ActionKind::Unquarantine)) => {
+                return Err(EngineError::new(
+                    ErrorKind::Unprocessable,
+                    &messages::BAD_REQUEST,
+                    &[("detail", &"approve as quarantine, reboot or quarantine_reboot")],
+                ));
+            }
+            (_, Some(kind)) => kind,
+            (ActionKind::Notify, None) => ActionKind::Quarantine,
+            (kind, None) => kind,
+        };
+        if kind != action.kind {
+            action = store.change_action_kind(id, action.generation, kind).await.map_err(|e| conflict(id, e))?;
+        }
+        let message = EngineError::message_ref(
+            &messages::ACTION_APPROVED,
+            &[("action", &id), ("kind", &kind), ("actor", &actor.name)],
+        );
+        let action = store
+            .transition_action(id, action.generation, ActionCommand::Approve, Some(message.clone()))
+            .await
+            .map_err(|e| conflict(id, e))?;
+        self.note(&message, action.server_id, Some(id)).await?;
+        self.audit(actor, "approve", &format!("action {id}"), &format!("as {kind}")).await?;
+        self.inner.wake.notify_one();
+        Ok(action)
+    }
+
+    pub async fn reject(&self, id: i64, actor: &Actor) -> Result<ActionRecord, EngineError> {
+        let message = EngineError::message_ref(&messages::ACTION_REJECTED, &[("action", &id), ("actor", &actor.name)]);
+        let action = self.operator_command(id, ActionCommand::Reject, message.clone()).await?;
+        self.note(&message, action.server_id, Some(id)).await?;
+        self.audit(actor, "reject", &format!("action {id}"), "").await?;
+        Ok(action)
+    }
+}
+
+fn conflict(id: i64, error: StoreError) -> EngineError {
+    match error {
+        StoreError::Conflict { .. } | StoreError::InvalidTransition { .. } | StoreError::Backend(_) => {
+            EngineError::new(
+                ErrorKind::Conflict,
+                &messages::ACTION_STATE_FORBIDS,
+                &[("action", &id), ("state", &"changed meanwhile"), ("command", &ActionCommand::Approve)],
+            )
+        }
+        other => other.into(),
+    }
+}
