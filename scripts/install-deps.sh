@@ -14,7 +14,19 @@ PACKAGES=(
     procps           # ps, pkill -- used by scripts and tests to inspect processes
     sqlite3          # operators inspect the store with the sqlite3 shell
     shellcheck       # tests lint scripts/*.sh and .ci/run
+    clamav           # clamscan and the engine: ClamAV tests use custom signatures, no freshclam
+    clamav-daemon    # clamd: its VirusEvent runs `cordon report`
+    clamdscan        # clamdscan: asks that clamd to scan a file
+    openssl          # s_server/s_client: TLS traffic in the Suricata corpus test
+    python3          # http.server and a tiny DNS responder in the lab's namespaces
 )
+
+# Packages that bookworm main lacks, installed from bookworm-backports (a deb822 source added
+# only when one of them is missing, on the mirror the machine's Debian source already uses).
+BACKPORTS_PACKAGES=(
+    suricata         # the IDS whose EVE output Cordon follows (7.0 from bookworm-backports)
+)
+BACKPORTS_SOURCE=/etc/apt/sources.list.d/cordon-backports.sources
 
 # Minimum Rust toolchain (rustc/cargo). rustup cannot be downloaded on the lab machines.
 MIN_RUST_MAJOR=1
@@ -26,7 +38,10 @@ Usage: scripts/install-deps.sh [--help]
 
 Installs the system packages Cordon's build and tests need, with apt-get:
   ${PACKAGES[*]}
+and from bookworm-backports (adding ${BACKPORTS_SOURCE} when needed):
+  ${BACKPORTS_PACKAGES[*]}
 Packages already installed are skipped; when nothing is missing, apt-get is not run at all.
+Services are never started by the install (no freshclam: the tests bring their own signatures).
 Then checks that cargo (Rust >= ${MIN_RUST_MAJOR}.${MIN_RUST_MINOR}) is on PATH.
 
 Must run as root (re-executes itself with sudo when available).
@@ -39,30 +54,77 @@ case "${1:-}" in
     *) echo "install-deps.sh: unknown argument: $1 (see --help)" >&2; exit 2 ;;
 esac
 
+installed() {
+    [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" == "install ok installed" ]]
+}
+
 missing=()
 for pkg in "${PACKAGES[@]}"; do
-    status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
-    if [[ "$status" != "install ok installed" ]]; then
-        missing+=("$pkg")
-    fi
+    installed "$pkg" || missing+=("$pkg")
+done
+missing_backports=()
+for pkg in "${BACKPORTS_PACKAGES[@]}"; do
+    installed "$pkg" || missing_backports+=("$pkg")
 done
 
-if ((${#missing[@]} > 0)); then
+# The mirror of the machine's own Debian source (deb822 or one-line format), for backports.
+debian_mirror() {
+    local file uri
+    for file in /etc/apt/sources.list.d/*.sources; do
+        [[ -f "$file" && "$file" != "$BACKPORTS_SOURCE" ]] || continue
+        uri=$(awk 'tolower($1) == "uris:" { for (i = 2; i <= NF; i++) print $i }' "$file" |
+            grep -E '/debian/?$' | head -n1 || true)
+        if [[ -n "$uri" ]]; then echo "${uri%/}"; return; fi
+    done
+    for file in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        [[ -f "$file" ]] || continue
+        uri=$(awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z+]+:\/\//) { print $i; break } }' "$file" |
+            grep -E '/debian/?$' | head -n1 || true)
+        if [[ -n "$uri" ]]; then echo "${uri%/}"; return; fi
+    done
+    echo "http://deb.debian.org/debian"
+}
+
+if ((${#missing[@]} + ${#missing_backports[@]} > 0)); then
     if [[ $EUID -ne 0 ]]; then
         if command -v sudo >/dev/null 2>&1; then
-            echo "install-deps.sh: missing packages (${missing[*]}); re-running with sudo" >&2
+            echo "install-deps.sh: missing packages (${missing[*]} ${missing_backports[*]}); re-running with sudo" >&2
             exec sudo -- "$0" "$@"
         fi
-        echo "install-deps.sh: missing packages: ${missing[*]}" >&2
+        echo "install-deps.sh: missing packages: ${missing[*]} ${missing_backports[*]}" >&2
         echo "install-deps.sh: run this script as root to install them (sudo is not available)" >&2
         exit 1
     fi
-    echo "==> installing: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    # Packages must not start their services here (clamav-freshclam would try the internet):
+    # without systemd, invoke-rc.d asks policy-rc.d; add a refusing one for the install only.
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
+    if ((${#missing_backports[@]} > 0)) && [[ ! -f "$BACKPORTS_SOURCE" ]]; then
+        mirror=$(debian_mirror)
+        echo "==> adding bookworm-backports from ${mirror} (${BACKPORTS_SOURCE})"
+        cat >"$BACKPORTS_SOURCE" <<EOF
+# Added by Cordon's scripts/install-deps.sh for: ${BACKPORTS_PACKAGES[*]}
+Types: deb
+URIs: ${mirror}
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+    fi
+    echo "==> installing: ${missing[*]} ${missing_backports[*]}"
     apt-get update -q
-    apt-get install -y -q --no-install-recommends "${missing[@]}"
+    if ((${#missing[@]} > 0)); then
+        apt-get install -y -q --no-install-recommends "${missing[@]}"
+    fi
+    if ((${#missing_backports[@]} > 0)); then
+        apt-get install -y -q --no-install-recommends -t bookworm-backports "${missing_backports[@]}"
+    fi
 else
-    echo "==> system packages: all ${#PACKAGES[@]} installed"
+    echo "==> system packages: all $((${#PACKAGES[@]} + ${#BACKPORTS_PACKAGES[@]})) installed"
 fi
 
 # Rust toolchain: cargo is usually in ~/.cargo/bin, which sudo's PATH may lack.

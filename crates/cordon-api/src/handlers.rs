@@ -36,7 +36,7 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, &messages::FORBIDDEN, text.to_string())
     }
 
-    fn bad_request(detail: &dyn std::fmt::Display) -> Self {
+    pub fn bad_request(detail: &dyn std::fmt::Display) -> Self {
         Self::new(StatusCode::BAD_REQUEST, &messages::BAD_REQUEST, messages::BAD_REQUEST.render(&[("detail", detail)]))
     }
 }
@@ -84,7 +84,13 @@ pub async fn healthz() -> Json<serde_json::Value> {
 }
 
 pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.engine.metrics().render())
+    let mut text = state.engine.metrics().render();
+    let sources: Vec<(String, std::sync::Arc<cordon_sources::SourceCounters>)> =
+        state.ingest.counters.iter().map(|(name, counters)| (name.clone(), counters.clone())).collect();
+    if !sources.is_empty() {
+        text.push_str(&cordon_sources::render_metrics(&sources));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 pub async fn openapi() -> impl IntoResponse {
@@ -256,4 +262,68 @@ pub async fn retry_action(
     let id = parse_id(&id)?;
     let action = state.engine.retry(id, &Actor { name: caller.name, origin: caller.origin }).await?;
     Ok(Json(ActionView::from(&action)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectionQuery {
+    source: Option<String>,
+    action: Option<i64>,
+    limit: Option<u32>,
+}
+
+pub async fn list_detections(
+    State(state): State<ApiState>,
+    query: Result<Query<DetectionQuery>, QueryRejection>,
+) -> ApiResult<Json<Vec<DetectionView>>> {
+    let Query(query) = query.map_err(|rejection| ApiError::bad_request(&rejection.body_text()))?;
+    let filter = cordon_store::DetectionFilter {
+        source: query.source,
+        action_id: query.action,
+        limit: Some(query.limit.unwrap_or(100).min(10_000)),
+    };
+    let detections = state.engine.store().list_detections(&filter).await?;
+    Ok(Json(detections.iter().map(DetectionView::from).collect()))
+}
+
+pub async fn approve_action(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<ActionView>> {
+    let id = parse_id(&id)?;
+    let request: ApproveRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ApproveRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(&e))?
+    };
+    let as_kind = request.as_kind.as_deref().map(str::parse::<ActionKind>).transpose().map_err(|e| ApiError::bad_request(&e))?;
+    let action = state.engine.approve(id, &Actor { name: caller.name, origin: caller.origin }, as_kind).await?;
+    Ok(Json(ActionView::from(&action)))
+}
+
+pub async fn reject_action(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ActionView>> {
+    let id = parse_id(&id)?;
+    let action = state.engine.reject(id, &Actor { name: caller.name, origin: caller.origin }).await?;
+    Ok(Json(ActionView::from(&action)))
+}
+
+fn breaker_view(state: &ApiState) -> BreakerView {
+    let (tripped, recent) = state.engine.breaker_status();
+    let policy = state.engine.policy();
+    BreakerView { tripped, recent, max_auto_actions: policy.policy.max_auto_actions, window_secs: policy.policy.window_secs }
+}
+
+pub async fn show_breaker(State(state): State<ApiState>) -> Json<BreakerView> {
+    Json(breaker_view(&state))
+}
+
+pub async fn reset_breaker(State(state): State<ApiState>, Extension(caller): Extension<Caller>) -> ApiResult<Json<BreakerView>> {
+    state.engine.reset_breaker(&Actor { name: caller.name, origin: caller.origin }).await?;
+    Ok(Json(breaker_view(&state)))
 }

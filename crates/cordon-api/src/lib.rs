@@ -8,6 +8,7 @@
 
 mod auth;
 mod handlers;
+pub mod ingest;
 pub mod wire;
 
 use axum::Router;
@@ -46,12 +47,21 @@ pub const ROUTES: &[RouteSpec] = &[
     route(Method::GET, "/api/v1/actions/{id}", Some(Role::Viewer)),
     route(Method::POST, "/api/v1/actions/{id}/check", Some(Role::Operator)),
     route(Method::POST, "/api/v1/actions/{id}/retry", Some(Role::Operator)),
+    route(Method::POST, "/api/v1/actions/{id}/approve", Some(Role::Operator)),
+    route(Method::POST, "/api/v1/actions/{id}/reject", Some(Role::Operator)),
+    route(Method::GET, "/api/v1/detections", Some(Role::Viewer)),
+    route(Method::POST, "/api/v1/detections", Some(Role::Sensor)),
+    route(Method::POST, "/api/v1/sources/{name}/eve", Some(Role::Sensor)),
+    route(Method::GET, "/api/v1/breaker", Some(Role::Viewer)),
+    route(Method::POST, "/api/v1/breaker/reset", Some(Role::Operator)),
 ];
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct ApiState {
     pub engine: Engine,
+    /// The sources that may post detections, and their counters.
+    pub ingest: std::sync::Arc<ingest::IngestSettings>,
 }
 
 /// The whole API. Serve it with `into_make_service_with_connect_info::<SocketAddr>()` so that
@@ -71,6 +81,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/actions/{id}", guarded(Role::Viewer, get(show_action)))
         .route("/api/v1/actions/{id}/check", guarded(Role::Operator, post(check_action)))
         .route("/api/v1/actions/{id}/retry", guarded(Role::Operator, post(retry_action)))
+        .route("/api/v1/actions/{id}/approve", guarded(Role::Operator, post(approve_action)))
+        .route("/api/v1/actions/{id}/reject", guarded(Role::Operator, post(reject_action)))
+        .route("/api/v1/detections", guarded(Role::Viewer, get(list_detections)).post(ingest::post_detection))
+        .route("/api/v1/sources/{name}/eve", guarded(Role::Sensor, post(ingest::post_eve)))
+        .route("/api/v1/breaker", guarded(Role::Viewer, get(show_breaker)))
+        .route("/api/v1/breaker/reset", guarded(Role::Operator, post(reset_breaker)))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::count))

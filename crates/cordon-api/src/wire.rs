@@ -65,6 +65,10 @@ pub struct ActionView {
     pub instance: String,
     pub attempts: u32,
     pub generation: i64,
+    /// How many detections are attached to it.
+    pub detections: u64,
+    /// What decided it: `operator`, `rule <name>`, `default`, ...
+    pub decided_by: Option<String>,
     /// The latest numbered message of the action.
     pub message: Option<MessageView>,
     pub created_at: String,
@@ -184,6 +188,8 @@ impl From<&ActionRecord> for ActionView {
             instance: action.instance.clone(),
             attempts: action.attempts,
             generation: action.generation,
+            detections: action.detections,
+            decided_by: action.decided_by.clone(),
             message: action.message.as_ref().map(|m| MessageView { number: m.number, text: m.text.clone() }),
             created_at: time(&action.created_at),
             updated_at: time(&action.updated_at),
@@ -218,6 +224,117 @@ impl From<&MessageRecord> for TimedMessageView {
             text: record.message.text.clone(),
             instance: record.message.instance.clone(),
             at: time(&record.created_at),
+        }
+    }
+}
+
+/// A detection as the API lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DetectionView {
+    pub id: i64,
+    /// When Cordon received it (RFC 3339, UTC).
+    pub received_at: String,
+    /// When the sensor saw it, if the event says.
+    pub observed_at: Option<String>,
+    pub source: String,
+    pub sensor: Option<String>,
+    /// The host at risk, canonical address form.
+    pub subject: String,
+    pub peer: Option<String>,
+    pub signature_id: Option<String>,
+    pub signature: String,
+    pub category: Option<String>,
+    /// `info`, `low`, `medium`, `high` or `critical`.
+    pub severity: String,
+    /// The action it started or was attached to, if any.
+    pub action_id: Option<i64>,
+    /// The server its subject resolved to, if any.
+    pub server: Option<String>,
+    /// What the engine decided (null while not processed yet).
+    pub decision: Option<String>,
+}
+
+/// Body of `POST /api/v1/detections` (a webhook or `cordon report`): one detection.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DetectionPost {
+    /// A configured source of type `webhook`.
+    pub source: String,
+    /// The host at risk.
+    pub subject: String,
+    #[serde(default)]
+    pub peer: Option<String>,
+    pub signature: String,
+    #[serde(default)]
+    pub signature_id: Option<String>,
+    #[serde(default)]
+    pub category: Option<String>,
+    /// `info`, `low`, `medium`, `high` or `critical`.
+    pub severity: String,
+    /// When the sensor saw it (RFC 3339); default: now.
+    #[serde(default)]
+    pub observed_at: Option<String>,
+    /// Which sensor or endpoint reported it.
+    #[serde(default)]
+    pub sensor: Option<String>,
+    /// The infected file, for antivirus reports.
+    #[serde(default)]
+    pub file: Option<String>,
+}
+
+/// Answer to a detection post: everything counted, the accepted ones committed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IngestResponse {
+    pub received: u64,
+    pub accepted: u64,
+    pub skipped: u64,
+    pub rejected: u64,
+    /// Ids of the committed detections.
+    pub ids: Vec<i64>,
+    /// Why lines were rejected (first few).
+    pub errors: Vec<String>,
+}
+
+/// Body of `POST /api/v1/actions/{id}/approve` (optional).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveRequest {
+    /// Approve as this kind: `quarantine`, `reboot` or `quarantine_reboot` (a `notify` action
+    /// becomes a quarantine by default).
+    #[serde(default, rename = "as")]
+    pub as_kind: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BreakerView {
+    pub tripped: bool,
+    /// Automatic actions counted within the window now.
+    pub recent: u32,
+    pub max_auto_actions: u32,
+    pub window_secs: u64,
+}
+
+impl From<&cordon_store::DetectionRecord> for DetectionView {
+    fn from(record: &cordon_store::DetectionRecord) -> Self {
+        let d = &record.detection;
+        let at = |us: i64| {
+            chrono::DateTime::<chrono::Utc>::from_timestamp_micros(us).map(|t| time(&t)).unwrap_or_default()
+        };
+        DetectionView {
+            id: record.id,
+            received_at: at(d.received_at_us),
+            observed_at: d.observed_at_us.map(at),
+            source: d.source.clone(),
+            sensor: d.sensor.clone(),
+            subject: d.subject.to_string(),
+            peer: d.peer.map(|p| p.to_string()),
+            signature_id: d.signature_id.clone(),
+            signature: d.signature.clone(),
+            category: d.category.clone(),
+            severity: d.severity.to_string(),
+            action_id: record.action_id,
+            server: record.server_name.clone(),
+            decision: record.decision.clone(),
         }
     }
 }

@@ -213,6 +213,9 @@ impl Engine {
             store.settle_detection(record.id, &text, Some(server.id), Some(action.id)).await?;
             return Ok(());
         }
+        // The server as it is now: an action that ended since the resolution above has already
+        // recorded where it put the server (the state is written before the action closes).
+        let server = store.server_by_id(server.id).await?.unwrap_or(server);
         // Already where the action would put it: attach to the action that put it there.
         if kind.quarantines() && server.state == ServerState::Quarantined {
             let latest = store

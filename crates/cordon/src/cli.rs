@@ -4,7 +4,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use cordon_api::wire::{ActRequest, ActionView, ServerView, SubmitResponse};
+use cordon_api::wire::{
+    ActRequest, ActionView, ApproveRequest, BreakerView, DetectionPost, DetectionView, IngestResponse, ServerView,
+    SubmitResponse,
+};
 use cordon_model::{Message, messages};
 
 use crate::client::Client;
@@ -63,6 +66,19 @@ enum Command {
     /// List actions, show one with its steps, or acknowledge (check) or retry one.
     #[command(subcommand)]
     Actions(ActionsCommand),
+    /// List the detections that sensors reported, newest first, with what Cordon decided.
+    #[command(subcommand)]
+    Detections(DetectionsCommand),
+    /// Show or reset the circuit breaker that holds automatic actions for approval.
+    #[command(subcommand)]
+    Breaker(BreakerCommand),
+    /// Report a detection to Cordon from an endpoint (for clamd's VirusEvent).
+    ///
+    /// In clamd.conf: `VirusEvent /usr/bin/cordon report --url https://cordon:8080
+    /// --token-file /etc/cordon/report.token`. clamd sets CLAM_VIRUSEVENT_VIRUSNAME and
+    /// CLAM_VIRUSEVENT_FILENAME, which `report` reads; the host's address defaults to the
+    /// local address that reaches Cordon.
+    Report(ReportArgs),
     /// Print what a message number means and what to do about it.
     Explain {
         /// A five-digit message number, e.g. 67198.
@@ -88,6 +104,66 @@ enum ServersCommand {
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum DetectionsCommand {
+    /// Detections, newest first.
+    List {
+        /// Only detections from this source.
+        #[arg(long)]
+        source: Option<String>,
+        /// Only detections attached to this action.
+        #[arg(long)]
+        action: Option<i64>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BreakerCommand {
+    /// Whether the breaker has tripped and how many automatic actions it counts now.
+    Status {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Let automatic actions run again (actions already waiting stay waiting).
+    Reset {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ReportArgs {
+    /// The webhook source configured for this reporter.
+    #[arg(long, default_value = "clamav")]
+    source: String,
+    /// The virus or threat name.
+    #[arg(long, env = "CLAM_VIRUSEVENT_VIRUSNAME")]
+    virus: String,
+    /// The infected file.
+    #[arg(long, env = "CLAM_VIRUSEVENT_FILENAME")]
+    file: Option<String>,
+    /// The address of the host at risk (default: this host's address towards Cordon).
+    #[arg(long)]
+    address: Option<std::net::IpAddr>,
+    /// info, low, medium, high or critical.
+    #[arg(long, default_value = "high")]
+    severity: String,
+    /// Sign with HMAC-SHA256 using the secret in this file, instead of a bearer token.
+    #[arg(long, env = "CORDON_HMAC_SECRET_FILE")]
+    hmac_secret_file: Option<PathBuf>,
+    #[command(flatten)]
+    api: ApiArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,6 +194,28 @@ enum ActionsCommand {
     /// Checking does not release a server. After moving a port by hand, run
     /// `cordon quarantine`/`unquarantine` so that Cordon records where the server is.
     Check {
+        id: i64,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Approve an action that waits for approval; it runs at once.
+    Approve {
+        id: i64,
+        /// Approve as another kind: quarantine, reboot or quarantine_reboot (a notify action
+        /// becomes a quarantine by default).
+        #[arg(long = "as")]
+        as_kind: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Wait until the action ends; exit 0 only if it succeeded.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, in seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Reject an action that waits for approval: nothing is done to the server.
+    Reject {
         id: i64,
         #[command(flatten)]
         api: ApiArgs,
@@ -202,6 +300,28 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Serve { config, check } => crate::serve::run(&config, check).await,
         Command::Explain { number } => explain(number),
+        Command::Detections(DetectionsCommand::List { source, action, limit, api, output }) => {
+            let mut query = vec![format!("limit={limit}")];
+            if let Some(source) = source {
+                query.push(format!("source={}", encode(&source)));
+            }
+            if let Some(action) = action {
+                query.push(format!("action={action}"));
+            }
+            let detections: Vec<DetectionView> =
+                Client::new(&api)?.get(&format!("/api/v1/detections?{}", query.join("&"))).await?;
+            output::print(output, &detections[..], output::detections_table)
+        }
+        Command::Breaker(BreakerCommand::Status { api, output }) => {
+            let breaker: BreakerView = Client::new(&api)?.get("/api/v1/breaker").await?;
+            output::print(output, &breaker, output::breaker_detail)
+        }
+        Command::Breaker(BreakerCommand::Reset { api }) => {
+            let breaker: BreakerView = Client::new(&api)?.post("/api/v1/breaker/reset", &()).await?;
+            print!("{}", output::breaker_detail(&breaker));
+            Ok(())
+        }
+        Command::Report(args) => report(args).await,
         Command::Servers(ServersCommand::List { api, output }) => {
             let servers: Vec<ServerView> = Client::new(&api)?.get("/api/v1/servers").await?;
             output::print(output, &servers[..], output::servers_table)
@@ -234,6 +354,18 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Actions(ActionsCommand::Check { id, api }) => {
             let action: ActionView = Client::new(&api)?.post(&format!("/api/v1/actions/{id}/check"), &()).await?;
+            println!("action {} is {}", action.id, action.state);
+            Ok(())
+        }
+        Command::Actions(ActionsCommand::Approve { id, as_kind, api, wait, timeout }) => {
+            let client = Client::new(&api)?;
+            let body = ApproveRequest { as_kind };
+            let action: ActionView = client.post(&format!("/api/v1/actions/{id}/approve"), &body).await?;
+            println!("action {} approved as {}: {}", action.id, action.kind, action.state);
+            if wait { wait_for(&client, action.id, timeout).await } else { Ok(()) }
+        }
+        Command::Actions(ActionsCommand::Reject { id, api }) => {
+            let action: ActionView = Client::new(&api)?.post(&format!("/api/v1/actions/{id}/reject"), &()).await?;
             println!("action {} is {}", action.id, action.state);
             Ok(())
         }
@@ -309,6 +441,49 @@ async fn wait_for(client: &Client, id: i64, timeout_seconds: u64) -> Result<(), 
             }
         }
     }
+}
+
+/// Posts one detection as clamd's VirusEvent (or any script) would.
+async fn report(args: ReportArgs) -> Result<(), Failure> {
+    let client = Client::new(&args.api)?;
+    let address = match args.address {
+        Some(address) => address,
+        None => client.local_address().map_err(|detail| {
+            Failure::new(
+                &messages::BAD_REQUEST,
+                &[("detail", &format!("cannot tell this host's address ({detail}): pass --address"))],
+            )
+            .usage()
+        })?,
+    };
+    let post = DetectionPost {
+        source: args.source,
+        subject: address.to_string(),
+        peer: None,
+        signature: args.virus,
+        signature_id: None,
+        category: Some("malware".into()),
+        severity: args.severity,
+        observed_at: None,
+        sensor: Some(format!("clamav@{}", hostname())),
+        file: args.file,
+    };
+    let body = serde_json::to_vec(&post).map_err(|e| Failure::new(&messages::INTERNAL_ERROR, &[("detail", &e)]))?;
+    let secret = match &args.hmac_secret_file {
+        Some(path) => Some(std::fs::read(path).map(|s| s.trim_ascii().to_vec()).map_err(|e| {
+            Failure::new(&messages::UNAUTHENTICATED, &[]).with_text(format!("cannot read {}: {e}", path.display()))
+        })?),
+        None => None,
+    };
+    let answer: IngestResponse = client.post_detection(body, secret.as_deref()).await?;
+    println!("reported {} on {address}: detection {}", post.signature, answer.ids.first().copied().unwrap_or_default());
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// Percent-encodes a path segment or query value.

@@ -49,8 +49,51 @@ impl Client {
         self.send(self.http.post(format!("{}{path}", self.base)).json(body)).await
     }
 
+    /// Posts a detection body as is, signed with HMAC-SHA256 when a secret is given.
+    pub async fn post_detection<T: DeserializeOwned>(
+        &self,
+        body: Vec<u8>,
+        secret: Option<&[u8]>,
+    ) -> Result<T, Failure> {
+        let mut request = self
+            .http
+            .post(format!("{}/api/v1/detections", self.base))
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        if let Some(secret) = secret {
+            let timestamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default()
+                .to_string();
+            let signature = cordon_api::ingest::sign(secret, &timestamp, &body);
+            request = request
+                .header("X-Cordon-Timestamp", timestamp)
+                .header("X-Cordon-Signature", format!("sha256={signature}"));
+        }
+        self.send(request.body(body)).await
+    }
+
+    /// The local address this host uses to reach the API (no packet is sent).
+    pub fn local_address(&self) -> Result<std::net::IpAddr, String> {
+        let url = reqwest::Url::parse(&self.base).map_err(|e| e.to_string())?;
+        let host = url.host_str().ok_or("the URL has no host")?.trim_matches(['[', ']']).to_string();
+        let port = url.port_or_known_default().unwrap_or(80);
+        let target = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+            .map_err(|e| e.to_string())?
+            .next()
+            .ok_or("the URL's host has no address")?;
+        let bind = if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+        let socket = std::net::UdpSocket::bind(bind).map_err(|e| e.to_string())?;
+        socket.connect(target).map_err(|e| e.to_string())?;
+        Ok(socket.local_addr().map_err(|e| e.to_string())?.ip())
+    }
+
     async fn send<T: DeserializeOwned>(&self, mut request: reqwest::RequestBuilder) -> Result<T, Failure> {
-        if let Some(token) = &self.token {
+        let signed = request
+            .try_clone()
+            .and_then(|r| r.build().ok())
+            .is_some_and(|r| r.headers().contains_key("X-Cordon-Signature"));
+        if let (Some(token), false) = (&self.token, signed) {
             request = request.bearer_auth(token);
         }
         let response = request.send().await.map_err(|e| {

@@ -4,6 +4,7 @@ mod cli;
 mod client;
 mod output;
 mod serve;
+mod sources;
 
 use std::process::ExitCode;
 

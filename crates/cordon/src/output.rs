@@ -1,6 +1,6 @@
 //! Human tables and JSON for the operator commands.
 
-use cordon_api::wire::{ActionView, ServerView};
+use cordon_api::wire::{ActionView, BreakerView, DetectionView, ServerView};
 use serde::Serialize;
 
 use crate::cli::{Failure, Format};
@@ -164,4 +164,36 @@ pub fn action_detail(a: &ActionView) -> String {
         out.push_str(&render(&["AT", "NUMBER", "INSTANCE", "TEXT"], &rows));
     }
     out
+}
+
+pub fn detections_table(detections: &[DetectionView]) -> String {
+    let rows: Vec<Vec<String>> = detections
+        .iter()
+        .map(|d| {
+            vec![
+                d.id.to_string(),
+                d.received_at.clone(),
+                d.source.clone(),
+                d.subject.clone(),
+                d.severity.clone(),
+                d.server.clone().unwrap_or_else(|| "-".into()),
+                d.action_id.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
+                d.signature.clone(),
+                d.decision.clone().unwrap_or_else(|| "(not processed yet)".into()),
+            ]
+        })
+        .collect();
+    render(&["ID", "RECEIVED", "SOURCE", "SUBJECT", "SEVERITY", "SERVER", "ACTION", "SIGNATURE", "DECISION"], &rows)
+}
+
+pub fn breaker_detail(b: &BreakerView) -> String {
+    format!(
+        "circuit breaker: {}
+automatic actions in the last {} s: {} (at most {})
+",
+        if b.tripped { "TRIPPED: automatic actions wait for approval (`cordon breaker reset`)" } else { "closed" },
+        b.window_secs,
+        b.recent,
+        b.max_auto_actions
+    )
 }

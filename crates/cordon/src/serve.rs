@@ -72,6 +72,7 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
     }
 
     let engine = Engine::new(store.clone(), topology(&config), EngineSettings::new(instance.clone()));
+    engine.set_policy(crate::sources::policy_set(&config));
     let resumed =
         engine.recover().await.map_err(|e| Failure { number: e.number(), text: e.text, remedy: None, exit_code: 1 })?;
     if resumed > 0 {
@@ -87,7 +88,15 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
     })?;
     let address = listener.local_addr().map_err(|e| Failure::new(&messages::INTERNAL_ERROR, &[("detail", &e)]))?;
     // Tests and scripts that asked for port 0 read the real address here.
-    let _ = std::fs::write(data_dir.join("cordon.addr"), format!("{address}\n"));
+    // Written whole (temporary file, then rename) so that a reader never sees it half-written.
+    let address_file = data_dir.join("cordon.addr");
+    let temporary = data_dir.join("cordon.addr.tmp");
+    if std::fs::write(&temporary, format!("{address}\n"))
+        .and_then(|()| std::fs::rename(&temporary, &address_file))
+        .is_err()
+    {
+        tracing::warn!(path = %address_file.display(), "could not write the listen address file");
+    }
     let started = messages::CORDON_STARTED.render(&[
         ("version", &env!("CARGO_PKG_VERSION")),
         ("instance", &instance),
@@ -97,6 +106,19 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
     note(&*store, messages::CORDON_STARTED.number, started, &instance).await;
 
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
+    let ingest = crate::sources::start(&config, &engine, &stop).await?;
+    tokio::spawn(crate::sources::watch_policy(config.path.clone(), engine.clone(), stop.clone()));
+    let detections_task = {
+        let engine = engine.clone();
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            engine
+                .run_detections(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+        })
+    };
     let engine_task = {
         let engine = engine.clone();
         let mut stop = stop.clone();
@@ -108,7 +130,7 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
                 .await
         })
     };
-    let app = cordon_api::router(cordon_api::ApiState { engine });
+    let app = cordon_api::router(cordon_api::ApiState { engine, ingest: std::sync::Arc::new(ingest) });
     let mut http_stop = stop.clone();
     let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(
         async move {
@@ -122,6 +144,7 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
     });
     let result = served.await;
     let _ = engine_task.await;
+    let _ = detections_task.await;
     result.map_err(|e| Failure::new(&messages::INTERNAL_ERROR, &[("detail", &e)]))
 }
 

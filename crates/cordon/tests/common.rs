@@ -133,12 +133,14 @@ pub struct Manager {
 impl Manager {
     pub fn start(config: &Path, data_dir: &Path) -> Manager {
         let log = data_dir.with_file_name("serve.log");
+        // A previous run's address file would be taken for this run's.
+        let _ = std::fs::remove_file(data_dir.join("cordon.addr"));
         let child = Command::new(CORDON)
             .args(["serve", "--config"])
             .arg(config)
             .env("CORDON_LOG", "info,cordon_drivers=debug")
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap())
             .spawn()
             .unwrap();
         let mut manager =
@@ -182,6 +184,23 @@ impl Manager {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Manager {
+    /// Kills the manager at once (SIGKILL), as a crash would.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Polls `check` every 50 ms until it holds or `seconds` pass.
+    pub fn wait_until(&self, seconds: u64, what: &str, mut check: impl FnMut(&Manager) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        while !check(self) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 

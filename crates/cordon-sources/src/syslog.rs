@@ -1,0 +1,212 @@
+//! Syslog over UDP (one datagram, one message) and TCP (RFC 6587 framing, octet counting or
+//! non-transparent, cut by `cordon_ingest::syslog::FrameDecoder`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cordon_ingest::syslog::FrameDecoder;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::watch;
+
+use crate::core::{Core, Delivered, MAX_BATCH, limited_warn, now_us, shutdown_requested};
+use crate::stream::{Connections, deliver_all, handle};
+use crate::unix::DEFAULT_MAX_CONNECTIONS;
+use crate::{DetectionSink, Parser, SourceCounters, SourceError};
+
+/// The longest syslog frame over TCP.
+pub const MAX_FRAME: usize = 64 * 1024;
+/// A TCP connection that sends nothing for this long is closed.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// The largest UDP payload (IPv6 jumbograms aside), plus one byte to see truncation.
+const UDP_BUFFER: usize = 65_536;
+
+/// Syslog over UDP, not bound yet.
+#[derive(Debug)]
+pub struct SyslogUdpSource {
+    core: Arc<Core>,
+    listen: SocketAddr,
+}
+
+/// Syslog over UDP, bound: ready to run.
+#[derive(Debug)]
+pub struct BoundUdp {
+    core: Arc<Core>,
+    socket: UdpSocket,
+    local_addr: SocketAddr,
+}
+
+impl SyslogUdpSource {
+    pub fn new(
+        source: String,
+        listen: SocketAddr,
+        parser: Parser,
+        sink: Arc<dyn DetectionSink>,
+        counters: Arc<SourceCounters>,
+    ) -> Self {
+        SyslogUdpSource { core: Core::new(source, parser, sink, counters), listen }
+    }
+
+    /// Binds now, so that a failure (and the real port, for port 0) is known at start.
+    pub async fn bind(self) -> Result<BoundUdp, SourceError> {
+        let bind_err = |source| SourceError::Bind { target: format!("udp {}", self.listen), source };
+        let socket = UdpSocket::bind(self.listen).await.map_err(bind_err)?;
+        let local_addr = socket.local_addr().map_err(bind_err)?;
+        tracing::info!(source = %self.core.name, %local_addr, "listening for syslog over UDP");
+        Ok(BoundUdp { core: self.core, socket, local_addr })
+    }
+}
+
+/// A datagram without its trailing line end (CR, LF, NUL).
+fn trim_end(mut bytes: &[u8]) -> &[u8] {
+    while let [rest @ .., b'\r' | b'\n' | b'\0'] = bytes {
+        bytes = rest;
+    }
+    bytes
+}
+
+impl BoundUdp {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Receives datagrams until shutdown: each one is parsed; what arrived together is
+    /// delivered together (at most [`MAX_BATCH`] datagrams at a time). While a delivery is
+    /// awaited, datagrams wait in the kernel's buffer (and are dropped by it when it is full).
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), SourceError> {
+        let core = &self.core;
+        let mut buf = vec![0u8; UDP_BUFFER];
+        let mut detections = Vec::new();
+        loop {
+            let first = tokio::select! {
+                biased;
+                () = shutdown_requested(&mut shutdown) => return Ok(()),
+                r = self.socket.recv_from(&mut buf) => r,
+            };
+            let mut next = Some(first);
+            let mut taken = 0;
+            let received_at = now_us();
+            while let Some(r) = next.take() {
+                match r {
+                    Ok((n, peer)) => {
+                        taken += 1;
+                        core.counters.add_bytes(n as u64);
+                        if n == UDP_BUFFER {
+                            core.refused(&format!("datagram from {peer} truncated"));
+                        } else {
+                            handle(core, Ok(trim_end(&buf[..n])), received_at, &mut detections);
+                        }
+                    }
+                    Err(e) => {
+                        limited_warn!(core, error = %e, "UDP receive failed");
+                    }
+                }
+                if taken < MAX_BATCH {
+                    match self.socket.try_recv_from(&mut buf) {
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        r => next = Some(r),
+                    }
+                }
+            }
+            if deliver_all(core, &mut detections, &mut shutdown).await == Delivered::ShutDown {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Syslog over TCP, not bound yet.
+#[derive(Debug)]
+pub struct SyslogTcpSource {
+    core: Arc<Core>,
+    listen: SocketAddr,
+    idle_timeout: Duration,
+    max_connections: usize,
+}
+
+/// Syslog over TCP, bound: ready to run.
+#[derive(Debug)]
+pub struct BoundTcp {
+    core: Arc<Core>,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    idle_timeout: Duration,
+    max_connections: usize,
+}
+
+impl SyslogTcpSource {
+    pub fn new(
+        source: String,
+        listen: SocketAddr,
+        parser: Parser,
+        sink: Arc<dyn DetectionSink>,
+        counters: Arc<SourceCounters>,
+    ) -> Self {
+        SyslogTcpSource {
+            core: Core::new(source, parser, sink, counters),
+            listen,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+
+    /// Closes a connection that sends nothing for this long (default 5 min).
+    #[must_use]
+    pub fn with_idle_timeout(mut self, idle: Duration) -> Self {
+        self.idle_timeout = idle;
+        self
+    }
+
+    /// Caps the connections open at once (default 256); more are refused and counted.
+    #[must_use]
+    pub fn with_max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max;
+        self
+    }
+
+    /// Binds now, so that a failure (and the real port, for port 0) is known at start.
+    pub async fn bind(self) -> Result<BoundTcp, SourceError> {
+        let bind_err = |source| SourceError::Bind { target: format!("tcp {}", self.listen), source };
+        let listener = TcpListener::bind(self.listen).await.map_err(bind_err)?;
+        let local_addr = listener.local_addr().map_err(bind_err)?;
+        tracing::info!(source = %self.core.name, %local_addr, "listening for syslog over TCP");
+        Ok(BoundTcp {
+            core: self.core,
+            listener,
+            local_addr,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
+        })
+    }
+}
+
+impl BoundTcp {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves connections until shutdown, each framed by its own `FrameDecoder` (64 KiB
+    /// frames); then waits for the connections to stop.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), SourceError> {
+        let mut conns = Connections::new(self.core.clone(), self.max_connections, Some(self.idle_timeout));
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown_requested(&mut shutdown) => break,
+                () = conns.reap() => {}
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        conns.admit(stream, peer.to_string(), FrameDecoder::new(MAX_FRAME), shutdown.clone());
+                    }
+                    Err(e) => {
+                        limited_warn!(&self.core, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        }
+        drop(self.listener);
+        conns.close().await;
+        Ok(())
+    }
+}
