@@ -584,3 +584,51 @@ async fn a_late_alert_resolves_to_the_server_that_held_the_address_then() {
     assert_eq!(detection.server_name.as_deref(), Some("a"), "{:?}", detection.decision);
     let _ = f.stop.send(true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reboot_fails_plainly_without_a_power_driver_and_quarantine_reboot_still_quarantines() {
+    let f = fixture("10.99.0.100-10.99.0.101", memory_store()).await;
+    let mut rule = quarantine_rule(PolicyMode::Auto);
+    rule.action = PolicyAction::QuarantineReboot;
+    let mut set = policy(vec![rule]);
+    set.servers.insert("b".into(), (Some(PolicyAction::Reboot), false));
+    f.engine.set_policy(set);
+    f.engine
+        .accept_detections(&[alert("10.10.0.11", "ET TROJAN"), alert("10.10.0.12", "ET TROJAN")], None)
+        .await
+        .unwrap();
+    process_all(&f).await;
+    let mut actions = f.engine.store().list_actions(&ActionFilter::default()).await.unwrap();
+    actions.sort_by_key(|a| a.id);
+    let (a, b) = (settle(&f.engine, actions[0].id).await, settle(&f.engine, actions[1].id).await);
+    assert_eq!((a.kind, a.state), (ActionKind::QuarantineReboot, ActionState::Failed));
+    assert_eq!(a.message.unwrap().number, 60035);
+    let server_a = f.engine.store().server_by_name("a").await.unwrap().unwrap();
+    assert_eq!(server_a.state, ServerState::Quarantined, "the quarantine half happened and is recorded");
+    assert_eq!(
+        (b.kind, b.state),
+        (ActionKind::Reboot, ActionState::Failed),
+        "the server's own action replaced the rule's"
+    );
+    assert_eq!(b.message.unwrap().number, 60035);
+    assert_eq!(f.switch.port("p-b"), (Some("br-office".into()), false), "a reboot does not move the port");
+    let _ = f.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_release_the_cooldown_holds_new_actions_back() {
+    let f = fixture("10.99.0.100-10.99.0.101", memory_store()).await;
+    let mut set = policy(vec![quarantine_rule(PolicyMode::Auto)]);
+    set.policy.cooldown_secs = 3600;
+    f.engine.set_policy(set);
+    let first = f.engine.request(request(ActionKind::Quarantine, "a")).await.unwrap();
+    settle(&f.engine, first.action.id).await;
+    let release = f.engine.request(request(ActionKind::Unquarantine, "a")).await.unwrap();
+    settle(&f.engine, release.action.id).await;
+    f.engine.accept_detections(&[alert("10.10.0.11", "ET TROJAN")], None).await.unwrap();
+    process_all(&f).await;
+    assert_eq!(f.engine.store().list_actions(&ActionFilter::default()).await.unwrap().len(), 2, "no new action");
+    let detection = &f.engine.store().list_detections(&DetectionFilter::default()).await.unwrap()[0];
+    assert!(detection.decision.as_deref().unwrap().starts_with("cooldown"), "{:?}", detection.decision);
+    let _ = f.stop.send(true);
+}
