@@ -298,7 +298,8 @@ pub async fn approve_action(
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(&e))?
     };
-    let as_kind = request.as_kind.as_deref().map(str::parse::<ActionKind>).transpose().map_err(|e| ApiError::bad_request(&e))?;
+    let as_kind =
+        request.as_kind.as_deref().map(str::parse::<ActionKind>).transpose().map_err(|e| ApiError::bad_request(&e))?;
     let action = state.engine.approve(id, &Actor { name: caller.name, origin: caller.origin }, as_kind).await?;
     Ok(Json(ActionView::from(&action)))
 }
@@ -316,14 +317,22 @@ pub async fn reject_action(
 fn breaker_view(state: &ApiState) -> BreakerView {
     let (tripped, recent) = state.engine.breaker_status();
     let policy = state.engine.policy();
-    BreakerView { tripped, recent, max_auto_actions: policy.policy.max_auto_actions, window_secs: policy.policy.window_secs }
+    BreakerView {
+        tripped,
+        recent,
+        max_auto_actions: policy.policy.max_auto_actions,
+        window_secs: policy.policy.window_secs,
+    }
 }
 
 pub async fn show_breaker(State(state): State<ApiState>) -> Json<BreakerView> {
     Json(breaker_view(&state))
 }
 
-pub async fn reset_breaker(State(state): State<ApiState>, Extension(caller): Extension<Caller>) -> ApiResult<Json<BreakerView>> {
+pub async fn reset_breaker(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<BreakerView>> {
     state.engine.reset_breaker(&Actor { name: caller.name, origin: caller.origin }).await?;
     Ok(Json(breaker_view(&state)))
 }

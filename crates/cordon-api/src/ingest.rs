@@ -100,7 +100,12 @@ async fn api_token_allows(state: &ApiState, headers: &HeaderMap) -> Result<(), A
 }
 
 /// A webhook's own credentials, or else an API token with the sensor role.
-async fn authenticate_webhook(state: &ApiState, source: &str, headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+async fn authenticate_webhook(
+    state: &ApiState,
+    source: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), ApiError> {
     match state.ingest.webhooks.get(source) {
         Some(WebhookAuth::Hmac(secret)) if headers.contains_key("x-cordon-signature") => {
             let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
@@ -108,19 +113,25 @@ async fn authenticate_webhook(state: &ApiState, source: &str, headers: &HeaderMa
             let signature = header("x-cordon-signature");
             let Some(signature) = signature.strip_prefix("sha256=") else { return Err(ApiError::unauthenticated()) };
             let Ok(seconds) = timestamp.parse::<i64>() else { return Err(ApiError::unauthenticated()) };
-            let skew = (chrono::Utc::now().timestamp() - seconds).abs();
-            if skew > state.ingest.max_skew_secs || !verify(secret, &timestamp, body, signature) {
+            let skew = chrono::Utc::now().timestamp().abs_diff(seconds);
+            if skew > state.ingest.max_skew_secs.unsigned_abs() || !verify(secret, &timestamp, body, signature) {
                 return Err(ApiError::unauthenticated());
             }
             Ok(())
         }
-        Some(WebhookAuth::Token(expected)) if bearer(headers).is_some_and(|t| same(t.as_bytes(), expected.as_bytes())) => Ok(()),
+        Some(WebhookAuth::Token(expected))
+            if bearer(headers).is_some_and(|t| same(t.as_bytes(), expected.as_bytes())) =>
+        {
+            Ok(())
+        }
         _ => api_token_allows(state, headers).await,
     }
 }
 
 fn parse_post(post: &DetectionPost, received_at_us: i64) -> Result<Detection, String> {
-    let address = |text: &str, what: &str| text.trim().parse::<IpAddr>().map_err(|_| format!("{what} `{text}` is not an IP address"));
+    let address = |text: &str, what: &str| {
+        text.trim().parse::<IpAddr>().map_err(|_| format!("{what} `{text}` is not an IP address"))
+    };
     let subject = address(&post.subject, "subject")?;
     let peer = post.peer.as_deref().map(|p| address(p, "peer")).transpose()?;
     let severity: ThreatSeverity = post.severity.parse().map_err(|e: cordon_model::ParseError| e.to_string())?;
@@ -154,7 +165,10 @@ fn parse_post(post: &DetectionPost, received_at_us: i64) -> Result<Detection, St
 }
 
 /// `POST /api/v1/detections`: one detection as JSON from a webhook source.
-pub async fn post_detection(State(state): State<ApiState>, request: Request) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
+pub async fn post_detection(
+    State(state): State<ApiState>,
+    request: Request,
+) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
     let headers = request.headers().clone();
     let body: Bytes = axum::body::to_bytes(request.into_body(), 1 << 20)
         .await
@@ -191,7 +205,10 @@ pub async fn post_detection(State(state): State<ApiState>, request: Request) -> 
     if let Some(counters) = &counters {
         counters.add_accepted(ids.len() as u64);
     }
-    Ok((StatusCode::ACCEPTED, Json(IngestResponse { received: 1, accepted: 1, skipped: 0, rejected: 0, ids, errors: vec![] })))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(IngestResponse { received: 1, accepted: 1, skipped: 0, rejected: 0, ids, errors: vec![] }),
+    ))
 }
 
 /// `POST /api/v1/sources/{name}/eve`: Suricata EVE lines (NDJSON) for a `suricata-eve` source.
@@ -206,7 +223,8 @@ pub async fn post_eve(
     let counters = state.ingest.counters.get(&name).cloned();
     let received_at_us = chrono::Utc::now().timestamp_micros();
     let context = cordon_ingest::Context { source: &name, received_at_us };
-    let mut response = IngestResponse { received: 0, accepted: 0, skipped: 0, rejected: 0, ids: vec![], errors: vec![] };
+    let mut response =
+        IngestResponse { received: 0, accepted: 0, skipped: 0, rejected: 0, ids: vec![], errors: vec![] };
     let mut detections = Vec::new();
     for line in body.split(|b| *b == b'\n') {
         if line.iter().all(u8::is_ascii_whitespace) {

@@ -317,9 +317,8 @@ pub struct BreakerView {
 impl From<&cordon_store::DetectionRecord> for DetectionView {
     fn from(record: &cordon_store::DetectionRecord) -> Self {
         let d = &record.detection;
-        let at = |us: i64| {
-            chrono::DateTime::<chrono::Utc>::from_timestamp_micros(us).map(|t| time(&t)).unwrap_or_default()
-        };
+        let at =
+            |us: i64| chrono::DateTime::<chrono::Utc>::from_timestamp_micros(us).map(|t| time(&t)).unwrap_or_default();
         DetectionView {
             id: record.id,
             received_at: at(d.received_at_us),

@@ -3,21 +3,28 @@
 //! media type, headers and body schema), so that the document cannot drift from the code.
 //!
 //! The engine's topology has no switch driver and the engine never runs, so no network is
-//! touched: a quarantine request that gets past the role check is refused with 60013.
+//! touched: a quarantine request that gets past the role check is refused with 60013. Detections
+//! are only processed where a test says so (`Engine::run_detections` once, then it returns).
+//!
+//! The fixture has three HTTP sources: webhooks `hooks` (a source token) and `signed` (an HMAC
+//! secret), and the `suricata-eve` source `ids-1`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, LazyLock};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use chrono::Utc;
+use cordon_api::ingest::{IngestSettings, WebhookAuth, sign};
 use cordon_api::{ApiState, OPENAPI, ROUTES, hash_token, router};
-use cordon_engine::{Engine, EngineSettings, NetworkPlan, Topology};
+use cordon_engine::{Engine, EngineSettings, NetworkPlan, PolicySet, Topology};
 use cordon_model::messages::{self, Message};
 use cordon_model::{
-    ActionCommand, ActionKind, ActionState, AddressPool, NetworkRole, Role, ServerKind, ServerState, Severity,
+    ActionCommand, ActionKind, ActionState, AddressPool, NetworkRole, Policy, PolicyAction, Role, ServerKind,
+    ServerState, Severity, ThreatSeverity,
 };
+use cordon_sources::SourceCounters;
 use cordon_store::{
     Inventory, MessageRef, NetworkSpec, NewAction, NewMessage, NewStep, NicSpec, ServerSpec, SqliteStore, StepOutcome,
     Store, TenantSpec,
@@ -27,6 +34,15 @@ use tower::ServiceExt;
 
 const SERVER: &str = "sbc-01";
 const INSTANCE: &str = "test-1";
+/// A webhook source that authenticates with its own bearer token.
+const TOKEN_SOURCE: &str = "hooks";
+const SOURCE_TOKEN: &str = "s3cret";
+/// A webhook source that signs its posts with HMAC-SHA256.
+const HMAC_SOURCE: &str = "signed";
+const HMAC_SECRET: &[u8] = b"key";
+/// A `suricata-eve` source.
+const EVE_SOURCE: &str = "ids-1";
+const MAX_SKEW_SECS: i64 = 300;
 
 static DOC: LazyLock<Value> =
     LazyLock::new(|| serde_json::from_str(OPENAPI).expect("docs/openapi.json is not valid JSON"));
@@ -38,9 +54,12 @@ static DOC: LazyLock<Value> =
 #[derive(Debug)]
 struct Fixture {
     app: Router,
+    engine: Engine,
     store: Arc<dyn Store>,
     tokens: BTreeMap<Role, String>,
     server_id: i64,
+    /// The HTTP sources' counters, as the metrics see them.
+    counters: HashMap<String, Arc<SourceCounters>>,
 }
 
 /// What the router answered.
@@ -84,7 +103,7 @@ struct Seeded {
 
 impl Fixture {
     /// One operational network with its quarantine network, one physical server on tor-1/p1,
-    /// and one token per role.
+    /// one token per role, and the HTTP sources.
     async fn new() -> Fixture {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
         let inventory = Inventory {
@@ -154,7 +173,46 @@ impl Fixture {
         let topology = Topology { networks, switches: Default::default() };
         assert!(topology.switches.is_empty());
         let engine = Engine::new(store.clone(), topology, EngineSettings::new(INSTANCE));
-        Fixture { app: router(ApiState { engine }), store, tokens, server_id }
+        let counters: HashMap<String, Arc<SourceCounters>> = [TOKEN_SOURCE, HMAC_SOURCE, EVE_SOURCE]
+            .into_iter()
+            .map(|name| (name.to_string(), Arc::new(SourceCounters::default())))
+            .collect();
+        let ingest = IngestSettings {
+            webhooks: HashMap::from([
+                (TOKEN_SOURCE.to_string(), WebhookAuth::Token(SOURCE_TOKEN.to_string())),
+                (HMAC_SOURCE.to_string(), WebhookAuth::Hmac(HMAC_SECRET.to_vec())),
+            ]),
+            eve_sources: HashSet::from([EVE_SOURCE.to_string()]),
+            max_skew_secs: MAX_SKEW_SECS,
+            counters: counters.clone(),
+        };
+        let app = router(ApiState { engine: engine.clone(), ingest: Arc::new(ingest) });
+        Fixture { app, engine, store, tokens, server_id, counters }
+    }
+
+    /// An action held for approval, written straight into the store as the engine would.
+    async fn awaiting(&self, kind: ActionKind) -> i64 {
+        let text = messages::ACTION_AWAITS_APPROVAL.render(&[
+            ("kind", &kind),
+            ("server", &SERVER),
+            ("reason", &"no rule matched; default action"),
+        ]);
+        self.store
+            .create_action(&NewAction {
+                kind,
+                server_id: Some(self.server_id),
+                address: Some("10.10.0.11".parse().unwrap()),
+                state: ActionState::AwaitingApproval,
+                reason: Some("ids-1 [high] ET MALWARE beacon".into()),
+                trigger: "policy".into(),
+                requested_by: "policy".into(),
+                instance: INSTANCE.into(),
+                decided_by: Some("default".into()),
+                message: Some(MessageRef { number: messages::ACTION_AWAITS_APPROVAL.number, text }),
+            })
+            .await
+            .unwrap()
+            .id
     }
 
     /// Actions written straight into the store (the engine could not create one without a
@@ -171,6 +229,8 @@ impl Fixture {
                 trigger: "api".into(),
                 requested_by: "token:t-operator".into(),
                 instance: INSTANCE.into(),
+                decided_by: None,
+                message: None,
             })
             .await
             .unwrap();
@@ -234,6 +294,8 @@ impl Fixture {
                 trigger: "policy".into(),
                 requested_by: "policy".into(),
                 instance: INSTANCE.into(),
+                decided_by: None,
+                message: None,
             })
             .await
             .unwrap();
@@ -254,9 +316,23 @@ impl Fixture {
         authorization: Option<&str>,
         body: Option<&str>,
     ) -> Reply {
+        let headers: Vec<(&str, &str)> =
+            authorization.map(|value| (header::AUTHORIZATION.as_str(), value)).into_iter().collect();
+        self.send(method, template, uri, &headers, body).await
+    }
+
+    /// Sends one request with these headers and checks the answer against the document.
+    async fn send(
+        &self,
+        method: Method,
+        template: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Reply {
         let mut request = Request::builder().method(method.clone()).uri(uri);
-        if let Some(value) = authorization {
-            request = request.header(header::AUTHORIZATION, value);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         if body.is_some() {
             request = request.header(header::CONTENT_TYPE, "application/json");
@@ -575,6 +651,9 @@ fn document_lists_exactly_the_routes() {
     assert!(unrouted.is_empty(), "operations in docs/openapi.json that ROUTES lacks: {unrouted:?}");
 }
 
+/// The one operation that also takes a webhook source's own credentials.
+const WEBHOOK: (Method, &str) = (Method::POST, "/api/v1/detections");
+
 #[test]
 fn document_requires_bearer_auth_except_on_healthz() {
     let schemes = DOC["components"]["securitySchemes"].as_object().expect("no securitySchemes");
@@ -582,6 +661,16 @@ fn document_requires_bearer_auth_except_on_healthz() {
         schemes.get(name).is_some_and(|s| {
             s["type"] == "http" && s["scheme"].as_str().is_some_and(|v| v.eq_ignore_ascii_case("bearer"))
         })
+    };
+    let is_header = |name: &str, header: &str| {
+        schemes.get(name).is_some_and(|s| s["type"] == "apiKey" && s["in"] == "header" && s["name"] == header)
+    };
+    // The HMAC signature: both headers together, as one requirement.
+    let is_signature = |requirement: &Value| {
+        let names: BTreeSet<&str> = requirement.as_object().unwrap().keys().map(String::as_str).collect();
+        names.len() == 2
+            && names.iter().any(|n| is_header(n, "X-Cordon-Timestamp"))
+            && names.iter().any(|n| is_header(n, "X-Cordon-Signature"))
     };
     for route in ROUTES {
         let op = operation(&route.method, route.path);
@@ -593,14 +682,22 @@ fn document_requires_bearer_auth_except_on_healthz() {
             continue;
         }
         assert!(!requirements.is_empty(), "{} {} has no security", route.method, route.path);
+        let webhook = (route.method.clone(), route.path) == WEBHOOK;
         for requirement in requirements {
             let names: Vec<&String> = requirement.as_object().unwrap().keys().collect();
             assert!(
-                !names.is_empty() && names.iter().all(|n| is_bearer(n)),
+                (!names.is_empty() && names.iter().all(|n| is_bearer(n))) || (webhook && is_signature(requirement)),
                 "{} {}: {requirement} is not bearer auth",
                 route.method,
                 route.path
             );
+        }
+        if webhook {
+            // The source's HMAC signature, the source's token and an API token: each on its own.
+            assert!(requirements.iter().any(is_signature), "{}: no HMAC signature requirement", route.path);
+            let bearers: Vec<&Value> = requirements.iter().filter(|r| !is_signature(r)).collect();
+            assert_eq!(bearers.len(), 2, "{}: the source token and an API token: {security}", route.path);
+            assert!(bearers.iter().any(|r| r.get("bearerAuth").is_some()), "{}: no API token", route.path);
         }
         // What a guarded route can always answer.
         for status in ["401", "403", "500"] {
@@ -661,10 +758,31 @@ fn document_parameters_match_paths() {
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     assert_eq!(query, BTreeSet::from(["state", "server", "limit"]));
+    let query: BTreeSet<&str> = operation(&Method::GET, "/api/v1/detections")["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["in"] == "query")
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(query, BTreeSet::from(["source", "action", "limit"]));
     for route in ROUTES.iter().filter(|r| r.path.ends_with("quarantine")) {
         let body = &operation(&route.method, route.path)["requestBody"];
         assert_eq!(body["required"], false, "{}: the body is optional", route.path);
         assert_eq!(body["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/ActRequest");
+    }
+    for (path, required, schema) in
+        [("/api/v1/actions/{id}/approve", false, "ApproveRequest"), ("/api/v1/detections", true, "DetectionPost")]
+    {
+        let body = &operation(&Method::POST, path)["requestBody"];
+        assert_eq!(body["required"], required, "{path}: is the body required?");
+        assert_eq!(body["content"]["application/json"]["schema"]["$ref"], format!("#/components/schemas/{schema}"));
+    }
+    let eve = &operation(&Method::POST, "/api/v1/sources/{name}/eve")["requestBody"]["content"];
+    assert!(eve.get("application/x-ndjson").is_some(), "EVE is posted as NDJSON");
+    // Routes that read no body document none.
+    for path in ["/api/v1/actions/{id}/reject", "/api/v1/breaker/reset"] {
+        assert!(operation(&Method::POST, path).get("requestBody").is_none(), "{path} reads no body");
     }
     let metrics = &operation(&Method::GET, "/metrics")["responses"]["200"]["content"];
     assert!(metrics.get("text/plain").is_some(), "/metrics answers text/plain");
@@ -699,6 +817,11 @@ fn document_schemas_match_the_wire_types() {
         "SubmitResponse",
         "ErrorBody",
         "ErrorView",
+        "ApproveRequest",
+        "DetectionView",
+        "DetectionPost",
+        "IngestResponse",
+        "BreakerView",
     ] {
         let schema = &schemas[name];
         assert_eq!(schema["type"], "object", "{name}");
@@ -711,15 +834,16 @@ fn document_schemas_match_the_wire_types() {
             .map(|v| v.as_str().unwrap().to_string())
             .collect();
         // serde serializes every field except ActionView's skipped `steps` and `messages`; the
-        // request type has only optional fields and refuses unknown ones.
+        // request types refuse unknown fields, and require only what has no serde default.
         let optional: BTreeSet<String> = match name {
             "ActionView" => ["steps", "messages"].map(String::from).into(),
-            "ActRequest" => properties.clone(),
+            "ActRequest" | "ApproveRequest" => properties.clone(),
+            "DetectionPost" => &properties - &["source", "subject", "signature", "severity"].map(String::from).into(),
             _ => BTreeSet::new(),
         };
         assert_eq!(required, &properties - &optional, "{name}: required properties");
-        if name == "ActRequest" {
-            assert_eq!(schema["additionalProperties"], false, "ActRequest denies unknown fields");
+        if ["ActRequest", "ApproveRequest", "DetectionPost"].contains(&name) {
+            assert_eq!(schema["additionalProperties"], false, "{name} denies unknown fields");
         }
     }
     let states = texts(ActionState::ALL, ActionState::as_str);
@@ -737,6 +861,38 @@ fn document_schemas_match_the_wire_types() {
     let list = operation(&Method::GET, "/api/v1/actions")["parameters"].as_array().unwrap();
     let state_parameter = list.iter().find(|p| p["name"] == "state").unwrap();
     assert_eq!(enum_of(&state_parameter["schema"]), states);
+    let threats = texts(ThreatSeverity::ALL, ThreatSeverity::as_str);
+    assert_eq!(enum_of(&schemas["DetectionView"]["properties"]["severity"]), threats);
+    assert_eq!(enum_of(&schemas["DetectionPost"]["properties"]["severity"]), threats);
+    // Approve as any kind but `notify` and `unquarantine` (422), or as the action's own (null).
+    let approvable: BTreeSet<String> = ActionKind::ALL
+        .iter()
+        .filter(|k| !matches!(k, ActionKind::Notify | ActionKind::Unquarantine))
+        .map(|k| k.as_str().to_string())
+        .collect();
+    let as_kind = &schemas["ApproveRequest"]["properties"]["as"];
+    let allowed = as_kind["enum"].as_array().unwrap();
+    assert!(allowed.contains(&Value::Null) && type_matches(as_kind, &Value::Null), "`as` may be null");
+    let named: BTreeSet<String> = allowed.iter().filter_map(Value::as_str).map(String::from).collect();
+    assert_eq!(named, approvable);
+}
+
+/// The request types, as the CLI serializes them, conform to their schemas with every property.
+#[test]
+fn request_types_serialize_as_documented() {
+    use cordon_api::wire::{ActRequest, ApproveRequest, DetectionPost};
+    let approve = serde_json::to_value(ApproveRequest { as_kind: Some("quarantine_reboot".into()) }).unwrap();
+    assert_exact("ApproveRequest", &approve);
+    conform(&DOC, &DOC["components"]["schemas"]["ApproveRequest"], &approve, "ApproveRequest");
+    let act = serde_json::to_value(ActRequest { reason: Some("beacon".into()) }).unwrap();
+    assert_exact("ActRequest", &act);
+    let post = serde_json::to_value(detection_post(TOKEN_SOURCE, "10.10.0.11")).unwrap();
+    assert_exact("DetectionPost", &post);
+    conform(&DOC, &DOC["components"]["schemas"]["DetectionPost"], &post, "DetectionPost");
+    let example =
+        &operation(&Method::POST, "/api/v1/detections")["requestBody"]["content"]["application/json"]["example"];
+    let parsed: DetectionPost = serde_json::from_value(example.clone()).expect("the documented example is refused");
+    assert_eq!(parsed.source, TOKEN_SOURCE);
 }
 
 /// Every five-digit message number that the document mentions is in the catalogue.
@@ -758,7 +914,7 @@ fn document_mentions_only_real_message_numbers() {
     }
     let mut found = BTreeSet::new();
     walk(&DOC, &mut found);
-    for number in [41001, 41002, 60002, 60003, 60013, 60020, 60021, 60040] {
+    for number in [21010, 21012, 21013, 21014, 41001, 41002, 41003, 41005, 60002, 60003, 60013, 60020, 60021, 60040] {
         assert!(found.contains(&number), "the document never mentions {number}");
     }
     for number in found {
@@ -1049,4 +1205,518 @@ async fn a_server_is_found_by_address_too() {
     let reply = fixture.get(template, "/api/v1/servers/10.10.0.99", Role::Viewer).await;
     assert_error(&reply, StatusCode::NOT_FOUND, &messages::SERVER_NOT_FOUND_BY_ADDRESS);
     assert_eq!(reply.json()["error"]["text"], "server not found. ip=10.10.0.99");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Detections: the webhook, Suricata EVE, the list
+// ---------------------------------------------------------------------------------------------
+
+const DETECTIONS: &str = "/api/v1/detections";
+const EVE: &str = "/api/v1/sources/{name}/eve";
+
+/// A detection of sbc-01 (`subject`) with every field set but `file`.
+fn detection_post(source: &str, subject: &str) -> cordon_api::wire::DetectionPost {
+    cordon_api::wire::DetectionPost {
+        source: source.into(),
+        subject: subject.into(),
+        peer: Some("203.0.113.7".into()),
+        signature: "ET MALWARE beacon to a known C2".into(),
+        signature_id: Some("2027865".into()),
+        category: Some("A Network Trojan was detected".into()),
+        severity: "high".into(),
+        observed_at: Some("2025-01-31T09:15:02Z".into()),
+        sensor: Some("edr-1".into()),
+        file: None,
+    }
+}
+
+fn detection_body(source: &str) -> String {
+    serde_json::to_string(&detection_post(source, "10.10.0.11")).unwrap()
+}
+
+/// `X-Cordon-Timestamp` and `X-Cordon-Signature` of `body`, signed at `at` (Unix seconds).
+fn signature_headers(secret: &[u8], at: i64, body: &str) -> (String, String) {
+    let timestamp = at.to_string();
+    let signature = format!("sha256={}", sign(secret, &timestamp, body.as_bytes()));
+    (timestamp, signature)
+}
+
+const TIMESTAMP: &str = "x-cordon-timestamp";
+const SIGNATURE: &str = "x-cordon-signature";
+
+impl Fixture {
+    async fn post_detection(&self, headers: &[(&str, &str)], body: &str) -> Reply {
+        self.send(Method::POST, DETECTIONS, DETECTIONS, headers, Some(body)).await
+    }
+
+    async fn post_eve(&self, source: &str, role: Role, body: &str) -> Reply {
+        self.post(EVE, &format!("/api/v1/sources/{source}/eve"), role, Some(body)).await
+    }
+
+    /// `GET /api/v1/detections{query}` as a viewer; every item checked against DetectionView.
+    async fn detections(&self, query: &str) -> Vec<Value> {
+        let reply = self.get(DETECTIONS, &format!("{DETECTIONS}{query}"), Role::Viewer).await;
+        assert_eq!(reply.status, StatusCode::OK, "{query}: {}", reply.text());
+        let list = reply.json().as_array().unwrap().clone();
+        for item in &list {
+            assert_exact("DetectionView", item);
+        }
+        list
+    }
+
+    async fn action_json(&self, id: i64) -> Value {
+        let reply = self.get("/api/v1/actions/{id}", &format!("/api/v1/actions/{id}"), Role::Viewer).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        reply.json()
+    }
+}
+
+/// An accepted post: its counts, and the ids it committed.
+fn accepted(reply: &Reply, received: u64, accepted: u64, skipped: u64, rejected: u64) -> Vec<i64> {
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text());
+    let answer = reply.json();
+    assert_exact("IngestResponse", &answer);
+    let counts = [&answer["received"], &answer["accepted"], &answer["skipped"], &answer["rejected"]];
+    assert_eq!(counts.map(|n| n.as_u64().unwrap()), [received, accepted, skipped, rejected], "{answer}");
+    assert_eq!(answer["errors"].as_array().unwrap().len() as u64, rejected.min(10), "{answer}");
+    let ids: Vec<i64> = answer["ids"].as_array().unwrap().iter().map(|id| id.as_i64().unwrap()).collect();
+    assert_eq!(ids.len() as u64, accepted, "{answer}");
+    ids
+}
+
+#[tokio::test]
+async fn webhook_detections_are_accepted_with_the_sources_credentials() {
+    let fixture = Fixture::new().await;
+    let mut posted = Vec::new();
+
+    // The source's own token (the scheme is case-insensitive here too).
+    for scheme in ["Bearer", "bearer"] {
+        let body = detection_body(TOKEN_SOURCE);
+        let authorization = format!("{scheme} {SOURCE_TOKEN}");
+        let reply = fixture.post_detection(&[("authorization", &authorization)], &body).await;
+        posted.extend(accepted(&reply, 1, 1, 0, 0));
+    }
+
+    // The source's HMAC signature: now, and anywhere within the allowed skew.
+    let now = Utc::now().timestamp();
+    for at in [now, now - (MAX_SKEW_SECS - 10), now + (MAX_SKEW_SECS - 10)] {
+        let body = detection_body(HMAC_SOURCE);
+        let (timestamp, signature) = signature_headers(HMAC_SECRET, at, &body);
+        let reply = fixture.post_detection(&[(TIMESTAMP, &timestamp), (SIGNATURE, &signature)], &body).await;
+        posted.extend(accepted(&reply, 1, 1, 0, 0));
+    }
+
+    // An API token that may post detections, for either source.
+    for role in [Role::Sensor, Role::Admin] {
+        for source in [TOKEN_SOURCE, HMAC_SOURCE] {
+            let reply =
+                fixture.post_detection(&[("authorization", &fixture.bearer(role))], &detection_body(source)).await;
+            posted.extend(accepted(&reply, 1, 1, 0, 0));
+        }
+    }
+
+    // Listed newest first, as posted, not processed yet (the engine does not run here).
+    let all = fixture.detections("").await;
+    let listed: Vec<i64> = all.iter().map(|d| d["id"].as_i64().unwrap()).collect();
+    posted.reverse();
+    assert_eq!(listed, posted);
+    let hooks = fixture.detections(&format!("?source={TOKEN_SOURCE}")).await;
+    assert_eq!(hooks.len(), 4);
+    assert!(hooks.iter().all(|d| d["source"] == TOKEN_SOURCE));
+    let first = hooks.last().unwrap();
+    assert_eq!(first["subject"], "10.10.0.11");
+    assert_eq!(first["peer"], "203.0.113.7");
+    assert_eq!(first["signature"], "ET MALWARE beacon to a known C2");
+    assert_eq!(first["signature_id"], "2027865");
+    assert_eq!(first["category"], "A Network Trojan was detected");
+    assert_eq!(first["severity"], "high");
+    assert_eq!(first["sensor"], "edr-1");
+    assert_eq!(first["observed_at"], "2025-01-31T09:15:02.000Z");
+    for unprocessed in ["action_id", "server", "decision"] {
+        assert_eq!(first[unprocessed], Value::Null, "{unprocessed}");
+    }
+    assert_eq!(fixture.detections(&format!("?source={HMAC_SOURCE}&limit=2")).await.len(), 2);
+
+    let hooks = fixture.counters[TOKEN_SOURCE].snapshot();
+    assert_eq!((hooks.received, hooks.accepted, hooks.rejected), (4, 4, 0));
+    assert_eq!(hooks.bytes, 4 * detection_body(TOKEN_SOURCE).len() as u64);
+    let signed = fixture.counters[HMAC_SOURCE].snapshot();
+    assert_eq!((signed.received, signed.accepted, signed.rejected), (5, 5, 0));
+}
+
+#[tokio::test]
+async fn webhook_credentials_are_checked() {
+    let fixture = Fixture::new().await;
+    let now = Utc::now().timestamp();
+    let hooks = detection_body(TOKEN_SOURCE);
+    let signed = detection_body(HMAC_SOURCE);
+    let (timestamp, signature) = signature_headers(HMAC_SECRET, now, &signed);
+    let (stale, stale_signature) = signature_headers(HMAC_SECRET, now - MAX_SKEW_SECS - 1, &signed);
+    let (early, early_signature) = signature_headers(HMAC_SECRET, now + MAX_SKEW_SECS + 60, &signed);
+    let (_, wrong_key) = signature_headers(b"not the key", now, &signed);
+    let (_, other_body) = signature_headers(HMAC_SECRET, now, &detection_body("signed "));
+    let (_, token_source_signed) = signature_headers(HMAC_SECRET, now, &hooks);
+    let source_token = format!("Bearer {SOURCE_TOKEN}");
+    let sensor = fixture.bearer(Role::Sensor);
+    let unsigned = signature.strip_prefix("sha256=").unwrap().to_string();
+    let next_second = (now + 1).to_string();
+    let nope = detection_body("nope");
+
+    /// What is tried, the headers sent, the body.
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        ("no credentials", vec![], &hooks),
+        ("a wrong source token", vec![("authorization", "Bearer s3cret-not")], &hooks),
+        ("the source token under another scheme", vec![("authorization", "Token s3cret")], &hooks),
+        ("the token of another source", vec![("authorization", &source_token)], &signed),
+        ("a signature made with another key", vec![(TIMESTAMP, &timestamp), (SIGNATURE, &wrong_key)], &signed),
+        ("the signature of another body", vec![(TIMESTAMP, &timestamp), (SIGNATURE, &other_body)], &signed),
+        ("a signature without `sha256=`", vec![(TIMESTAMP, &timestamp), (SIGNATURE, &unsigned)], &signed),
+        ("a signature that is not hex", vec![(TIMESTAMP, &timestamp), (SIGNATURE, "sha256=xyz")], &signed),
+        ("a signature without a timestamp", vec![(SIGNATURE, &signature)], &signed),
+        ("a timestamp that is no number", vec![(TIMESTAMP, "now"), (SIGNATURE, &signature)], &signed),
+        ("another timestamp than signed", vec![(TIMESTAMP, &next_second), (SIGNATURE, &signature)], &signed),
+        ("a stale timestamp", vec![(TIMESTAMP, &stale), (SIGNATURE, &stale_signature)], &signed),
+        ("a timestamp too far ahead", vec![(TIMESTAMP, &early), (SIGNATURE, &early_signature)], &signed),
+        // Extreme timestamps must not overflow the skew check (no panic, just a refusal).
+        ("the smallest timestamp", vec![(TIMESTAMP, "-9223372036854775808"), (SIGNATURE, &signature)], &signed),
+        ("the largest timestamp", vec![(TIMESTAMP, "9223372036854775807"), (SIGNATURE, &signature)], &signed),
+        // A source with a token has no secret: a signature proves nothing for it.
+        ("a signature for a token source", vec![(TIMESTAMP, &timestamp), (SIGNATURE, &token_source_signed)], &hooks),
+        // A signature that is present decides alone, even next to an API token.
+        (
+            "a bad signature next to a sensor token",
+            vec![("authorization", &sensor), (TIMESTAMP, &timestamp), (SIGNATURE, &wrong_key)],
+            &signed,
+        ),
+        // The source is read from the body: another source's token does not carry over.
+        ("a source token for an unknown source", vec![("authorization", &source_token)], &nope),
+    ];
+    for (case, headers, body) in cases {
+        let reply = fixture.post_detection(&headers, body).await;
+        assert_error(&reply, StatusCode::UNAUTHORIZED, &messages::UNAUTHENTICATED);
+        assert_eq!(reply.headers.get(header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()), Some("Bearer"), "{case}");
+    }
+
+    // An API token whose role may not post detections.
+    for role in [Role::Viewer, Role::Operator] {
+        let reply = fixture.post_detection(&[("authorization", &fixture.bearer(role))], &hooks).await;
+        assert_error(&reply, StatusCode::FORBIDDEN, &messages::FORBIDDEN);
+        let text = reply.json()["error"]["text"].as_str().unwrap().to_string();
+        assert!(text.contains(&format!("role {role}")) && text.contains("role sensor is required"), "{text}");
+    }
+
+    // Nothing was stored or counted before authentication.
+    assert!(fixture.store.list_detections(&Default::default()).await.unwrap().is_empty());
+    for source in [TOKEN_SOURCE, HMAC_SOURCE] {
+        assert_eq!(fixture.counters[source].snapshot(), Default::default(), "{source}");
+    }
+}
+
+#[tokio::test]
+async fn bad_webhook_posts_are_refused_and_later_ones_accepted() {
+    let fixture = Fixture::new().await;
+    let source_token = format!("Bearer {SOURCE_TOKEN}");
+    let sensor = fixture.bearer(Role::Sensor);
+
+    // A source that is not a configured webhook (an EVE source is not one either): only an API
+    // token gets that far.
+    for source in ["nope", EVE_SOURCE] {
+        let reply = fixture.post_detection(&[("authorization", &sensor)], &detection_body(source)).await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, &messages::BAD_REQUEST);
+        let text = reply.json()["error"]["text"].as_str().unwrap().to_string();
+        assert!(text.contains(&format!("`{source}` is not a configured webhook source")), "{text}");
+    }
+
+    // Bodies that name the source, so that its token authenticates them, but are no detection.
+    let good = serde_json::to_value(detection_post(TOKEN_SOURCE, "10.10.0.11")).unwrap();
+    let with = |key: &str, value: Value| {
+        let mut body = good.clone();
+        body[key] = value;
+        body.to_string()
+    };
+    let mut missing = good.clone();
+    missing.as_object_mut().unwrap().remove("subject");
+    let named = [
+        (missing.to_string(), "subject"),
+        (with("force", Value::Bool(true)), "force"),
+        (with("severity", serde_json::json!(3)), "invalid type: integer `3`"),
+        (with("severity", serde_json::json!("urgent")), "urgent"),
+        (with("subject", serde_json::json!("sbc-01")), "sbc-01"),
+        (with("peer", serde_json::json!("nowhere")), "nowhere"),
+        (with("observed_at", serde_json::json!("yesterday")), "yesterday"),
+        (with("signature", serde_json::json!("  ")), "signature"),
+    ];
+    for (body, detail) in &named {
+        let reply = fixture.post_detection(&[("authorization", &source_token)], body).await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, &messages::BAD_REQUEST);
+        let text = reply.json()["error"]["text"].as_str().unwrap().to_string();
+        assert!(text.contains(detail), "{body}: {text}");
+    }
+    // Bodies that name no source: refused after an API token authenticated them.
+    for body in ["", "not json", "[]", r#"{"source":"hooks","#, "{}"] {
+        let reply = fixture.post_detection(&[("authorization", &sensor)], body).await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, &messages::BAD_REQUEST);
+    }
+
+    // The source is not held against: its next good detection is accepted.
+    let reply = fixture.post_detection(&[("authorization", &source_token)], &good.to_string()).await;
+    let ids = accepted(&reply, 1, 1, 0, 0);
+    let listed = fixture.detections(&format!("?source={TOKEN_SOURCE}")).await;
+    assert_eq!(listed.iter().map(|d| d["id"].as_i64().unwrap()).collect::<Vec<_>>(), ids);
+    let counted = fixture.counters[TOKEN_SOURCE].snapshot();
+    let refused = named.len() as u64;
+    assert_eq!((counted.received, counted.accepted, counted.rejected), (refused + 1, 1, refused));
+}
+
+/// Suricata EVE lines: two alerts (one with CRLF, one with the `target` keyword), three other
+/// events, a blank line and four lines that are no event.
+const EVE_LINES: &str = concat!(
+    r#"{"timestamp":"2025-01-31T09:15:02.123456+0000","flow_id":1,"event_type":"alert","src_ip":"10.10.0.11","src_port":49152,"dest_ip":"203.0.113.7","dest_port":443,"proto":"TCP","host":"ids-sensor-1","alert":{"action":"allowed","gid":1,"signature_id":2027865,"rev":3,"signature":"ET MALWARE beacon","category":"A Network Trojan was detected","severity":1}}"#,
+    "\r\n",
+    r#"{"timestamp":"2025-01-31T09:15:03.000000+0000","event_type":"flow","src_ip":"10.10.0.12","dest_ip":"10.10.0.13","flow":{"pkts_toserver":3}}"#,
+    "\n",
+    "this is not JSON\n",
+    r#"{"event_type":"dns","src_ip":"10.10.0.12","dns":{"type":"query","rrname":"example.com"}}"#,
+    "\n",
+    "[1,2,3]\n",
+    "   \n",
+    r#"{"timestamp":"2025-01-31T09:15:04.000000+0000","event_type":"alert","src_ip":"198.51.100.9","dest_ip":"10.10.0.11","alert":{"signature_id":2100498,"signature":"GPL ATTACK_RESPONSE id check returned root","category":"Potentially Bad Traffic","severity":2,"source":{"ip":"198.51.100.9"},"target":{"ip":"10.10.0.11"}}}"#,
+    "\n",
+    r#"{"event_type":"alert","alert":{"signature":"an alert without src_ip"}}"#,
+    "\n",
+    r#"{"src_ip":"10.10.0.11"}"#,
+    "\n",
+    r#"{"event_type":"stats","stats":{"uptime":30}}"#,
+);
+
+#[tokio::test]
+async fn eve_lines_are_counted_and_their_alerts_listed() {
+    let fixture = Fixture::new().await;
+    let reply = fixture.post_eve(EVE_SOURCE, Role::Sensor, EVE_LINES).await;
+    let ids = accepted(&reply, 9, 2, 3, 4);
+    let errors = reply.json()["errors"].clone();
+    assert!(errors.as_array().unwrap().iter().any(|e| e.as_str().unwrap().contains("src_ip")), "{errors}");
+
+    let listed = fixture.detections(&format!("?source={EVE_SOURCE}")).await;
+    assert_eq!(listed.iter().map(|d| d["id"].as_i64().unwrap()).collect::<Vec<_>>(), [ids[1], ids[0]]);
+    let (targeted, beacon) = (&listed[0], &listed[1]);
+    assert_eq!(beacon["source"], EVE_SOURCE);
+    assert_eq!(beacon["subject"], "10.10.0.11");
+    assert_eq!(beacon["peer"], "203.0.113.7");
+    assert_eq!(beacon["sensor"], "ids-sensor-1");
+    assert_eq!(beacon["signature_id"], "2027865");
+    assert_eq!(beacon["signature"], "ET MALWARE beacon");
+    assert_eq!(beacon["severity"], "high");
+    assert_eq!(beacon["observed_at"], "2025-01-31T09:15:02.123Z");
+    // With the `target` keyword, the target is the subject whichever side it is on.
+    assert_eq!(targeted["subject"], "10.10.0.11");
+    assert_eq!(targeted["peer"], "198.51.100.9");
+    assert_eq!(targeted["severity"], "medium");
+    assert_eq!(targeted["sensor"], Value::Null);
+
+    for (query, expected) in [
+        (format!("?source={EVE_SOURCE}&limit=1"), vec![ids[1]]),
+        (format!("?source={TOKEN_SOURCE}"), vec![]),
+        ("?source=nope".to_string(), vec![]),
+        ("?action=1".to_string(), vec![]),
+        ("?limit=0".to_string(), vec![]),
+        ("?limit=100000".to_string(), vec![ids[1], ids[0]]),
+    ] {
+        let found: Vec<i64> = fixture.detections(&query).await.iter().map(|d| d["id"].as_i64().unwrap()).collect();
+        assert_eq!(found, expected, "{query}");
+    }
+
+    let counted = fixture.counters[EVE_SOURCE].snapshot();
+    assert_eq!((counted.received, counted.accepted, counted.skipped, counted.rejected), (9, 2, 3, 4));
+    assert_eq!(counted.bytes, EVE_LINES.len() as u64);
+    let kinds: Vec<(&str, u64)> = counted.skipped_by_kind.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+    assert_eq!(kinds, [("dns", 1), ("flow", 1), ("stats", 1)]);
+    let metrics = fixture.get("/metrics", "/metrics", Role::Viewer).await.text();
+    assert!(metrics.contains(r#"cordon_source_accepted_total{source="ids-1"} 2"#), "{metrics}");
+    assert!(metrics.contains(r#"cordon_source_skipped_total{source="ids-1",kind="flow"} 1"#), "{metrics}");
+
+    // An empty body is no error; nothing to count.
+    accepted(&fixture.post_eve(EVE_SOURCE, Role::Admin, "").await, 0, 0, 0, 0);
+    // Only a `suricata-eve` source takes EVE.
+    for source in ["nope", TOKEN_SOURCE] {
+        let reply = fixture.post_eve(source, Role::Sensor, EVE_LINES).await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, &messages::BAD_REQUEST);
+        assert!(reply.text().contains("is not a configured suricata-eve source"), "{}", reply.text());
+    }
+    assert_eq!(fixture.detections("").await.len(), 2);
+}
+
+#[tokio::test]
+async fn bad_detection_queries_are_refused() {
+    let fixture = Fixture::new().await;
+    for query in ["?bogus=1", "?action=abc", "?limit=abc", "?limit=-1", "?state=pending"] {
+        let reply = fixture.get(DETECTIONS, &format!("{DETECTIONS}{query}"), Role::Viewer).await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, &messages::BAD_REQUEST);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Approval and the circuit breaker
+// ---------------------------------------------------------------------------------------------
+
+const APPROVE: &str = "/api/v1/actions/{id}/approve";
+const REJECT: &str = "/api/v1/actions/{id}/reject";
+
+fn command_uri(template: &str, id: impl std::fmt::Display) -> String {
+    template.replace("{id}", &id.to_string())
+}
+
+/// An action answered by a command: an ActionView without its journal.
+fn commanded(reply: &Reply) -> Value {
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let action = reply.json();
+    let mut without_journal = declared("ActionView");
+    without_journal.remove("steps");
+    without_journal.remove("messages");
+    assert_eq!(served(&action), without_journal, "{action}");
+    action
+}
+
+#[tokio::test]
+async fn actions_awaiting_approval_are_approved_or_rejected() {
+    let fixture = Fixture::new().await;
+    let notify = fixture.awaiting(ActionKind::Notify).await;
+    let waiting = fixture.action_json(notify).await;
+    assert_exact("ActionView", &waiting);
+    assert_eq!(waiting["state"], "awaiting_approval");
+    assert_eq!(waiting["kind"], "notify");
+    assert_eq!(waiting["decided_by"], "default");
+    assert_eq!(waiting["detections"], 0);
+    assert_eq!(waiting["message"]["number"], messages::ACTION_AWAITS_APPROVAL.number);
+
+    // Refused bodies change nothing.
+    for (body, status) in [
+        (r#"{"as":"notify"}"#, StatusCode::UNPROCESSABLE_ENTITY),
+        (r#"{"as":"unquarantine"}"#, StatusCode::UNPROCESSABLE_ENTITY),
+        (r#"{"as":"bogus"}"#, StatusCode::BAD_REQUEST),
+        (r#"{"as":5}"#, StatusCode::BAD_REQUEST),
+        (r#"{"as":"quarantine","now":true}"#, StatusCode::BAD_REQUEST),
+        ("not json", StatusCode::BAD_REQUEST),
+    ] {
+        let reply = fixture.post(APPROVE, &command_uri(APPROVE, notify), Role::Operator, Some(body)).await;
+        assert_error(&reply, status, &messages::BAD_REQUEST);
+    }
+    assert_eq!(fixture.action_json(notify).await, waiting);
+
+    // Approved without `as`: a `notify` action becomes a quarantine.
+    let reply = fixture.post(APPROVE, &command_uri(APPROVE, notify), Role::Operator, None).await;
+    let approved = commanded(&reply);
+    assert_eq!(approved["state"], "pending");
+    assert_eq!(approved["kind"], "quarantine");
+    assert_eq!(approved["decided_by"], "default");
+    assert_eq!(approved["message"]["number"], messages::ACTION_APPROVED.number);
+    assert_eq!(approved["message"]["text"], format!("action {notify} approved as quarantine by token:t-operator"));
+    let journal = fixture.action_json(notify).await;
+    let numbers: Vec<&Value> = journal["messages"].as_array().unwrap().iter().map(|m| &m["number"]).collect();
+    assert_eq!(numbers, [messages::ACTION_APPROVED.number]);
+
+    // Once approved, it can be neither approved nor rejected again.
+    for template in [APPROVE, REJECT] {
+        let reply = fixture.post(template, &command_uri(template, notify), Role::Operator, None).await;
+        assert_error(&reply, StatusCode::CONFLICT, &messages::ACTION_STATE_FORBIDS);
+        assert!(reply.text().contains("is pending"), "{}", reply.text());
+    }
+
+    // Approved as another kind, or explicitly as its own (`as` null).
+    for (kind, body, expected) in [
+        (ActionKind::Quarantine, r#"{"as":"quarantine_reboot"}"#, "quarantine_reboot"),
+        (ActionKind::Notify, r#"{"as":"reboot"}"#, "reboot"),
+        (ActionKind::Reboot, r#"{"as":null}"#, "reboot"),
+        (ActionKind::QuarantineReboot, "  ", "quarantine_reboot"),
+    ] {
+        let id = fixture.awaiting(kind).await;
+        let reply = fixture.post(APPROVE, &command_uri(APPROVE, id), Role::Admin, Some(body)).await;
+        let approved = commanded(&reply);
+        assert_eq!(
+            (approved["state"].as_str(), approved["kind"].as_str()),
+            (Some("pending"), Some(expected)),
+            "{body}"
+        );
+    }
+
+    // Rejected: final, nothing done.
+    let rejected = fixture.awaiting(ActionKind::Quarantine).await;
+    let reply = fixture.post(REJECT, &command_uri(REJECT, rejected), Role::Operator, None).await;
+    let action = commanded(&reply);
+    assert_eq!(action["state"], "rejected");
+    assert_eq!(action["kind"], "quarantine");
+    assert_eq!(action["message"]["number"], messages::ACTION_REJECTED.number);
+    assert_eq!(action["message"]["text"], format!("action {rejected} rejected by token:t-operator"));
+    for template in [APPROVE, REJECT] {
+        let reply = fixture.post(template, &command_uri(template, rejected), Role::Operator, None).await;
+        assert_error(&reply, StatusCode::CONFLICT, &messages::ACTION_STATE_FORBIDS);
+    }
+
+    // Neither applies to an action that never awaited approval.
+    let seeded = fixture.seed_actions().await;
+    for template in [APPROVE, REJECT] {
+        let reply = fixture.post(template, &command_uri(template, seeded.running), Role::Operator, None).await;
+        assert_error(&reply, StatusCode::CONFLICT, &messages::ACTION_STATE_FORBIDS);
+        let reply = fixture.post(template, &command_uri(template, "abc"), Role::Operator, None).await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, &messages::BAD_REQUEST);
+        let reply = fixture.post(template, &command_uri(template, 9999), Role::Operator, None).await;
+        assert_error(&reply, StatusCode::NOT_FOUND, &messages::ACTION_NOT_FOUND);
+    }
+}
+
+#[tokio::test]
+async fn the_circuit_breaker_holds_automatic_actions_until_reset() {
+    let fixture = Fixture::new().await;
+    let breaker = || fixture.get("/api/v1/breaker", "/api/v1/breaker", Role::Viewer);
+    let reply = breaker().await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_exact("BreakerView", &reply.json());
+    let closed = serde_json::json!({ "tripped": false, "recent": 0, "max_auto_actions": 50, "window_secs": 600 });
+    assert_eq!(reply.json(), closed);
+
+    // A policy that allows no automatic action: the first one trips the breaker and waits.
+    let policy =
+        Policy { default_action: PolicyAction::Quarantine, max_auto_actions: 0, window_secs: 60, ..Default::default() };
+    fixture.engine.set_policy(PolicySet { policy, servers: Default::default() });
+    let alert = r#"{"event_type":"alert","src_ip":"10.10.0.11","dest_ip":"203.0.113.7","alert":{"signature_id":1,"signature":"ET MALWARE beacon","severity":1}}"#;
+    let ids = accepted(&fixture.post_eve(EVE_SOURCE, Role::Sensor, alert).await, 1, 1, 0, 0);
+    fixture.engine.run_detections(std::future::ready(())).await;
+
+    let tripped = serde_json::json!({ "tripped": true, "recent": 0, "max_auto_actions": 0, "window_secs": 60 });
+    assert_eq!(breaker().await.json(), tripped);
+    let detection = fixture.detections(&format!("?source={EVE_SOURCE}")).await.remove(0);
+    assert_eq!(detection["id"], ids[0]);
+    assert_eq!(detection["server"], SERVER);
+    let held = detection["action_id"].as_i64().expect("the detection started an action");
+    assert!(
+        detection["decision"].as_str().unwrap().starts_with(&format!("new action {held} (default)")),
+        "{detection}"
+    );
+    assert_eq!(fixture.detections(&format!("?action={held}")).await, std::slice::from_ref(&detection));
+    let action = fixture.action_json(held).await;
+    assert_eq!(action["state"], "awaiting_approval");
+    assert_eq!(action["kind"], "quarantine");
+    assert_eq!(action["trigger"], "policy");
+    assert_eq!(action["decided_by"], "default");
+    assert_eq!(action["detections"], 1);
+    assert_eq!(action["message"]["number"], messages::ACTION_AWAITS_APPROVAL.number);
+    assert!(action["message"]["text"].as_str().unwrap().contains("circuit breaker has tripped"), "{action}");
+
+    // Reset: closed and nothing counted; the held action still waits for a decision.
+    let reply = fixture.post("/api/v1/breaker/reset", "/api/v1/breaker/reset", Role::Operator, None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_exact("BreakerView", &reply.json());
+    let reset = serde_json::json!({ "tripped": false, "recent": 0, "max_auto_actions": 0, "window_secs": 60 });
+    assert_eq!(reply.json(), reset);
+    assert_eq!(breaker().await.json(), reset);
+    assert_eq!(fixture.action_json(held).await["state"], "awaiting_approval");
+    let approved = commanded(&fixture.post(APPROVE, &command_uri(APPROVE, held), Role::Operator, None).await);
+    assert_eq!((approved["state"].as_str(), approved["detections"].as_u64()), (Some("pending"), Some(1)));
+
+    // Resetting a closed breaker is harmless.
+    let reply = fixture.post("/api/v1/breaker/reset", "/api/v1/breaker/reset", Role::Admin, None).await;
+    assert_eq!(reply.json(), reset);
+    let audited = fixture.store.list_audit(10).await.unwrap();
+    assert_eq!(audited.iter().filter(|a| a.entry.verb == "breaker_reset").count(), 2);
 }

@@ -393,7 +393,7 @@ impl Engine {
         as_kind: Option<ActionKind>,
     ) -> Result<ActionRecord, EngineError> {
         let store = &self.inner.store;
-        let mut action = store
+        let action = store
             .action(id)
             .await?
             .ok_or_else(|| EngineError::new(ErrorKind::NotFound, &messages::ACTION_NOT_FOUND, &[("action", &id)]))?;
@@ -404,27 +404,26 @@ impl Engine {
                 &[("action", &id), ("state", &action.state), ("command", &ActionCommand::Approve)],
             ));
         }
-        let kind = match (action.kind, as_kind) {
-            (_, Some(ActionKind::Notify | ActionKind::Unquarantine)) => {
-                return Err(EngineError::new(
-                    ErrorKind::Unprocessable,
-                    &messages::BAD_REQUEST,
-                    &[("detail", &"approve as quarantine, reboot or quarantine_reboot")],
-                ));
-            }
-            (_, Some(kind)) => kind,
-            (ActionKind::Notify, None) => ActionKind::Quarantine,
-            (kind, None) => kind,
+        let refuse = |detail: &str| {
+            Err(EngineError::new(ErrorKind::Unprocessable, &messages::BAD_REQUEST, &[("detail", &detail)]))
         };
-        if kind != action.kind {
-            action = store.change_action_kind(id, action.generation, kind).await.map_err(|e| conflict(id, e))?;
-        }
+        let kind = match (action.kind, as_kind) {
+            (ActionKind::Notify, None) => ActionKind::Quarantine,
+            (current, None) => current,
+            (current, Some(wanted)) if current == wanted && current != ActionKind::Notify => wanted,
+            (ActionKind::Unquarantine, Some(_)) => return refuse("an unquarantine action is approved as it is"),
+            (_, Some(ActionKind::Notify | ActionKind::Unquarantine)) => {
+                return refuse("approve as quarantine, reboot or quarantine_reboot");
+            }
+            (_, Some(wanted)) => wanted,
+        };
         let message = EngineError::message_ref(
             &messages::ACTION_APPROVED,
             &[("action", &id), ("kind", &kind), ("actor", &actor.name)],
         );
+        // The kind and the state change together: a race can never leave a half-approved action.
         let action = store
-            .transition_action(id, action.generation, ActionCommand::Approve, Some(message.clone()))
+            .transition_action_as(id, action.generation, ActionCommand::Approve, kind, Some(message.clone()))
             .await
             .map_err(|e| conflict(id, e))?;
         self.note(&message, action.server_id, Some(id)).await?;

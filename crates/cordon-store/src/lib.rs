@@ -31,6 +31,8 @@ pub enum StoreError {
     Conflict { id: i64, expected: i64, found: i64 },
     #[error("action {id}: {source}")]
     InvalidTransition { id: i64, source: InvalidTransition },
+    #[error("action {id} is {state}: its kind can no longer change")]
+    KindLocked { id: i64, state: ActionState },
     #[error("quarantine address pool of network {network} is exhausted ({range})")]
     PoolExhausted { network: String, range: String },
     #[error("database schema version {found} is newer than this binary knows ({known}); upgrade Cordon")]
@@ -336,6 +338,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         id: i64,
         generation: i64,
         command: ActionCommand,
+        message: Option<MessageRef>,
+    ) -> Result<ActionRecord>;
+    /// The same, setting the action's kind in the same step (approval as another kind).
+    async fn transition_action_as(
+        &self,
+        id: i64,
+        generation: i64,
+        command: ActionCommand,
+        kind: ActionKind,
         message: Option<MessageRef>,
     ) -> Result<ActionRecord>;
 

@@ -412,6 +412,46 @@ fn sync_nics(tx: &Transaction<'_>, server_id: i64, server: &ServerSpec) -> rusql
     Ok(())
 }
 
+/// Applies `command` (and a new kind, if given) if the action is still at `generation`.
+fn transition(
+    connection: &mut Connection,
+    id: i64,
+    generation: i64,
+    command: ActionCommand,
+    kind: Option<ActionKind>,
+    message: Option<MessageRef>,
+) -> Result<ActionRecord> {
+    let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
+    let current: Option<(String, i64)> = tx
+        .query_row("SELECT state, generation FROM actions WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(backend)?;
+    let Some((state, found)) = current else {
+        return Err(StoreError::NotFound { what: format!("action {id}") });
+    };
+    if found != generation {
+        return Err(StoreError::Conflict { id, expected: generation, found });
+    }
+    let state: ActionState = state.parse().map_err(backend)?;
+    let next = state.apply(command).map_err(|source| StoreError::InvalidTransition { id, source })?;
+    let started = i64::from(command == ActionCommand::Start);
+    let (number, text) = match &message {
+        Some(m) => (Some(i64::from(m.number)), Some(m.text.clone())),
+        None => (None, None),
+    };
+    tx.execute(
+        "UPDATE actions SET state = ?3, generation = generation + 1, attempts = attempts + ?4,
+         message_number = COALESCE(?5, message_number), message_text = COALESCE(?6, message_text), updated_at = ?7,
+         kind = COALESCE(?8, kind)
+         WHERE id = ?1 AND generation = ?2",
+        params![id, generation, next.as_str(), started, number, text, now(), kind.map(|k| k.as_str())],
+    )
+    .map_err(backend)?;
+    let record = one_action(&tx, id)?.ok_or_else(|| StoreError::NotFound { what: format!("action {id}") })?;
+    tx.commit().map_err(backend)?;
+    Ok(record)
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn sync_inventory(&self, inventory: &Inventory) -> Result<SyncReport> {
@@ -664,37 +704,18 @@ impl Store for SqliteStore {
         command: ActionCommand,
         message: Option<MessageRef>,
     ) -> Result<ActionRecord> {
-        self.run(move |connection| {
-            let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
-            let current: Option<(String, i64)> = tx
-                .query_row("SELECT state, generation FROM actions WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
-                .map_err(backend)?;
-            let Some((state, found)) = current else {
-                return Err(StoreError::NotFound { what: format!("action {id}") });
-            };
-            if found != generation {
-                return Err(StoreError::Conflict { id, expected: generation, found });
-            }
-            let state: ActionState = state.parse().map_err(backend)?;
-            let next = state.apply(command).map_err(|source| StoreError::InvalidTransition { id, source })?;
-            let started = i64::from(command == ActionCommand::Start);
-            let (number, text) = match &message {
-                Some(m) => (Some(i64::from(m.number)), Some(m.text.clone())),
-                None => (None, None),
-            };
-            tx.execute(
-                "UPDATE actions SET state = ?3, generation = generation + 1, attempts = attempts + ?4,
-                 message_number = COALESCE(?5, message_number), message_text = COALESCE(?6, message_text), updated_at = ?7
-                 WHERE id = ?1 AND generation = ?2",
-                params![id, generation, next.as_str(), started, number, text, now()],
-            )
-            .map_err(backend)?;
-            let record = one_action(&tx, id)?.ok_or_else(|| StoreError::NotFound { what: format!("action {id}") })?;
-            tx.commit().map_err(backend)?;
-            Ok(record)
-        })
-        .await
+        self.run(move |connection| transition(connection, id, generation, command, None, message)).await
+    }
+
+    async fn transition_action_as(
+        &self,
+        id: i64,
+        generation: i64,
+        command: ActionCommand,
+        kind: ActionKind,
+        message: Option<MessageRef>,
+    ) -> Result<ActionRecord> {
+        self.run(move |connection| transition(connection, id, generation, command, Some(kind), message)).await
     }
 
     async fn open_actions(&self, server_id: i64) -> Result<Vec<ActionRecord>> {
@@ -736,8 +757,9 @@ impl Store for SqliteStore {
             if found != generation {
                 return Err(StoreError::Conflict { id, expected: generation, found });
             }
-            if !matches!(state.as_str(), "awaiting_approval" | "pending") {
-                return Err(StoreError::Backend(format!("action {id} is {state}: its kind can no longer change")));
+            let state: ActionState = state.parse().map_err(backend)?;
+            if !matches!(state, ActionState::AwaitingApproval | ActionState::Pending) {
+                return Err(StoreError::KindLocked { id, state });
             }
             tx.execute(
                 "UPDATE actions SET kind = ?2, generation = generation + 1, updated_at = ?3 WHERE id = ?1",
