@@ -26,6 +26,7 @@ const UDP_BUFFER: usize = 65_536;
 pub struct SyslogUdpSource {
     core: Arc<Core>,
     listen: SocketAddr,
+    allowed: AllowedPeers,
 }
 
 /// Syslog over UDP, bound: ready to run.
@@ -34,6 +35,7 @@ pub struct BoundUdp {
     core: Arc<Core>,
     socket: UdpSocket,
     local_addr: SocketAddr,
+    allowed: AllowedPeers,
 }
 
 impl SyslogUdpSource {
@@ -44,7 +46,15 @@ impl SyslogUdpSource {
         sink: Arc<dyn DetectionSink>,
         counters: Arc<SourceCounters>,
     ) -> Self {
-        SyslogUdpSource { core: Core::new(source, parser, sink, counters), listen }
+        SyslogUdpSource { core: Core::new(source, parser, sink, counters), listen, allowed: AllowedPeers::default() }
+    }
+
+    /// Accepts datagrams only from these networks (empty: from anywhere); others are refused
+    /// and counted as rejected.
+    #[must_use]
+    pub fn with_allowed_peers(mut self, peers: Vec<ipnet::IpNet>) -> Self {
+        self.allowed = AllowedPeers(peers);
+        self
     }
 
     /// Binds now, so that a failure (and the real port, for port 0) is known at start.
@@ -53,7 +63,22 @@ impl SyslogUdpSource {
         let socket = UdpSocket::bind(self.listen).await.map_err(bind_err)?;
         let local_addr = socket.local_addr().map_err(bind_err)?;
         tracing::info!(source = %self.core.name, %local_addr, "listening for syslog over UDP");
-        Ok(BoundUdp { core: self.core, socket, local_addr })
+        Ok(BoundUdp { core: self.core, socket, local_addr, allowed: self.allowed })
+    }
+}
+
+/// The peers a syslog source accepts; empty means any.
+#[derive(Debug, Clone, Default)]
+struct AllowedPeers(Vec<ipnet::IpNet>);
+
+impl AllowedPeers {
+    fn admits(&self, peer: SocketAddr) -> bool {
+        // An IPv4 peer on a dual-stack socket arrives as ::ffff:a.b.c.d.
+        let ip = match peer.ip() {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(peer.ip()),
+            v4 => v4,
+        };
+        self.0.is_empty() || self.0.iter().any(|net| net.contains(&ip))
     }
 }
 
@@ -91,7 +116,9 @@ impl BoundUdp {
                     Ok((n, peer)) => {
                         taken += 1;
                         core.counters.add_bytes(n as u64);
-                        if n == UDP_BUFFER {
+                        if !self.allowed.admits(peer) {
+                            core.refused(&format!("datagram from {peer}, which is not in allowed_peers"));
+                        } else if n == UDP_BUFFER {
                             core.refused(&format!("datagram from {peer} truncated"));
                         } else {
                             handle(core, Ok(trim_end(&buf[..n])), received_at, &mut detections);
@@ -122,6 +149,7 @@ pub struct SyslogTcpSource {
     listen: SocketAddr,
     idle_timeout: Duration,
     max_connections: usize,
+    allowed: AllowedPeers,
 }
 
 /// Syslog over TCP, bound: ready to run.
@@ -132,6 +160,7 @@ pub struct BoundTcp {
     local_addr: SocketAddr,
     idle_timeout: Duration,
     max_connections: usize,
+    allowed: AllowedPeers,
 }
 
 impl SyslogTcpSource {
@@ -147,7 +176,16 @@ impl SyslogTcpSource {
             listen,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            allowed: AllowedPeers::default(),
         }
+    }
+
+    /// Accepts connections only from these networks (empty: from anywhere); others are closed
+    /// at once and counted as rejected.
+    #[must_use]
+    pub fn with_allowed_peers(mut self, peers: Vec<ipnet::IpNet>) -> Self {
+        self.allowed = AllowedPeers(peers);
+        self
     }
 
     /// Closes a connection that sends nothing for this long (default 5 min).
@@ -176,6 +214,7 @@ impl SyslogTcpSource {
             local_addr,
             idle_timeout: self.idle_timeout,
             max_connections: self.max_connections,
+            allowed: self.allowed,
         })
     }
 }
@@ -195,6 +234,9 @@ impl BoundTcp {
                 () = shutdown_requested(&mut shutdown) => break,
                 () = conns.reap() => {}
                 accepted = self.listener.accept() => match accepted {
+                    Ok((_, peer)) if !self.allowed.admits(peer) => {
+                        self.core.refused(&format!("connection from {peer}, which is not in allowed_peers"));
+                    }
                     Ok((stream, peer)) => {
                         conns.admit(stream, peer.to_string(), FrameDecoder::new(MAX_FRAME), shutdown.clone());
                     }

@@ -333,3 +333,47 @@ cordon_source_open_connections{source="syslog-udp"} 0
 "#;
     assert_eq!(text, expected);
 }
+
+#[tokio::test]
+async fn syslog_peers_outside_allowed_peers_are_refused_and_counted() {
+    // UDP: a source that only accepts 10.0.0.0/8 refuses loopback datagrams.
+    let sink = RecordingSink::new();
+    let (source, counters) = udp_source(&sink);
+    let bound = source.with_allowed_peers(vec!["10.0.0.0/8".parse().unwrap()]).bind().await.unwrap();
+    let addr = bound.local_addr();
+    let (tx, rx) = watch::channel(false);
+    let task = tokio::spawn(bound.run(rx));
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    client.send_to(b"alert 10.0.0.1 refused", addr).await.unwrap();
+    eventually("the refusal", || counters.snapshot().rejected == 1).await;
+    assert!(sink.raws().is_empty());
+    stop(tx, task).await;
+
+    // The same source allowing loopback accepts it.
+    let (source, counters) = udp_source(&sink);
+    let bound = source.with_allowed_peers(vec!["127.0.0.0/8".parse().unwrap()]).bind().await.unwrap();
+    let addr = bound.local_addr();
+    let (tx, rx) = watch::channel(false);
+    let task = tokio::spawn(bound.run(rx));
+    client.send_to(b"alert 10.0.0.1 allowed", addr).await.unwrap();
+    eventually("the detection", || sink.raws().len() == 1).await;
+    assert_eq!(counters.snapshot().rejected, 0);
+    stop(tx, task).await;
+
+    // TCP: a refused peer's connection is closed at once and counted.
+    let sink = RecordingSink::new();
+    let (source, counters) = tcp_source(&sink);
+    let bound = source.with_allowed_peers(vec!["192.0.2.0/24".parse().unwrap()]).bind().await.unwrap();
+    let addr = bound.local_addr();
+    let (tx, rx) = watch::channel(false);
+    let task = tokio::spawn(bound.run(rx));
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = stream.write_all(b"alert 10.0.0.1 refused\n").await;
+    let mut buffer = [0u8; 16];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buffer)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the connection is closed: {read:?}");
+    eventually("the refusal", || counters.snapshot().rejected == 1).await;
+    assert!(sink.raws().is_empty());
+    stop(tx, task).await;
+}

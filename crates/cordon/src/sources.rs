@@ -130,7 +130,10 @@ pub async fn start(config: &Config, engine: &Engine, stop: &watch::Receiver<bool
                     tracing::info!(source = %name, socket = %socket.display(), "listening for Suricata EVE on a Unix socket");
                 }
             }
-            SourceKind::CefSyslog { listen_udp, listen_tcp, profile, .. } => {
+            SourceKind::CefSyslog { listen_udp, listen_tcp, profile, allowed_peers } => {
+                if allowed_peers.is_empty() {
+                    tracing::warn!(source = %name, "no allowed_peers: this syslog source accepts messages from any address");
+                }
                 if let Some(address) = listen_udp {
                     let bound = SyslogUdpSource::new(
                         name.clone(),
@@ -139,6 +142,7 @@ pub async fn start(config: &Config, engine: &Engine, stop: &watch::Receiver<bool
                         sink.clone(),
                         counters.clone(),
                     )
+                    .with_allowed_peers(allowed_peers.clone())
                     .bind()
                     .await
                     .map_err(|e| bind_failure(&e))?;
@@ -158,6 +162,7 @@ pub async fn start(config: &Config, engine: &Engine, stop: &watch::Receiver<bool
                         sink.clone(),
                         counters.clone(),
                     )
+                    .with_allowed_peers(allowed_peers.clone())
                     .bind()
                     .await
                     .map_err(|e| bind_failure(&e))?;
