@@ -123,6 +123,12 @@ catalogue! {
     ACTION_AWAITS_APPROVAL = 21014, "action_awaits_approval",
         "{kind} of {server} awaits approval: {reason}",
         "Decide: `cordon actions approve ID` (optionally `--as quarantine|reboot|quarantine_reboot`) or `cordon actions reject ID`; `cordon actions list --state awaiting_approval` lists them.";
+    REBOOT_CONFIRMED = 21015, "reboot_confirmed",
+        "reboot of {server} confirmed: {detail}",
+        "Tell the server's user that it is back.";
+    SERVER_POWERED_ON = 21016, "server_powered_on",
+        "{server} was found powered off and was powered on: {detail}",
+        "Find out why it was off (a crash, someone at the console) before relying on it.";
     SERVER_RETIRED = 40001, "server_retired",
         "server {server} is no longer in the configuration: kept and flagged retired",
         "If the server was removed on purpose, nothing to do. If it still has open actions, check or finish them; Cordon never deletes a server's history.";
@@ -168,6 +174,24 @@ catalogue! {
     NO_MOVABLE_NIC = 60013, "no_movable_nic",
         "server {server} has no NIC on a switch port that Cordon manages",
         "Give the server's [[server.nic]] entries a `switch` and a `port` in the configuration.";
+    HYPERVISOR_UNREACHABLE = 60014, "hypervisor_unreachable",
+        "hypervisor {target} cannot be reached: {detail}",
+        "Check that libvirtd runs on the hypervisor and that its `uri` in the configuration is right, then `cordon actions retry ID`. Nothing was changed.";
+    DOMAIN_NOT_FOUND = 60015, "domain_not_found",
+        "domain not found on hypervisor {target}: {detail}",
+        "Check the server's `domain` in the configuration against `virsh list --all` on the hypervisor.";
+    VM_NIC_NOT_FOUND = 60016, "vm_nic_not_found",
+        "no NIC with the configured MAC on the domain ({target}): {detail}",
+        "Check the NIC's `mac` in the configuration against `virsh domiflist DOMAIN`.";
+    BMC_AUTH_FAILED = 60017, "bmc_auth_failed",
+        "the BMC {target} refused the credentials: {detail}",
+        "Check the BMC's `username` and the file named by `password_file`; nothing was done to the server.";
+    BMC_TIMEOUT = 60018, "bmc_timeout",
+        "the BMC {target} did not answer in time: {detail}",
+        "Check that the BMC is reachable from Cordon (endpoint, firewall), then retry the action; or reboot by hand and check it.";
+    BMC_ERROR = 60019, "bmc_error",
+        "the BMC {target} answered with an error: {detail}",
+        "Read the BMC's own log; retry the action once the BMC is healthy, or reboot by hand and check it.";
     UNAUTHENTICATED = 60020, "unauthenticated",
         "authentication required: the bearer token is missing, unknown or revoked",
         "Pass a token with `--token-file` or CORDON_TOKEN. The first admin token is in <data_dir>/admin.token.";
@@ -189,6 +213,9 @@ catalogue! {
     NO_POWER_DRIVER = 60035, "no_power_driver",
         "no power driver can reboot {server} yet",
         "Reboot the server by hand through its hypervisor or BMC and tell its user, then `cordon actions check ID`. Reboot through libvirt and Redfish arrives with their drivers.";
+    REBOOT_NOT_CONFIRMED = 60036, "reboot_not_confirmed",
+        "the reboot of {target} was not confirmed: {detail}",
+        "Nothing observable showed the server restarting. Check it through the hypervisor or BMC console; reboot by hand if needed, then `cordon actions check ID`.";
     BAD_REQUEST = 60040, "bad_request",
         "bad request: {detail}",
         "Correct the request as the detail says; the API is described at /api/v1/openapi.json.";
