@@ -31,6 +31,67 @@ pub trait SwitchDriver: Send + Sync + std::fmt::Debug {
     fn ensure_port(&self, port: &str, bridge: &str, isolated: bool) -> Result<EnsureOutcome, DriverError>;
 }
 
+/// A driver that reconnects a VM's virtual NIC between networks, live and in the VM's
+/// persistent definition. Blocking, like [`SwitchDriver`]; the same contract (idempotent,
+/// read back after every change, numbered errors) applies.
+pub trait HypervisorDriver: Send + Sync + std::fmt::Debug {
+    /// The driver kind as written in the configuration, e.g. `"libvirt"`.
+    fn kind(&self) -> &'static str;
+    /// The configured hypervisor name, e.g. `"kvm-1"`.
+    fn hypervisor_name(&self) -> &str;
+    /// Reads where the NIC with this MAC is (its tap's bridge and isolation), changing nothing.
+    /// `port` in the observation is the tap's name (e.g. `vnet3`).
+    fn observe_nic(&self, domain: &str, mac: &str) -> Result<PortObservation, DriverError>;
+    /// Idempotent: the NIC with this MAC is connected to `bridge` with `<port isolated>` equal to
+    /// `isolated`, live (if the domain runs) and in the persistent definition; read back from the
+    /// live XML and from the tap's master.
+    fn ensure_nic(&self, domain: &str, mac: &str, bridge: &str, isolated: bool) -> Result<EnsureOutcome, DriverError>;
+    /// Every domain with its NICs (for `cordon servers import`).
+    fn list_domains(&self) -> Result<Vec<DomainInfo>, DriverError>;
+}
+
+/// A domain as a hypervisor lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainInfo {
+    pub name: String,
+    pub running: bool,
+    pub nics: Vec<DomainNic>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainNic {
+    /// Lower-case, colon-separated.
+    pub mac: String,
+    /// The bridge the NIC is connected to (for `type='network'` NICs: the network's bridge).
+    pub bridge: Option<String>,
+    pub model: Option<String>,
+}
+
+/// A driver that restarts a server and observes that it did: a hypervisor for its VMs, a BMC
+/// for a physical server. Blocking.
+pub trait PowerDriver: Send + Sync + std::fmt::Debug {
+    /// The driver kind, e.g. `"libvirt"` or `"redfish"`.
+    fn kind(&self) -> &'static str;
+    /// What it acts on, for messages (e.g. `kvm-1/vpc-001`, `https://10.0.0.5/redfish/v1/Systems/1`).
+    fn target(&self) -> String;
+    /// Reboots gracefully, forcing it after `graceful_timeout`, and returns only once something
+    /// observable confirmed the restart (or fails with [`DriverError::NotConfirmed`] after
+    /// `deadline`). A server found powered off is powered on instead (`powered_on = true`).
+    fn reboot(&self, graceful_timeout: std::time::Duration, deadline: std::time::Duration) -> Result<RebootOutcome, DriverError>;
+}
+
+/// What a reboot did and what confirmed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RebootOutcome {
+    /// `graceful`, `forced` (after the graceful timeout), or `power_on`.
+    pub method: String,
+    /// The server was off and was powered on rather than rebooted.
+    pub powered_on: bool,
+    /// What was observed, in order, one readable line each (e.g. "lifecycle event: rebooted",
+    /// "power state On -> Off -> On", "LastResetTime 2026-11-27T10:00:00Z -> ...").
+    pub observed: Vec<String>,
+}
+
 /// The state of one switch port as read from the switch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortObservation {
@@ -88,6 +149,27 @@ pub enum DriverError {
     /// The read-back after a change disagrees with what was asked.
     #[error("port {port}: expected {expected}, observed {observed}")]
     ReadBackMismatch { port: String, expected: String, observed: String },
+    /// The hypervisor cannot be reached (connection refused, libvirtd down).
+    #[error("{detail}")]
+    HypervisorUnreachable { detail: String },
+    /// The configured domain does not exist on the hypervisor.
+    #[error("domain {domain} does not exist")]
+    DomainNotFound { domain: String },
+    /// The domain has no NIC with the configured MAC.
+    #[error("domain {domain} has no NIC with MAC {mac}")]
+    NicNotFound { domain: String, mac: String },
+    /// The BMC refused the credentials (401/403).
+    #[error("{detail}")]
+    BmcAuth { detail: String },
+    /// The BMC did not answer within the time allowed.
+    #[error("{detail}")]
+    BmcTimeout { detail: String },
+    /// The BMC answered with an error (5xx, an unexpected answer).
+    #[error("{detail}")]
+    Bmc { detail: String },
+    /// Nothing observable confirmed the reboot before the deadline.
+    #[error("{detail}")]
+    NotConfirmed { detail: String },
 }
 
 impl DriverError {
@@ -97,6 +179,13 @@ impl DriverError {
     pub fn message_number(&self) -> u32 {
         match self {
             DriverError::ReadBackMismatch { .. } => 60011,
+            DriverError::HypervisorUnreachable { .. } => 60014,
+            DriverError::DomainNotFound { .. } => 60015,
+            DriverError::NicNotFound { .. } => 60016,
+            DriverError::BmcAuth { .. } => 60017,
+            DriverError::BmcTimeout { .. } => 60018,
+            DriverError::Bmc { .. } => 60019,
+            DriverError::NotConfirmed { .. } => 60036,
             DriverError::Namespace { .. }
             | DriverError::PortNotFound { .. }
             | DriverError::BridgeNotFound { .. }
