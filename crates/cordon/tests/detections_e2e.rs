@@ -67,9 +67,9 @@ fn cef_syslog_over_udp_and_tcp_quarantines_the_host_at_risk() {
     // RFC 3164 over UDP: Deep Discovery Inspector, severity 8 (high), the host at risk is interestedIp.
     let cef = |host: &str| {
         format!(
-            "CEF:0|Trend Micro|Deep Discovery Inspector|6.0.1208|20|Malware URL requested - Type 1|8|dvc=10.201.156.143 dvchost=ddi01 \
+            "CEF:0|Trend Micro|Deep Discovery Inspector|6.0.1208|20|Malware URL requested \\| Type 1|8|dvc=10.201.156.143 dvchost=ddi01 \
              rt=Nov 27 2026 10:00:00 GMT+00:00 src={host} dst=203.0.113.5 deviceDirection=1 interestedIp={host} peerIp=203.0.113.5 \
-             cat=Malware act=not blocked"
+             cat=Malware act=not blocked fname=C:\\\\Users\\\\x\\=y.exe"
         )
     };
     let udp_message = format!("<134>Nov 27 10:00:00 ddi01 {}", cef("10.10.0.11"));
@@ -93,6 +93,7 @@ fn cef_syslog_over_udp_and_tcp_quarantines_the_host_at_risk() {
     let from_ddi: Vec<&serde_json::Value> = listed.iter().filter(|d| d["source"] == "ddi").collect();
     assert_eq!(from_ddi.len(), 3, "{listed:?}");
     for d in &from_ddi {
+        assert_eq!(d["signature"], "Malware URL requested | Type 1", "the escaped header pipe is decoded");
         assert_eq!(d["severity"], "high");
         assert_eq!(d["peer"], "203.0.113.5");
         assert!(d["action_id"].as_i64().is_some());
