@@ -131,6 +131,8 @@ impl Fixture {
                 kind: ServerKind::Physical,
                 tenant: Some("sales".into()),
                 user_email: None,
+                hypervisor: None,
+                domain: None,
                 nics: vec![NicSpec {
                     mac: "02:00:00:00:01:01".parse().unwrap(),
                     network: "office".into(),

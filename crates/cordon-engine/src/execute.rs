@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use chrono::Utc;
 use cordon_drivers::{DriverError, EnsureOutcome};
-use cordon_model::{ActionCommand, ActionKind, ServerState, messages};
-use cordon_store::{ActionRecord, MessageRef, NewStep, StepOutcome, StoreError};
+use cordon_model::{ActionCommand, ActionKind, Message, ServerState, messages};
+use cordon_store::{ActionRecord, MessageRef, NewStep, ServerRecord, StepOutcome, StoreError};
 
 use crate::topology::NicPlan;
 use crate::{Engine, EngineError};
@@ -71,23 +71,7 @@ impl Engine {
         }
         if outcome.is_ok() {
             outcome = match kind {
-                ActionKind::Reboot | ActionKind::QuarantineReboot => {
-                    // No power driver exists yet (libvirt and Redfish come with their own issue):
-                    // say so plainly rather than pretend the server restarted.
-                    let begun = Utc::now();
-                    let message = EngineError::message_ref(&messages::NO_POWER_DRIVER, &[("server", &server.name)]);
-                    self.journal(
-                        &action,
-                        "ensure_rebooted",
-                        &server.name,
-                        StepOutcome::Failed,
-                        &message.text,
-                        Some(message.number),
-                        begun,
-                    )
-                    .await?;
-                    Err(StepFailure { message })
-                }
+                ActionKind::Reboot | ActionKind::QuarantineReboot => self.reboot(&action, &server).await?,
                 ActionKind::Notify => {
                     let message = EngineError::message_ref(
                         &messages::INTERNAL_ERROR,
@@ -106,6 +90,7 @@ impl Engine {
             Ok(summary) => {
                 let message = match kind {
                     ActionKind::Unquarantine => &messages::UNQUARANTINE_SUCCEEDED,
+                    ActionKind::Reboot | ActionKind::QuarantineReboot => &messages::REBOOT_CONFIRMED,
                     _ => &messages::QUARANTINE_SUCCEEDED,
                 };
                 let message = EngineError::message_ref(message, &[("server", &server.name), ("detail", &summary)]);
@@ -158,7 +143,7 @@ impl Engine {
     ) -> Result<Result<String, StepFailure>, EngineError> {
         let store = &self.inner.store;
         let server_id = action.server_id.unwrap_or_default();
-        let target = format!("{}/{}", plan.switch.switch_name(), plan.port);
+        let target = plan.link.target();
         let quarantine = &plan.quarantine.name;
 
         // Step 1: an address from the quarantine pool (kept if this NIC already has one).
@@ -225,7 +210,7 @@ impl Engine {
         )
         .await?;
         let how = if moved { "moved" } else { "already there" };
-        Ok(Ok(format!("{} on {} ({how}), address {address}", plan.port, plan.quarantine_bridge)))
+        Ok(Ok(format!("{} on {} ({how}), address {address}", plan.link.name(), plan.quarantine_bridge)))
     }
 
     async fn unquarantine_nic(
@@ -266,7 +251,78 @@ impl Engine {
         )
         .await?;
         let how = if moved { "moved" } else { "already there" };
-        Ok(Ok(format!("{} on {} ({how}), address {}", plan.port, plan.operational_bridge, plan.nic.operational_ip)))
+        Ok(Ok(format!(
+            "{} on {} ({how}), address {}",
+            plan.link.name(),
+            plan.operational_bridge,
+            plan.nic.operational_ip
+        )))
+    }
+
+    /// The power step: reboot through the hypervisor or the BMC, and only call it done when the
+    /// driver observed the restart. Returns the summary (what was observed) or the failure.
+    async fn reboot(
+        &self,
+        action: &ActionRecord,
+        server: &ServerRecord,
+    ) -> Result<Result<String, StepFailure>, EngineError> {
+        let begun = Utc::now();
+        let topology = &self.inner.topology;
+        let Some(power) = topology.power(server) else {
+            let message = EngineError::message_ref(&messages::NO_POWER_DRIVER, &[("server", &server.name)]);
+            self.journal(
+                action,
+                "ensure_rebooted",
+                &server.name,
+                StepOutcome::Failed,
+                &message.text,
+                Some(message.number),
+                begun,
+            )
+            .await?;
+            return Ok(Err(StepFailure { message }));
+        };
+        let target = power.target();
+        let (graceful, deadline) = (topology.graceful_timeout, topology.reboot_deadline);
+        let driver = power.clone();
+        let call = tokio::task::spawn_blocking(move || driver.reboot(graceful, deadline));
+        let limit = deadline + std::time::Duration::from_secs(30);
+        let result = match tokio::time::timeout(limit, call).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(DriverError::NotConfirmed { detail: join.to_string() }),
+            Err(_) => Err(DriverError::NotConfirmed { detail: format!("no answer from the driver within {limit:?}") }),
+        };
+        self.inner.metrics.driver_call(result.is_ok());
+        match result {
+            Ok(outcome) => {
+                let seen = outcome.observed.join("; ");
+                let detail = format!("{} via {}: {seen}", outcome.method, power.kind());
+                if outcome.powered_on {
+                    let message = EngineError::message_ref(
+                        &messages::SERVER_POWERED_ON,
+                        &[("server", &server.name), ("detail", &seen)],
+                    );
+                    self.note(&message, Some(server.id), Some(action.id)).await?;
+                }
+                self.journal(action, "ensure_rebooted", &target, StepOutcome::Done, &detail, None, begun).await?;
+                let user = server.user_email.as_deref().map(|u| format!("; tell {u}")).unwrap_or_default();
+                Ok(Ok(format!("{detail}{user}")))
+            }
+            Err(error) => {
+                let message = driver_message(&error, power.kind(), &target);
+                self.journal(
+                    action,
+                    "ensure_rebooted",
+                    &target,
+                    StepOutcome::Failed,
+                    &message.text,
+                    Some(message.number),
+                    begun,
+                )
+                .await?;
+                Ok(Err(StepFailure { message }))
+            }
+        }
     }
 
     /// The driver step, on the blocking pool with a deadline, journaled either way.
@@ -279,10 +335,10 @@ impl Engine {
         isolated: bool,
     ) -> Result<Result<EnsureOutcome, StepFailure>, EngineError> {
         let begun = Utc::now();
-        let target = format!("{}/{}", plan.switch.switch_name(), plan.port);
-        let driver = plan.switch.clone();
-        let (port, wanted) = (plan.port.clone(), bridge.to_string());
-        let call = tokio::task::spawn_blocking(move || driver.ensure_port(&port, &wanted, isolated));
+        let target = plan.link.target();
+        let link = plan.link.clone();
+        let wanted = bridge.to_string();
+        let call = tokio::task::spawn_blocking(move || link.ensure(&wanted, isolated));
         let timeout = self.inner.settings.driver_timeout;
         let result = match tokio::time::timeout(timeout, call).await {
             Ok(Ok(result)) => result,
@@ -301,7 +357,7 @@ impl Engine {
                 } else {
                     let message = EngineError::message_ref(
                         &messages::PORT_ALREADY_IN_PLACE,
-                        &[("port", &plan.port), ("server", &server), ("bridge", &bridge)],
+                        &[("port", &plan.link.name()), ("server", &server), ("bridge", &bridge)],
                     );
                     self.note(&message, action.server_id, Some(action.id)).await?;
                     (StepOutcome::AlreadyInPlace, message.text, Some(messages::PORT_ALREADY_IN_PLACE.number))
@@ -310,7 +366,7 @@ impl Engine {
                 Ok(Ok(outcome))
             }
             Err(error) => {
-                let message = driver_message(&error, plan.switch.kind(), plan.switch.switch_name());
+                let message = driver_message(&error, plan.link.driver_kind(), &plan.link.owner());
                 self.journal(
                     action,
                     "ensure_port_on_bridge",
@@ -356,18 +412,29 @@ impl Engine {
     }
 }
 
-/// The numbered message for a driver error: read-back mismatches have their own number.
-fn driver_message(error: &DriverError, driver: &str, switch: &str) -> MessageRef {
+/// The numbered message for a driver error: each kind of failure has its own number.
+fn driver_message(error: &DriverError, driver: &str, target: &str) -> MessageRef {
     match error {
         DriverError::ReadBackMismatch { port, expected, observed } => EngineError::message_ref(
             &messages::READ_BACK_MISMATCH,
-            &[("switch", &switch), ("port", port), ("expected", expected), ("observed", observed)],
+            &[("switch", &target), ("port", port), ("expected", expected), ("observed", observed)],
         ),
-        other => {
-            let detail: &dyn Display = other;
+        DriverError::Namespace { .. }
+        | DriverError::PortNotFound { .. }
+        | DriverError::BridgeNotFound { .. }
+        | DriverError::Netlink { .. } => {
+            let detail: &dyn Display = error;
             EngineError::message_ref(
                 &messages::DRIVER_FAILURE,
-                &[("driver", &driver), ("switch", &switch), ("detail", detail)],
+                &[("driver", &driver), ("switch", &target), ("detail", detail)],
+            )
+        }
+        other => {
+            let message = Message::find(other.message_number()).unwrap_or(&messages::DRIVER_FAILURE);
+            let detail: &dyn Display = other;
+            EngineError::message_ref(
+                message,
+                &[("target", &target), ("detail", detail), ("driver", &driver), ("switch", &target)],
             )
         }
     }

@@ -173,7 +173,18 @@ impl Engine {
                 _ => {}
             }
         }
-        inner.topology.check_movable(&server)?;
+        if request.kind != ActionKind::Reboot {
+            inner.topology.check_movable(&server)?;
+        }
+        if matches!(request.kind, ActionKind::Reboot | ActionKind::QuarantineReboot)
+            && inner.topology.power(&server).is_none()
+        {
+            return Err(EngineError::new(
+                ErrorKind::Unprocessable,
+                &messages::NO_POWER_DRIVER,
+                &[("server", &server.name)],
+            ));
+        }
         let action = inner
             .store
             .create_action(&NewAction {

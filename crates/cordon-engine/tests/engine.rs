@@ -97,6 +97,8 @@ fn inventory(servers: &[(&str, &str, &str)]) -> Inventory {
                 kind: ServerKind::Physical,
                 tenant: None,
                 user_email: None,
+                hypervisor: None,
+                domain: None,
                 nics: vec![NicSpec {
                     mac: mac.parse().unwrap(),
                     network: "office".into(),
@@ -630,5 +632,85 @@ async fn after_a_release_the_cooldown_holds_new_actions_back() {
     assert_eq!(f.engine.store().list_actions(&ActionFilter::default()).await.unwrap().len(), 2, "no new action");
     let detection = &f.engine.store().list_detections(&DetectionFilter::default()).await.unwrap()[0];
     assert!(detection.decision.as_deref().unwrap().starts_with("cooldown"), "{:?}", detection.decision);
+    let _ = f.stop.send(true);
+}
+
+/// A BMC stand-in that records reboots and reports what a real one would have observed.
+#[derive(Debug, Default)]
+struct MemoryPower {
+    reboots: AtomicUsize,
+    fail: AtomicBool,
+}
+
+impl cordon_drivers::PowerDriver for MemoryPower {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    fn target(&self) -> String {
+        "bmc-a".into()
+    }
+
+    fn reboot(&self, _: Duration, _: Duration) -> Result<cordon_drivers::RebootOutcome, DriverError> {
+        self.reboots.fetch_add(1, Ordering::SeqCst);
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(DriverError::BmcAuth { detail: "401 from bmc-a".into() });
+        }
+        Ok(cordon_drivers::RebootOutcome {
+            method: "graceful".into(),
+            powered_on: false,
+            observed: vec!["PowerState On".into(), "PowerState Off".into(), "PowerState On".into()],
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reboot_is_done_only_when_the_driver_observed_it() {
+    let store = memory_store();
+    store.sync_inventory(&inventory(&[A, B])).await.unwrap();
+    let switch = MemorySwitch::with_ports(&["p-a", "p-b"]);
+    let power = Arc::new(MemoryPower::default());
+    let f = {
+        let mut f = fixture_with("10.99.0.100-10.99.0.101", store, switch);
+        let _ = f.stop.send(true);
+        // Rebuild with a topology that has a BMC for `a`.
+        let mut topology = Topology::default();
+        topology.bmcs.insert("a".into(), power.clone());
+        topology.reboot_deadline = Duration::from_secs(5);
+        let mut settings = EngineSettings::new("test");
+        settings.poll_interval = Duration::from_millis(20);
+        let engine = Engine::new(f.engine.store().clone(), topology, settings);
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let runner = engine.clone();
+        tokio::spawn(async move {
+            runner
+                .run(async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                })
+                .await
+        });
+        f.engine = engine;
+        f.stop = stop;
+        f
+    };
+    let submitted = f.engine.request(request(ActionKind::Reboot, "a")).await.unwrap();
+    let done = settle(&f.engine, submitted.action.id).await;
+    assert_eq!(done.state, ActionState::Succeeded);
+    let message = done.message.unwrap();
+    assert_eq!(message.number, 21015);
+    assert!(message.text.contains("PowerState Off"), "the observation is reported: {}", message.text);
+    assert_eq!(power.reboots.load(Ordering::SeqCst), 1);
+    let steps = f.engine.store().steps(done.id).await.unwrap();
+    assert_eq!(steps.last().unwrap().step.name, "ensure_rebooted");
+
+    // A BMC that refuses the credentials: the action fails with 60017.
+    power.fail.store(true, Ordering::SeqCst);
+    let again = f.engine.request(request(ActionKind::Reboot, "a")).await.unwrap();
+    let failed = settle(&f.engine, again.action.id).await;
+    assert_eq!((failed.state, failed.message.unwrap().number), (ActionState::Failed, 60017));
+
+    // A server without any power driver is refused before anything is recorded.
+    let refused = f.engine.request(request(ActionKind::Reboot, "b")).await.unwrap_err();
+    assert_eq!(refused.number(), 60035);
     let _ = f.stop.send(true);
 }

@@ -68,6 +68,9 @@ pub struct ServerSpec {
     pub tenant: Option<String>,
     pub user_email: Option<String>,
     pub nics: Vec<NicSpec>,
+    /// For a virtual server: the hypervisor and the domain that run it.
+    pub hypervisor: Option<String>,
+    pub domain: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +111,9 @@ pub struct ServerRecord {
     pub retired: bool,
     pub nics: Vec<NicRecord>,
     pub updated_at: Timestamp,
+    /// For a virtual server: the hypervisor and the domain that run it.
+    pub hypervisor: Option<String>,
+    pub domain: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

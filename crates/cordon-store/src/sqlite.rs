@@ -18,7 +18,11 @@ use crate::*;
 
 /// Ordered migrations; the index + 1 is the schema version.
 const MIGRATIONS: &[&str] =
-    &[include_str!("../migrations/sqlite/0001_initial.sql"), include_str!("../migrations/sqlite/0002_detections.sql")];
+    &[
+        include_str!("../migrations/sqlite/0001_initial.sql"),
+        include_str!("../migrations/sqlite/0002_detections.sql"),
+        include_str!("../migrations/sqlite/0003_virtual_servers.sql"),
+    ];
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -116,10 +120,10 @@ fn migrate(connection: &mut Connection) -> Result<()> {
 
 /// (mac, network, operational ip, switch, port) of a NIC, as text, for comparing with the config.
 type NicRow = (String, String, String, Option<String>, Option<String>);
-/// (id, name, kind, tenant, user e-mail, retired) of a stored server.
-type ServerRow = (i64, String, String, Option<String>, Option<String>, i64);
+/// (id, kind, tenant, user e-mail, retired, hypervisor, domain) of a stored server.
+type ServerRow = (i64, String, Option<String>, Option<String>, i64, Option<String>, Option<String>);
 
-const SERVER_COLUMNS: &str = "id, name, kind, tenant, user_email, state, retired, updated_at";
+const SERVER_COLUMNS: &str = "id, name, kind, tenant, user_email, state, retired, updated_at, hypervisor, domain";
 
 fn server_row(row: &Row<'_>) -> rusqlite::Result<ServerRecord> {
     Ok(ServerRecord {
@@ -132,6 +136,8 @@ fn server_row(row: &Row<'_>) -> rusqlite::Result<ServerRecord> {
         retired: row.get::<_, i64>(6)? != 0,
         nics: Vec::new(),
         updated_at: parse_time(&row.get::<_, String>(7)?)?,
+        hypervisor: row.get(8)?,
+        domain: row.get(9)?,
     })
 }
 
@@ -292,28 +298,41 @@ fn sync_inventory(tx: &Transaction<'_>, inventory: &Inventory) -> rusqlite::Resu
         wanted.insert(server.name.clone());
         let existing: Option<ServerRow> = tx
             .query_row(
-                "SELECT id, name, kind, tenant, user_email, retired FROM servers WHERE name = ?1",
+                "SELECT id, kind, tenant, user_email, retired, hypervisor, domain FROM servers WHERE name = ?1",
                 [&server.name],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
             )
             .optional()?;
         let server_id = match existing {
             None => {
                 tx.execute(
-                    "INSERT INTO servers (name, kind, tenant, user_email, state, retired, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6)",
-                    params![server.name, server.kind.as_str(), server.tenant, server.user_email, ServerState::Operational.as_str(), at],
+                    "INSERT INTO servers (name, kind, tenant, user_email, state, retired, created_at, updated_at, hypervisor, domain)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6, ?7, ?8)",
+                    params![
+                        server.name,
+                        server.kind.as_str(),
+                        server.tenant,
+                        server.user_email,
+                        ServerState::Operational.as_str(),
+                        at,
+                        server.hypervisor,
+                        server.domain
+                    ],
                 )?;
                 report.added.push(server.name.clone());
                 tx.last_insert_rowid()
             }
-            Some((id, _, kind, tenant, user_email, retired)) => {
+            Some((id, kind, tenant, user_email, retired, hypervisor, domain)) => {
                 let changed_fields = kind != server.kind.as_str()
                     || tenant != server.tenant
                     || user_email != server.user_email
-                    || retired != 0;
+                    || retired != 0
+                    || hypervisor != server.hypervisor
+                    || domain != server.domain;
                 tx.execute(
-                    "UPDATE servers SET kind = ?2, tenant = ?3, user_email = ?4, retired = 0, updated_at = ?5 WHERE id = ?1",
-                    params![id, server.kind.as_str(), server.tenant, server.user_email, at],
+                    "UPDATE servers SET kind = ?2, tenant = ?3, user_email = ?4, retired = 0, updated_at = ?5, hypervisor = ?6, domain = ?7
+                     WHERE id = ?1",
+                    params![id, server.kind.as_str(), server.tenant, server.user_email, at, server.hypervisor, server.domain],
                 )?;
                 let nics_changed = sync_nics_changed(tx, id, server)?;
                 if changed_fields || nics_changed {

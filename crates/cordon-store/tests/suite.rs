@@ -41,6 +41,8 @@ fn inventory(servers: &[(&str, &str, &str)]) -> Inventory {
                 kind: ServerKind::Physical,
                 tenant: Some("sales".into()),
                 user_email: None,
+                hypervisor: None,
+                domain: None,
                 nics: vec![NicSpec {
                     mac: mac.parse().unwrap(),
                     network: "office".into(),
