@@ -160,6 +160,15 @@ pub async fn unquarantine(
     submit(state, caller, name, body, ActionKind::Unquarantine).await
 }
 
+pub async fn reboot(
+    state: State<ApiState>,
+    caller: Extension<Caller>,
+    name: Path<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<SubmitResponse>)> {
+    submit(state, caller, name, body, ActionKind::Reboot).await
+}
+
 async fn submit(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -335,4 +344,20 @@ pub async fn reset_breaker(
 ) -> ApiResult<Json<BreakerView>> {
     state.engine.reset_breaker(&Actor { name: caller.name, origin: caller.origin }).await?;
     Ok(Json(breaker_view(&state)))
+}
+
+pub async fn import_servers(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<ImportView>> {
+    let request: ImportRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ImportRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(&e))?
+    };
+    let actor = Actor { name: caller.name, origin: caller.origin };
+    let report = state.engine.import_from_hypervisor(&name, request.apply, &actor).await?;
+    Ok(Json(ImportView::from(&report)))
 }

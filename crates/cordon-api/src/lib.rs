@@ -43,6 +43,7 @@ pub const ROUTES: &[RouteSpec] = &[
     route(Method::GET, "/api/v1/servers/{name}", Some(Role::Viewer)),
     route(Method::POST, "/api/v1/servers/{name}/quarantine", Some(Role::Operator)),
     route(Method::POST, "/api/v1/servers/{name}/unquarantine", Some(Role::Operator)),
+    route(Method::POST, "/api/v1/servers/{name}/reboot", Some(Role::Operator)),
     route(Method::GET, "/api/v1/actions", Some(Role::Viewer)),
     route(Method::GET, "/api/v1/actions/{id}", Some(Role::Viewer)),
     route(Method::POST, "/api/v1/actions/{id}/check", Some(Role::Operator)),
@@ -52,6 +53,7 @@ pub const ROUTES: &[RouteSpec] = &[
     route(Method::GET, "/api/v1/detections", Some(Role::Viewer)),
     route(Method::POST, "/api/v1/detections", Some(Role::Sensor)),
     route(Method::POST, "/api/v1/sources/{name}/eve", Some(Role::Sensor)),
+    route(Method::POST, "/api/v1/hypervisors/{name}/import", Some(Role::Admin)),
     route(Method::GET, "/api/v1/breaker", Some(Role::Viewer)),
     route(Method::POST, "/api/v1/breaker/reset", Some(Role::Operator)),
 ];
@@ -77,6 +79,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/servers/{name}", guarded(Role::Viewer, get(show_server)))
         .route("/api/v1/servers/{name}/quarantine", guarded(Role::Operator, post(quarantine)))
         .route("/api/v1/servers/{name}/unquarantine", guarded(Role::Operator, post(unquarantine)))
+        .route("/api/v1/servers/{name}/reboot", guarded(Role::Operator, post(reboot)))
         .route("/api/v1/actions", guarded(Role::Viewer, get(list_actions)))
         .route("/api/v1/actions/{id}", guarded(Role::Viewer, get(show_action)))
         .route("/api/v1/actions/{id}/check", guarded(Role::Operator, post(check_action)))
@@ -85,6 +88,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/actions/{id}/reject", guarded(Role::Operator, post(reject_action)))
         .route("/api/v1/detections", guarded(Role::Viewer, get(list_detections)).post(ingest::post_detection))
         .route("/api/v1/sources/{name}/eve", guarded(Role::Sensor, post(ingest::post_eve)))
+        .route("/api/v1/hypervisors/{name}/import", guarded(Role::Admin, post(import_servers)))
         .route("/api/v1/breaker", guarded(Role::Viewer, get(show_breaker)))
         .route("/api/v1/breaker/reset", guarded(Role::Operator, post(reset_breaker)))
         .fallback(not_found)

@@ -32,7 +32,8 @@ pub struct NicView {
     pub ip: Option<String>,
     /// Its network and address when not quarantined.
     pub operational_network: String,
-    pub operational_ip: String,
+    /// Null for a VM imported from a hypervisor whose address is not configured yet.
+    pub operational_ip: Option<String>,
     pub switch: Option<String>,
     pub port: Option<String>,
 }
@@ -144,7 +145,7 @@ impl From<&NicRecord> for NicView {
             network: nic.current_network.clone(),
             ip: nic.current_ip.map(|ip| ip.to_string()),
             operational_network: nic.network.clone(),
-            operational_ip: nic.operational_ip.to_string(),
+            operational_ip: nic.operational_ip.map(|ip| ip.to_string()),
             switch: nic.switch.clone(),
             port: nic.port.clone(),
         }
@@ -334,6 +335,67 @@ impl From<&cordon_store::DetectionRecord> for DetectionView {
             action_id: record.action_id,
             server: record.server_name.clone(),
             decision: record.decision.clone(),
+        }
+    }
+}
+
+/// Body of `POST /api/v1/hypervisors/{name}/import` (optional).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ImportRequest {
+    /// Write the new servers to the store; default false (a dry run).
+    #[serde(default)]
+    pub apply: bool,
+}
+
+/// What an import found on a hypervisor (and added, when applied).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImportView {
+    pub hypervisor: String,
+    pub applied: bool,
+    pub servers: Vec<ImportedServerView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImportedServerView {
+    pub name: String,
+    pub running: bool,
+    /// `new` (added, or to be added on a dry run), `exists`, or `skipped: <why>`.
+    pub outcome: String,
+    pub nics: Vec<ImportedNicView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImportedNicView {
+    pub mac: String,
+    pub bridge: Option<String>,
+    /// The operational network whose bridge the NIC is on, if any.
+    pub network: Option<String>,
+}
+
+impl From<&cordon_engine::ImportReport> for ImportView {
+    fn from(report: &cordon_engine::ImportReport) -> Self {
+        ImportView {
+            hypervisor: report.hypervisor.clone(),
+            applied: report.applied,
+            servers: report
+                .servers
+                .iter()
+                .map(|s| ImportedServerView {
+                    name: s.name.clone(),
+                    running: s.running,
+                    outcome: s.outcome.clone(),
+                    nics: s
+                        .nics
+                        .iter()
+                        .map(|n| ImportedNicView {
+                            mac: n.mac.clone(),
+                            bridge: n.bridge.clone(),
+                            network: n.network.clone(),
+                        })
+                        .collect(),
+                })
+                .collect(),
         }
     }
 }

@@ -65,6 +65,8 @@ pub(crate) struct Entry {
     pub mistyped: BTreeSet<&'static str>,
     /// The entries of its one nested array of tables (`nic` of a server), in file order.
     pub children: Vec<Entry>,
+    /// Its one nested table (`bmc` of a server), if present and a table.
+    pub table: Option<Box<Entry>>,
 }
 
 impl Entry {
@@ -101,6 +103,7 @@ pub(crate) struct Document {
     pub manager: Option<Entry>,
     pub networks: Vec<Entry>,
     pub switches: Vec<Entry>,
+    pub hypervisors: Vec<Entry>,
     pub tenants: Vec<Entry>,
     pub servers: Vec<Entry>,
     pub sources: Vec<Entry>,
@@ -118,14 +121,26 @@ struct Schema {
     /// Its keys and their types, in the order error messages list them.
     fields: &'static [(&'static str, Kind)],
     child: Option<&'static Schema>,
+    /// Its one nested table (`[server.bmc]`).
+    table: Option<&'static Schema>,
+    /// Keys refused whatever their value, each with what to write instead (`password`).
+    refused: &'static [(&'static str, &'static str)],
 }
 
 const MANAGER: Schema = Schema {
     section: "manager",
     header: "[manager]",
     named: false,
-    fields: &[("listen", Str), ("data_dir", Str), ("instance", Str)],
+    fields: &[
+        ("listen", Str),
+        ("data_dir", Str),
+        ("instance", Str),
+        ("graceful_timeout", Str),
+        ("reboot_deadline", Str),
+    ],
     child: None,
+    table: None,
+    refused: &[],
 };
 const NETWORK: Schema = Schema {
     section: "network",
@@ -141,6 +156,8 @@ const NETWORK: Schema = Schema {
         ("bridge", Str),
     ],
     child: None,
+    table: None,
+    refused: &[],
 };
 const SWITCH: Schema = Schema {
     section: "switch",
@@ -148,6 +165,17 @@ const SWITCH: Schema = Schema {
     named: true,
     fields: &[("name", Str), ("driver", Str), ("netns", Str)],
     child: None,
+    table: None,
+    refused: &[],
+};
+const HYPERVISOR: Schema = Schema {
+    section: "hypervisor",
+    header: "[[hypervisor]]",
+    named: true,
+    fields: &[("name", Str), ("driver", Str), ("uri", Str)],
+    child: None,
+    table: None,
+    refused: &[],
 };
 const TENANT: Schema = Schema {
     section: "tenant",
@@ -155,6 +183,8 @@ const TENANT: Schema = Schema {
     named: true,
     fields: &[("name", Str), ("admin_email", Str)],
     child: None,
+    table: None,
+    refused: &[],
 };
 const NIC: Schema = Schema {
     section: "nic",
@@ -162,13 +192,47 @@ const NIC: Schema = Schema {
     named: false,
     fields: &[("mac", Str), ("network", Str), ("ip", Str), ("switch", Str), ("port", Str)],
     child: None,
+    table: None,
+    refused: &[],
+};
+const BMC: Schema = Schema {
+    section: "bmc",
+    header: "[server.bmc]",
+    named: false,
+    fields: &[
+        ("driver", Str),
+        ("endpoint", Str),
+        ("system", Str),
+        ("username", Str),
+        ("password_file", Str),
+        ("ca_file", Str),
+        ("insecure", Bool),
+    ],
+    child: None,
+    table: None,
+    refused: &[(
+        "password",
+        "a password is never written in the configuration: put it in a file only Cordon can read and name that \
+         file with password_file",
+    )],
 };
 const SERVER: Schema = Schema {
     section: "server",
     header: "[[server]]",
     named: true,
-    fields: &[("name", Str), ("kind", Str), ("tenant", Str), ("user_email", Str), ("action", Str), ("protected", Bool)],
+    fields: &[
+        ("name", Str),
+        ("kind", Str),
+        ("tenant", Str),
+        ("user_email", Str),
+        ("action", Str),
+        ("protected", Bool),
+        ("hypervisor", Str),
+        ("domain", Str),
+    ],
     child: Some(&NIC),
+    table: Some(&BMC),
+    refused: &[],
 };
 const SOURCE: Schema = Schema {
     section: "source",
@@ -187,6 +251,8 @@ const SOURCE: Schema = Schema {
         ("hmac_secret_file", Str),
     ],
     child: None,
+    table: None,
+    refused: &[],
 };
 const RULE: Schema = Schema {
     section: "rule",
@@ -207,6 +273,8 @@ const RULE: Schema = Schema {
         ("subject", Str),
     ],
     child: None,
+    table: None,
+    refused: &[],
 };
 const POLICY: Schema = Schema {
     section: "policy",
@@ -222,8 +290,10 @@ const POLICY: Schema = Schema {
         ("shadow", Bool),
     ],
     child: Some(&RULE),
+    table: None,
+    refused: &[],
 };
-const SECTIONS: &[&str] = &["manager", "network", "switch", "tenant", "server", "source", "policy"];
+const SECTIONS: &[&str] = &["manager", "network", "switch", "hypervisor", "tenant", "server", "source", "policy"];
 
 /// Reads the document; `None` (with the problems recorded) when the text is not valid TOML.
 pub(crate) fn read(text: &str, problems: &mut Problems) -> Option<Document> {
@@ -244,6 +314,7 @@ pub(crate) fn read(text: &str, problems: &mut Problems) -> Option<Document> {
             "manager" => document.manager = read_table(MANAGER.section.into(), value, &MANAGER, problems),
             "network" => document.networks = read_array(None, value, &NETWORK, problems),
             "switch" => document.switches = read_array(None, value, &SWITCH, problems),
+            "hypervisor" => document.hypervisors = read_array(None, value, &HYPERVISOR, problems),
             "tenant" => document.tenants = read_array(None, value, &TENANT, problems),
             "server" => document.servers = read_array(None, value, &SERVER, problems),
             "source" => document.sources = read_array(None, value, &SOURCE, problems),
@@ -309,6 +380,7 @@ fn read_table(key: String, value: &Spanned<DeValue<'_>>, schema: &Schema, proble
         present: BTreeMap::new(),
         mistyped: BTreeSet::new(),
         children: Vec::new(),
+        table: None,
     };
     for (field, value) in table.iter() {
         let name: &str = field.get_ref();
@@ -321,9 +393,18 @@ fn read_table(key: String, value: &Spanned<DeValue<'_>>, schema: &Schema, proble
                 entry.mistyped.insert(child.section);
             }
             entry.children = read_array(Some(&entry.key), value, child, problems);
+        } else if let Some(inner) = schema.table.filter(|inner| inner.section == name) {
+            entry.present.insert(inner.section, field.span().start);
+            if !matches!(value.get_ref(), DeValue::Table(_)) {
+                entry.mistyped.insert(inner.section);
+            }
+            entry.table = read_table(entry.key_of(inner.section), value, inner, problems).map(Box::new);
+        } else if let Some(&(_, instead)) = schema.refused.iter().find(|&&(refused, _)| refused == name) {
+            problems.add(Some(field.span().start), entry.key_of(&display_key(name)), instead);
         } else {
             let mut expected: Vec<&str> = schema.fields.iter().map(|&(known, _)| known).collect();
             expected.extend(schema.child.map(|child| child.section));
+            expected.extend(schema.table.map(|inner| inner.section));
             problems.add(
                 Some(field.span().start),
                 entry.key_of(&display_key(name)),

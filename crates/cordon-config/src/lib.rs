@@ -13,9 +13,9 @@
 //! Keys name an entry of an array of tables by its `name` (`network "office"`), or by its 0-based
 //! index where it has no usable name (`network[2]`, and always for NICs: `server "sbc-01".nic[0]`).
 //!
-//! Besides the inventory (manager, networks, switches, tenants, servers), the file names the
-//! detection sources (`[[source]]`) and the policy (`[policy]`, `[[policy.rule]]`) that turns
-//! their detections into actions. Reloading the policy is calling [`load`] again and taking
+//! Besides the inventory (manager, networks, switches, hypervisors, tenants, servers with their
+//! BMCs), the file names the detection sources (`[[source]]`) and the policy (`[policy]`,
+//! `[[policy.rule]]`) that turns their detections into actions. Reloading the policy is calling [`load`] again and taking
 //! [`Config::policy`] and the servers' `action` and `protected` from the new configuration.
 //!
 //! The file is read with `toml`'s spanned document tree rather than `#[derive(Deserialize)]`, so
@@ -38,6 +38,10 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cordon";
 /// Linux's limit on interface names (IFNAMSIZ, 16, including the terminating NUL).
 pub const MAX_INTERFACE_NAME: usize = 15;
+/// How long a reboot waits for a graceful restart when `manager.graceful_timeout` is absent.
+pub const DEFAULT_GRACEFUL_TIMEOUT_SECS: u64 = 30;
+/// How long a reboot may take, until confirmed, when `manager.reboot_deadline` is absent.
+pub const DEFAULT_REBOOT_DEADLINE_SECS: u64 = 300;
 
 /// Reads and validates the configuration file at `path`.
 ///
@@ -65,7 +69,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 /// Validates configuration `text`; `path` is only used in messages and to resolve relative paths
-/// (`manager.data_dir`, the files and sockets of sources).
+/// (`manager.data_dir`, the files and sockets of sources, the files of BMCs). No file named in
+/// the configuration is read.
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let mut problems = Problems::new(path, text);
     let config = match document::read(text, &mut problems) {
@@ -96,6 +101,8 @@ pub struct Config {
     pub manager: ManagerConfig,
     pub networks: Vec<NetworkConfig>,
     pub switches: Vec<SwitchConfig>,
+    /// The `[[hypervisor]]`s, in file order; names are unique.
+    pub hypervisors: Vec<HypervisorConfig>,
     pub tenants: Vec<TenantConfig>,
     pub servers: Vec<ServerConfig>,
     /// The `[[source]]`s, in file order; names are unique.
@@ -111,6 +118,10 @@ impl Config {
 
     pub fn switch(&self, name: &str) -> Option<&SwitchConfig> {
         self.switches.iter().find(|s| s.name == name)
+    }
+
+    pub fn hypervisor(&self, name: &str) -> Option<&HypervisorConfig> {
+        self.hypervisors.iter().find(|h| h.name == name)
     }
 
     pub fn server(&self, name: &str) -> Option<&ServerConfig> {
@@ -144,6 +155,12 @@ pub struct ManagerConfig {
     pub data_dir: PathBuf,
     /// This Cordon's name in records and messages; default: this host's name.
     pub instance: String,
+    /// How long a reboot waits for the server to restart gracefully before forcing it; default
+    /// 30 s, more than 0.
+    pub graceful_timeout_secs: u64,
+    /// How long a reboot may take, from the request until something observable confirmed the
+    /// restart; default 300 s, longer than `graceful_timeout_secs`.
+    pub reboot_deadline_secs: u64,
 }
 
 /// One `[[network]]`.
@@ -157,7 +174,8 @@ pub struct NetworkConfig {
     pub quarantine_network: Option<String>,
     /// Set on (and only on) quarantine networks: the addresses handed to quarantined servers.
     pub pool: Option<AddressRange>,
-    /// The Linux bridge carrying this network on linux-bridge switches.
+    /// The Linux bridge carrying this network on linux-bridge switches, and on hypervisors the
+    /// host bridge its VMs' NICs are attached to.
     pub bridge: Option<String>,
 }
 
@@ -168,6 +186,50 @@ pub struct SwitchConfig {
     pub driver: SwitchDriverKind,
     /// The network namespace the switch lives in, if not the host's.
     pub netns: Option<String>,
+}
+
+/// One `[[hypervisor]]`: a host running the VMs of virtual servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HypervisorConfig {
+    /// Unique; named by virtual servers.
+    pub name: String,
+    pub driver: HypervisorDriverKind,
+    /// Where the driver connects, like `qemu:///system` for libvirt. Not empty.
+    pub uri: String,
+}
+
+/// Which driver speaks to a hypervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HypervisorDriverKind {
+    /// libvirt (`driver = "libvirt"`), through the connection URI `uri`.
+    Libvirt,
+}
+
+impl HypervisorDriverKind {
+    pub const ALL: &'static [HypervisorDriverKind] = &[HypervisorDriverKind::Libvirt];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HypervisorDriverKind::Libvirt => "libvirt",
+        }
+    }
+}
+
+impl fmt::Display for HypervisorDriverKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for HypervisorDriverKind {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        HypervisorDriverKind::ALL
+            .iter()
+            .copied()
+            .find(|driver| driver.as_str() == text)
+            .ok_or_else(|| format!("`{text}` is not a hypervisor driver"))
+    }
 }
 
 /// One `[[tenant]]`.
@@ -188,6 +250,13 @@ pub struct ServerConfig {
     pub action: Option<PolicyAction>,
     /// Every action on it waits for an administrator's approval.
     pub protected: bool,
+    /// Virtual servers only (and always): the `[[hypervisor]]` that runs the VM.
+    pub hypervisor: Option<String>,
+    /// Virtual servers only (and always): the VM's name on its hypervisor (the libvirt domain).
+    /// No two servers have the same hypervisor and domain.
+    pub domain: Option<String>,
+    /// Physical servers only, optional: the `[server.bmc]` that reboots the machine.
+    pub bmc: Option<BmcConfig>,
     /// At least one.
     pub nics: Vec<NicConfig>,
 }
@@ -211,6 +280,62 @@ impl ServerConfig {
     }
 }
 
+/// The `[server.bmc]` of a physical server: its baseboard management controller, through which
+/// Cordon reboots it. Relative paths in the file are resolved against the folder of the
+/// configuration file; the files are read when the driver needs them, not when parsing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BmcConfig {
+    pub driver: BmcDriverKind,
+    /// The BMC's base URL, scheme, host and optional port only, like `https://10.0.0.5:8443`
+    /// (as written, without a trailing `/`). `http://` only with `insecure`.
+    pub endpoint: String,
+    /// The Redfish path of the computer system, like `/redfish/v1/Systems/1`.
+    pub system: String,
+    /// The user Cordon logs in as. Not empty.
+    pub username: String,
+    /// The file holding the password (the configuration never holds secrets).
+    pub password_file: PathBuf,
+    /// The CA certificate(s) the BMC's certificate is verified with, instead of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// `insecure = true`: an `http://` endpoint is allowed and an `https://` endpoint's
+    /// certificate is not verified. Default false.
+    pub insecure: bool,
+}
+
+/// Which driver speaks to a BMC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BmcDriverKind {
+    /// DMTF Redfish (`driver = "redfish"`).
+    Redfish,
+}
+
+impl BmcDriverKind {
+    pub const ALL: &'static [BmcDriverKind] = &[BmcDriverKind::Redfish];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BmcDriverKind::Redfish => "redfish",
+        }
+    }
+}
+
+impl fmt::Display for BmcDriverKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for BmcDriverKind {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        BmcDriverKind::ALL
+            .iter()
+            .copied()
+            .find(|driver| driver.as_str() == text)
+            .ok_or_else(|| format!("`{text}` is not a BMC driver"))
+    }
+}
+
 /// One `[[server.nic]]`.
 #[derive(Debug, Clone)]
 pub struct NicConfig {
@@ -218,7 +343,8 @@ pub struct NicConfig {
     /// An operational network.
     pub network: String,
     pub ip: IpAddr,
-    /// `switch` and `port` are both present or both absent (always present on physical servers).
+    /// `switch` and `port` are both present or both absent: always present on physical servers,
+    /// never on virtual ones (a VM's NIC is moved by its hypervisor).
     pub switch: Option<String>,
     pub port: Option<String>,
 }

@@ -10,25 +10,32 @@ use super::*;
 /// examples/cordon.toml, which the documentation shows; it must stay valid.
 const EXAMPLE: &str = include_str!("../../../examples/cordon.toml");
 
-/// Another server, appended after the example's last line (83): its `[[server]]` is line 84.
+/// Another server, appended after the example's last line (120): its `[[server]]` is line 121.
 const SERVER_2: &str = r#"
 [[server]]
-name = "sbc-02"
-kind = "virtual"
+name = "sbc-03"
+kind = "physical"
 [[server.nic]]
-mac = "02:00:00:00:01:02"
+mac = "02:00:00:00:01:03"
 network = "office"
-ip = "10.10.0.12"
+ip = "10.10.0.13"
+switch = "tor-1"
+port = "p-sbc-03"
 "#;
 
 /// The example with each `(from, to)` applied once (an empty `from` appends `to`).
 fn edited(edits: &[(&str, &str)]) -> String {
-    let mut text = EXAMPLE.to_string();
+    edited_from(EXAMPLE, edits)
+}
+
+/// `base` with each `(from, to)` applied once (an empty `from` appends `to`).
+fn edited_from(base: &str, edits: &[(&str, &str)]) -> String {
+    let mut text = base.to_string();
     for (from, to) in edits {
         if from.is_empty() {
             text.push_str(to.trim_start_matches('\n'));
         } else {
-            assert!(text.contains(from), "the example has no `{from}`");
+            assert!(text.contains(from), "the text has no `{from}`");
             text = text.replacen(from, to, 1);
         }
     }
@@ -51,9 +58,14 @@ fn parse_ok(text: &str) -> Config {
 type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
 
 fn check_cases(cases: &[Case<'_>]) {
+    check_cases_on(EXAMPLE, cases);
+}
+
+/// [`check_cases`] with edits to `base` instead of the example.
+fn check_cases_on(base: &str, cases: &[Case<'_>]) {
     let mut failures = Vec::new();
     for (name, edits, expected) in cases {
-        let actual = outcome(&edited(edits));
+        let actual = outcome(&edited_from(base, edits));
         if actual != *expected {
             failures.push(format!("case {name}:\n  expected: {expected}\n  actual:   {actual}"));
         }
@@ -69,6 +81,7 @@ fn example_parses_with_expected_values() {
     assert_eq!(config.manager.listen, "127.0.0.1:8080".parse::<SocketAddr>().unwrap());
     assert_eq!(config.manager.data_dir, PathBuf::from("/var/lib/cordon"));
     assert!(!config.manager.instance.is_empty());
+    assert_eq!((config.manager.graceful_timeout_secs, config.manager.reboot_deadline_secs), (30, 300));
 
     assert_eq!(config.networks.len(), 2);
     let office = config.network("office").unwrap();
@@ -94,14 +107,27 @@ fn example_parses_with_expected_values() {
     assert_eq!(switch.netns.as_deref(), Some("cordon-sw"));
     assert_eq!(config.switches.len(), 1);
 
+    assert_eq!(
+        config.hypervisors,
+        vec![HypervisorConfig {
+            name: "kvm-1".into(),
+            driver: HypervisorDriverKind::Libvirt,
+            uri: "qemu:///system".into()
+        }]
+    );
+    assert_eq!(config.hypervisor("kvm-1"), Some(&config.hypervisors[0]));
+    assert!(config.hypervisor("nope").is_none());
+
     assert_eq!(config.tenants.len(), 1);
     assert_eq!(config.tenants[0].name, "sales");
     assert_eq!(config.tenants[0].admin_email, "infra-sales@example.com");
     assert_eq!(config.tenant("sales").map(|t| t.admin_email.as_str()), Some("infra-sales@example.com"));
 
-    assert_eq!(config.servers.len(), 2);
+    let names: Vec<&str> = config.servers.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["sbc-01", "sbc-02", "vpc-001", "db-01"]);
     let server = config.server("sbc-01").unwrap();
     assert_eq!((server.action, server.protected), (None, false));
+    assert_eq!((server.hypervisor.as_deref(), server.domain.as_deref(), server.bmc.as_ref()), (None, None, None));
     assert_eq!(server.kind, ServerKind::Physical);
     assert_eq!(server.tenant.as_deref(), Some("sales"));
     assert_eq!(server.user_email.as_deref(), Some("user01@example.com"));
@@ -117,8 +143,47 @@ fn example_parses_with_expected_values() {
     assert!(config.switch("nope").is_none());
     assert!(config.server("nope").is_none());
 
+    let sbc = config.server("sbc-02").unwrap();
+    assert_eq!((sbc.kind, sbc.tenant.as_deref(), sbc.user_email.as_deref()), (ServerKind::Physical, None, None));
+    assert_eq!((sbc.hypervisor.as_deref(), sbc.domain.as_deref()), (None, None));
+    assert_eq!(sbc.nics.len(), 1);
+    assert_eq!(sbc.nics[0].mac, "02:00:00:00:01:02".parse::<MacAddr>().unwrap());
+    assert_eq!((sbc.nics[0].network.as_str(), sbc.nics[0].ip), ("office", "10.10.0.12".parse::<IpAddr>().unwrap()));
+    assert_eq!((sbc.nics[0].switch.as_deref(), sbc.nics[0].port.as_deref()), (Some("tor-1"), Some("p-sbc-02")));
+    assert_eq!(
+        sbc.bmc,
+        Some(BmcConfig {
+            driver: BmcDriverKind::Redfish,
+            endpoint: "https://127.0.0.1:8443".into(),
+            system: "/redfish/v1/Systems/1".into(),
+            username: "admin".into(),
+            password_file: "/etc/cordon/sbc-02.bmc".into(),
+            ca_file: Some("/etc/cordon/bmc-ca.pem".into()),
+            insecure: false,
+        })
+    );
+
+    let vpc = config.server("vpc-001").unwrap();
+    assert_eq!((vpc.kind, vpc.tenant.as_deref()), (ServerKind::Virtual, Some("sales")));
+    assert_eq!(
+        (vpc.hypervisor.as_deref(), vpc.domain.as_deref(), vpc.bmc.as_ref()),
+        (Some("kvm-1"), Some("vpc-001"), None)
+    );
+    assert_eq!((vpc.action, vpc.protected), (None, false));
+    assert_eq!(vpc.nics.len(), 1);
+    assert_eq!(vpc.nics[0].mac, "52:54:00:00:00:11".parse::<MacAddr>().unwrap());
+    assert_eq!((vpc.nics[0].network.as_str(), vpc.nics[0].ip), ("office", "10.10.0.21".parse::<IpAddr>().unwrap()));
+    assert_eq!((vpc.nics[0].switch.as_deref(), vpc.nics[0].port.as_deref()), (None, None));
+    // The VM's NIC is attached to its network's bridge on the host, and moved to the quarantine one.
+    let vpc_network = config.network(&vpc.nics[0].network).unwrap();
+    assert_eq!(vpc_network.bridge.as_deref(), Some("br-office"));
+    let vpc_quarantine = config.quarantine_network_of(vpc_network).unwrap();
+    assert_eq!(vpc_quarantine.bridge.as_deref(), Some("br-quarantine"));
+
     let db = config.server("db-01").unwrap();
     assert_eq!((db.kind, db.action, db.protected), (ServerKind::Virtual, Some(PolicyAction::Reboot), true));
+    assert_eq!((db.hypervisor.as_deref(), db.domain.as_deref(), db.bmc.as_ref()), (Some("kvm-1"), Some("db-01"), None));
+    assert_eq!(db.nics[0].ip, "10.10.0.22".parse::<IpAddr>().unwrap());
     assert_eq!(
         db.facts(),
         ServerFacts {
@@ -223,14 +288,20 @@ mode = "auto"
 #[test]
 fn the_documentation_examples_parse() {
     let docs = include_str!("../../../docs/configuration.md");
-    let mut text = String::from("[[tenant]]\nname = \"sales\"\nadmin_email = \"a@example.com\"\n");
+    // What the blocks refer to: the example up to its hypervisor (manager, networks, switch).
+    let mut text = EXAMPLE.split("[[hypervisor]]").next().unwrap().to_string();
+    text.push_str("[[tenant]]\nname = \"sales\"\nadmin_email = \"a@example.com\"\n");
     let mut blocks = 0;
     for block in docs.split("```toml\n").skip(1) {
         text.push_str(block.split("```").next().unwrap());
         blocks += 1;
     }
-    assert!(blocks >= 2);
+    assert!(blocks >= 3);
     let config = parse_ok(&text);
+    assert_eq!(config.hypervisor("kvm-1").map(|h| h.uri.as_str()), Some("qemu:///system"));
+    assert_eq!(config.server("vpc-001").and_then(|s| s.domain.as_deref()), Some("vpc-001"));
+    let bmc = config.server("sbc-02").and_then(|s| s.bmc.clone()).unwrap();
+    assert_eq!((bmc.endpoint.as_str(), bmc.insecure), ("https://10.0.0.5", false));
     assert_eq!(config.sources.len(), 2);
     assert_eq!(config.policy.rules.len(), 2);
     assert_eq!(config.policy.rules[1].subject, Some(SubjectSide::Dest));
@@ -252,7 +323,10 @@ fn empty_file_gives_defaults() {
         assert_eq!(config.manager.listen, "127.0.0.1:8080".parse::<SocketAddr>().unwrap());
         assert_eq!(config.manager.data_dir, PathBuf::from("/var/lib/cordon"));
         assert!(!config.manager.instance.is_empty());
-        assert!(config.networks.is_empty() && config.switches.is_empty());
+        assert_eq!(config.manager.graceful_timeout_secs, DEFAULT_GRACEFUL_TIMEOUT_SECS);
+        assert_eq!(config.manager.reboot_deadline_secs, DEFAULT_REBOOT_DEADLINE_SECS);
+        assert_eq!((DEFAULT_GRACEFUL_TIMEOUT_SECS, DEFAULT_REBOOT_DEADLINE_SECS), (30, 300));
+        assert!(config.networks.is_empty() && config.switches.is_empty() && config.hypervisors.is_empty());
         assert!(config.tenants.is_empty() && config.servers.is_empty());
         assert!(config.sources.is_empty());
         assert_eq!(config.policy, Policy::default());
@@ -300,40 +374,52 @@ fn relative_data_dir_is_resolved_against_the_config_folder() {
 #[test]
 fn an_empty_nic_array_is_no_nic() {
     assert_eq!(
-        outcome("[[server]]\nname = \"vm\"\nkind = \"virtual\"\nnic = []\n"),
+        outcome("[[server]]\nname = \"vm\"\nkind = \"physical\"\nnic = []\n"),
         "cordon.toml:1: server \"vm\".nic: missing: every server needs at least one [[server.nic]]"
     );
     assert_eq!(
-        outcome("[[server]]\nname = \"vm\"\nkind = \"virtual\"\nnic = \"eth0\"\n"),
+        outcome("[[server]]\nname = \"vm\"\nkind = \"physical\"\nnic = \"eth0\"\n"),
         "cordon.toml:4: server \"vm\".nic: expected an array of tables (write it [[server.nic]]), found a string"
     );
 }
 
 #[test]
-fn a_virtual_server_may_have_nics_without_switch() {
+fn a_server_appended_to_the_example_parses() {
     let config = parse_ok(&edited(&[("", SERVER_2)]));
-    let server = config.server("sbc-02").unwrap();
-    assert_eq!(server.kind, ServerKind::Virtual);
-    assert_eq!(server.tenant, None);
-    assert_eq!(server.nics[0].switch, None);
-    assert_eq!(server.nics[0].port, None);
+    let server = config.server("sbc-03").unwrap();
+    assert_eq!((server.kind, server.tenant.as_deref()), (ServerKind::Physical, None));
+    assert_eq!((server.hypervisor.as_deref(), server.domain.as_deref(), server.bmc.as_ref()), (None, None, None));
+    assert_eq!((server.nics[0].switch.as_deref(), server.nics[0].port.as_deref()), (Some("tor-1"), Some("p-sbc-03")));
 }
 
 #[test]
 fn inline_tables_are_accepted_too() {
     let text = r#"
 network = [
-  { name = "q", role = "quarantine", subnet = "10.99.0.0/24", pool = "10.99.0.10-10.99.0.20" },
-  { name = "o", role = "operational", subnet = "10.10.0.0/24", quarantine_network = "q" },
+  { name = "q", role = "quarantine", subnet = "10.99.0.0/24", pool = "10.99.0.10-10.99.0.20", bridge = "br-q" },
+  { name = "o", role = "operational", subnet = "10.10.0.0/24", quarantine_network = "q", bridge = "br-o" },
 ]
+hypervisor = [{ name = "h", driver = "libvirt", uri = "qemu+ssh://root@h/system" }]
+switch = [{ name = "s", driver = "linux-bridge" }]
 [[server]]
 name = "vm"
 kind = "virtual"
+hypervisor = "h"
+domain = "vm"
 nic = [{ mac = "02:00:00:00:00:01", network = "o", ip = "10.10.0.5" }]
+[[server]]
+name = "pm"
+kind = "physical"
+nic = [{ mac = "02:00:00:00:00:02", network = "o", ip = "10.10.0.6", switch = "s", port = "p-pm" }]
+bmc = { driver = "redfish", endpoint = "https://[fd00::5]:8443/", system = "/redfish/v1/Systems/pm", username = "u", password_file = "/p" }
 "#;
     let config = parse_ok(text);
     assert_eq!(config.networks.len(), 2);
     assert_eq!(config.servers[0].nics.len(), 1);
+    assert_eq!(config.hypervisor("h").map(|h| h.uri.as_str()), Some("qemu+ssh://root@h/system"));
+    let bmc = config.servers[1].bmc.as_ref().unwrap();
+    assert_eq!((bmc.endpoint.as_str(), bmc.system.as_str()), ("https://[fd00::5]:8443", "/redfish/v1/Systems/pm"));
+    assert_eq!((bmc.ca_file.as_ref(), bmc.insecure), (None, false));
 }
 
 #[test]
@@ -413,37 +499,39 @@ fn unknown_keys_are_errors_with_their_line() {
         (
             "typo in manager",
             &[("listen =", "lisen =")],
-            "cordon.toml:2: manager.lisen: unknown key (expected one of: listen, data_dir, instance)",
+            "cordon.toml:2: manager.lisen: unknown key (expected one of: listen, data_dir, instance, graceful_timeout, \
+             reboot_deadline)",
         ),
         (
             "typo in a network",
             &[("gateway = \"10.99.0.1\"", "gatway = \"10.99.0.1\"")],
-            "cordon.toml:17: network \"quarantine\".gatway: unknown key (expected one of: name, role, subnet, \
+            "cordon.toml:19: network \"quarantine\".gatway: unknown key (expected one of: name, role, subnet, \
              gateway, quarantine_network, pool, bridge)",
         ),
         (
             "typo in a NIC",
             &[("port = ", "prot = ")],
-            "cordon.toml:39: server \"sbc-01\".nic[0].port: missing: a NIC with a switch needs its port on that \
-             switch\ncordon.toml:40: server \"sbc-01\".nic[0].prot: unknown key (expected one of: mac, network, ip, \
+            "cordon.toml:46: server \"sbc-01\".nic[0].port: missing: a NIC with a switch needs its port on that \
+             switch\ncordon.toml:47: server \"sbc-01\".nic[0].prot: unknown key (expected one of: mac, network, ip, \
              switch, port)",
         ),
         (
             "typo in a server",
             &[("user_email =", "usr_email =")],
-            "cordon.toml:34: server \"sbc-01\".usr_email: unknown key (expected one of: name, kind, tenant, \
-             user_email, action, protected, nic)",
+            "cordon.toml:41: server \"sbc-01\".usr_email: unknown key (expected one of: name, kind, tenant, \
+             user_email, action, protected, hypervisor, domain, nic, bmc)",
         ),
         (
             "unknown section",
             &[("", "[managre]\nlisten = \"127.0.0.1:1\"\n")],
-            "cordon.toml:84: managre: unknown section (expected one of: manager, network, switch, tenant, server, \
-             source, policy)",
+            "cordon.toml:121: managre: unknown section (expected one of: manager, network, switch, hypervisor, \
+             tenant, server, source, policy)",
         ),
         (
             "quoted unknown key",
             &[("[manager]\n", "[manager]\n\"my key\" = \"x\"\n")],
-            "cordon.toml:2: manager.\"my key\": unknown key (expected one of: listen, data_dir, instance)",
+            "cordon.toml:2: manager.\"my key\": unknown key (expected one of: listen, data_dir, instance, graceful_timeout, \
+             reboot_deadline)",
         ),
     ]);
 }
@@ -454,7 +542,7 @@ fn type_errors_name_key_and_line() {
         (
             "integer port",
             &[("port = \"p-sbc-01\"", "port = 5")],
-            "cordon.toml:40: server \"sbc-01\".nic[0].port: expected a string, found an integer",
+            "cordon.toml:47: server \"sbc-01\".nic[0].port: expected a string, found an integer",
         ),
         (
             "array listen",
@@ -464,7 +552,7 @@ fn type_errors_name_key_and_line() {
         (
             "boolean role",
             &[("role = \"quarantine\"", "role = true")],
-            "cordon.toml:15: network \"quarantine\".role: expected a string, found a boolean",
+            "cordon.toml:17: network \"quarantine\".role: expected a string, found a boolean",
         ),
     ]);
     assert_eq!(
@@ -492,17 +580,17 @@ fn syntax_errors_name_line_and_key() {
         (
             "missing equals",
             &[("role = \"operational\"", "role \"operational\"")],
-            "cordon.toml:7: network \"office\".role: invalid TOML: key with no value, expected `=`",
+            "cordon.toml:9: network \"office\".role: invalid TOML: key with no value, expected `=`",
         ),
         (
             "duplicate key",
             &[("ip = \"10.10.0.11\"", "ip = \"10.10.0.11\"\nip = \"10.10.0.12\"")],
-            "cordon.toml:39: server \"sbc-01\".nic[0].ip: invalid TOML: duplicate key",
+            "cordon.toml:46: server \"sbc-01\".nic[0].ip: invalid TOML: duplicate key",
         ),
         (
             "broken header",
             &[("[[switch]]", "[[switch]")],
-            "cordon.toml:21: switch: invalid TOML: unclosed array table, expected `]`",
+            "cordon.toml:23: switch: invalid TOML: unclosed array table, expected `]`",
         ),
     ]);
 }
@@ -519,14 +607,23 @@ pool = "10.99.0.150-10.99.1.10"
     check_cases(&[
         (
             "invalid name",
-            &[("name = \"tor-1\"", "name = \"tor 1\""), ("switch = \"tor-1\"", "switch = \"tor 1\"")],
-            "cordon.toml:22: switch \"tor 1\".name: `tor 1` is not a valid name (use only letters, digits, '.', \
+            &[
+                ("name = \"tor-1\"", "name = \"tor 1\""),
+                ("switch = \"tor-1\"", "switch = \"tor 1\""),
+                ("switch = \"tor-1\"", "switch = \"tor 1\""),
+            ],
+            "cordon.toml:24: switch \"tor 1\".name: `tor 1` is not a valid name (use only letters, digits, '.', \
              '_' and '-')",
         ),
         (
             "empty name",
-            &[("name = \"sales\"", "name = \"\""), ("tenant = \"sales\"\n", ""), ("tenant = \"sales\"\n", "")],
-            "cordon.toml:27: tenant[0].name: must not be empty",
+            &[
+                ("name = \"sales\"", "name = \"\""),
+                ("tenant = \"sales\"\n", ""),
+                ("tenant = \"sales\"\n", ""),
+                ("tenant = \"sales\"\n", ""),
+            ],
+            "cordon.toml:34: tenant[0].name: must not be empty",
         ),
         (
             "duplicate name",
@@ -534,116 +631,116 @@ pool = "10.99.0.150-10.99.1.10"
                 "",
                 "[[network]]\nname = \"office\"\nrole = \"quarantine\"\nsubnet = \"10.98.0.0/24\"\npool = \"10.98.0.10-10.98.0.20\"\n",
             )],
-            "cordon.toml:85: network \"office\".name: network `office` is defined twice; the first is network \
-             \"office\" (line 5)",
+            "cordon.toml:122: network \"office\".name: network `office` is defined twice; the first is network \
+             \"office\" (line 7)",
         ),
         (
             "invalid role",
             &[("role = \"operational\"", "role = \"operationl\"")],
-            "cordon.toml:7: network \"office\".role: `operationl` is not a known role (expected one of: \
+            "cordon.toml:9: network \"office\".role: `operationl` is not a known role (expected one of: \
              operational, quarantine)",
         ),
         (
             "missing role",
             &[("role = \"operational\"\n", "")],
-            "cordon.toml:5: network \"office\".role: missing: every network needs a role (operational or \
+            "cordon.toml:7: network \"office\".role: missing: every network needs a role (operational or \
              quarantine)",
         ),
         (
             "invalid subnet",
             &[("subnet = \"10.10.0.0/24\"", "subnet = \"10.10.0.0/33\"")],
-            "cordon.toml:8: network \"office\".subnet: `10.10.0.0/33` is not a subnet (expected address/prefix, \
+            "cordon.toml:10: network \"office\".subnet: `10.10.0.0/33` is not a subnet (expected address/prefix, \
              like 10.10.0.0/24)",
         ),
         (
             "subnet with host bits",
             &[("subnet = \"10.10.0.0/24\"", "subnet = \"10.10.0.5/24\"")],
-            "cordon.toml:8: network \"office\".subnet: `10.10.0.5/24` has host bits set; did you mean 10.10.0.0/24?",
+            "cordon.toml:10: network \"office\".subnet: `10.10.0.5/24` has host bits set; did you mean 10.10.0.0/24?",
         ),
         (
             "gateway outside subnet",
             &[("gateway = \"10.10.0.1\"", "gateway = \"10.10.1.1\"")],
-            "cordon.toml:9: network \"office\".gateway: `10.10.1.1` is outside the subnet 10.10.0.0/24",
+            "cordon.toml:11: network \"office\".gateway: `10.10.1.1` is outside the subnet 10.10.0.0/24",
         ),
         (
             "gateway not an address",
             &[("gateway = \"10.10.0.1\"", "gateway = \"10.10.0\"")],
-            "cordon.toml:9: network \"office\".gateway: `10.10.0` is not an IP address",
+            "cordon.toml:11: network \"office\".gateway: `10.10.0` is not an IP address",
         ),
         (
             "operational without quarantine_network",
             &[("quarantine_network = \"quarantine\"\n", "")],
-            "cordon.toml:5: network \"office\".quarantine_network: missing: an operational network must name the \
+            "cordon.toml:7: network \"office\".quarantine_network: missing: an operational network must name the \
              quarantine network its servers are moved to",
         ),
         (
             "quarantine_network that does not exist",
             &[("quarantine_network = \"quarantine\"", "quarantine_network = \"quarantaine\"")],
-            "cordon.toml:10: network \"office\".quarantine_network: no network is named `quarantaine`",
+            "cordon.toml:12: network \"office\".quarantine_network: no network is named `quarantaine`",
         ),
         (
             "quarantine_network that is operational",
             &[("quarantine_network = \"quarantine\"", "quarantine_network = \"office\"")],
-            "cordon.toml:10: network \"office\".quarantine_network: network `office` is operational; \
+            "cordon.toml:12: network \"office\".quarantine_network: network `office` is operational; \
              quarantine_network must name a network with role \"quarantine\"",
         ),
         (
             "operational network with a pool",
             &[("bridge = \"br-office\"", "bridge = \"br-office\"\npool = \"10.10.0.100-10.10.0.110\"")],
-            "cordon.toml:12: network \"office\".pool: only a quarantine network has a pool; remove it or set role = \
+            "cordon.toml:14: network \"office\".pool: only a quarantine network has a pool; remove it or set role = \
              \"quarantine\"",
         ),
         (
             "quarantine network without pool",
             &[("pool = \"10.99.0.100-10.99.0.199\"", "")],
-            "cordon.toml:13: network \"quarantine\".pool: missing: a quarantine network needs a pool of addresses \
+            "cordon.toml:15: network \"quarantine\".pool: missing: a quarantine network needs a pool of addresses \
              for quarantined servers, like 10.99.0.100-10.99.0.199",
         ),
         (
             "quarantine network naming a quarantine network",
             &[("role = \"quarantine\"", "role = \"quarantine\"\nquarantine_network = \"office\"")],
-            "cordon.toml:16: network \"quarantine\".quarantine_network: a quarantine network must not name a \
+            "cordon.toml:18: network \"quarantine\".quarantine_network: a quarantine network must not name a \
              quarantine_network",
         ),
         (
             "pool that ends before it starts",
             &[("pool = \"10.99.0.100-10.99.0.199\"", "pool = \"10.99.0.100-10.98.0.1\"")],
-            "cordon.toml:18: network \"quarantine\".pool: `10.99.0.100-10.98.0.1` ends before it starts",
+            "cordon.toml:20: network \"quarantine\".pool: `10.99.0.100-10.98.0.1` ends before it starts",
         ),
         (
             "pool outside subnet",
             &[("pool = \"10.99.0.100-10.99.0.199\"", "pool = \"10.99.0.100-10.99.1.20\"")],
-            "cordon.toml:18: network \"quarantine\".pool: `10.99.0.100-10.99.1.20` is not inside the subnet \
+            "cordon.toml:20: network \"quarantine\".pool: `10.99.0.100-10.99.1.20` is not inside the subnet \
              10.99.0.0/24",
         ),
         (
             "gateway inside pool",
             &[("gateway = \"10.99.0.1\"", "gateway = \"10.99.0.150\"")],
-            "cordon.toml:17: network \"quarantine\".gateway: `10.99.0.150` is inside the pool \
+            "cordon.toml:19: network \"quarantine\".gateway: `10.99.0.150` is inside the pool \
              10.99.0.100-10.99.0.199, which would hand the gateway's address to a server",
         ),
         (
             "overlapping pools",
             &[("", THIRD_QUARANTINE)],
-            "cordon.toml:88: network \"quarantine-2\".pool: `10.99.0.150-10.99.1.10` overlaps the pool \
-             10.99.0.100-10.99.0.199 of network \"quarantine\" (line 13)",
+            "cordon.toml:125: network \"quarantine-2\".pool: `10.99.0.150-10.99.1.10` overlaps the pool \
+             10.99.0.100-10.99.0.199 of network \"quarantine\" (line 15)",
         ),
         (
             "bridge name too long",
             &[("bridge = \"br-office\"", "bridge = \"br-office-network\"")],
-            "cordon.toml:11: network \"office\".bridge: `br-office-network` is 17 bytes long; Linux interface names \
+            "cordon.toml:13: network \"office\".bridge: `br-office-network` is 17 bytes long; Linux interface names \
              are at most 15",
         ),
         (
             "bridge name with a slash",
             &[("bridge = \"br-office\"", "bridge = \"br/office\"")],
-            "cordon.toml:11: network \"office\".bridge: `br/office` is not a valid Linux interface name (no '/', ':', \
+            "cordon.toml:13: network \"office\".bridge: `br/office` is not a valid Linux interface name (no '/', ':', \
              spaces or control characters; not . or ..)",
         ),
         (
             "bridge shared by two networks",
             &[("bridge = \"br-quarantine\"", "bridge = \"br-office\"")],
-            "cordon.toml:19: network \"quarantine\".bridge: bridge `br-office` is already the bridge of network \
+            "cordon.toml:21: network \"quarantine\".bridge: bridge `br-office` is already the bridge of network \
              \"office\"; each network needs its own bridge",
         ),
     ]);
@@ -657,25 +754,87 @@ fn linux_bridge_switches_need_bridges() {
         (
             "operational network without bridge",
             &[("bridge = \"br-office\"", "")],
-            "cordon.toml:5: network \"office\".bridge: missing: server \"sbc-01\".nic[0] is on linux-bridge switch \
+            "cordon.toml:7: network \"office\".bridge: missing: server \"sbc-01\".nic[0] is on linux-bridge switch \
              `tor-1`, which carries it on this network, so the network needs a bridge",
         ),
         (
             "quarantine network without bridge",
             &[("bridge = \"br-quarantine\"", "")],
-            "cordon.toml:13: network \"quarantine\".bridge: missing: server \"sbc-01\".nic[0] is on linux-bridge \
+            "cordon.toml:15: network \"quarantine\".bridge: missing: server \"sbc-01\".nic[0] is on linux-bridge \
              switch `tor-1`, which moves it to this network on quarantine, so the network needs a bridge",
         ),
     ]);
-    // Without a NIC on a linux-bridge switch, networks need no bridge.
-    let text = edited(&[
-        ("bridge = \"br-office\"", ""),
-        ("bridge = \"br-quarantine\"", ""),
-        ("kind = \"physical\"", "kind = \"virtual\""),
-        ("switch = \"tor-1\"\n", ""),
-        ("port = \"p-sbc-01\"", ""),
-    ]);
-    assert_eq!(outcome(&text), "ok");
+    // Without a NIC on a linux-bridge switch or of a VM, networks need no bridge.
+    let no_nics = VM_ONLY.split("[[server]]").next().unwrap().replace("bridge = \"br-office\"\n", "");
+    assert_eq!(outcome(&no_nics.replace("bridge = \"br-quarantine\"\n", "")), "ok");
+}
+
+/// Networks, a hypervisor and one VM, nothing else.
+const VM_ONLY: &str = r#"[[network]]
+name = "office"
+role = "operational"
+subnet = "10.10.0.0/24"
+quarantine_network = "quarantine"
+bridge = "br-office"
+
+[[network]]
+name = "quarantine"
+role = "quarantine"
+subnet = "10.99.0.0/24"
+pool = "10.99.0.100-10.99.0.199"
+bridge = "br-quarantine"
+
+[[hypervisor]]
+name = "kvm-1"
+driver = "libvirt"
+uri = "qemu:///system"
+
+[[server]]
+name = "vpc-001"
+kind = "virtual"
+hypervisor = "kvm-1"
+domain = "vpc-001"
+[[server.nic]]
+mac = "52:54:00:00:00:11"
+network = "office"
+ip = "10.10.0.21"
+"#;
+
+#[test]
+fn networks_of_virtual_servers_need_bridges() {
+    assert_eq!(outcome(VM_ONLY), "ok");
+    check_cases_on(
+        VM_ONLY,
+        &[
+            (
+                "operational network without bridge",
+                &[("bridge = \"br-office\"", "")],
+                "cordon.toml:1: network \"office\".bridge: missing: server \"vpc-001\".nic[0] is the NIC of a VM, which \
+             its hypervisor connects to this network's bridge on the host, so the network needs a bridge",
+            ),
+            (
+                "quarantine network without bridge",
+                &[("bridge = \"br-quarantine\"", "")],
+                "cordon.toml:8: network \"quarantine\".bridge: missing: server \"vpc-001\".nic[0] is the NIC of a VM, \
+             which its hypervisor moves to this network's bridge on quarantine, so the network needs a bridge",
+            ),
+            (
+                "both, reported once each",
+                &[
+                    ("bridge = \"br-office\"", ""),
+                    ("bridge = \"br-quarantine\"", ""),
+                    (
+                        "",
+                        "\n[[server]]\nname = \"vpc-002\"\nkind = \"virtual\"\nhypervisor = \"kvm-1\"\ndomain = \"vpc-002\"\n[[server.nic]]\nmac = \"52:54:00:00:00:12\"\nnetwork = \"office\"\nip = \"10.10.0.22\"\n",
+                    ),
+                ],
+                "cordon.toml:1: network \"office\".bridge: missing: server \"vpc-001\".nic[0] is the NIC of a VM, which \
+             its hypervisor connects to this network's bridge on the host, so the network needs a bridge\n\
+             cordon.toml:8: network \"quarantine\".bridge: missing: server \"vpc-001\".nic[0] is the NIC of a VM, \
+             which its hypervisor moves to this network's bridge on quarantine, so the network needs a bridge",
+            ),
+        ],
+    );
 }
 
 #[test]
@@ -684,58 +843,59 @@ fn switch_and_tenant_rules() {
         (
             "unknown driver",
             &[("driver = \"linux-bridge\"", "driver = \"ovs\"")],
-            "cordon.toml:23: switch \"tor-1\".driver: `ovs` is not a known driver (expected one of: \
+            "cordon.toml:25: switch \"tor-1\".driver: `ovs` is not a known driver (expected one of: \
              linux-bridge)",
         ),
         (
             "missing driver",
             &[("driver = \"linux-bridge\"\n", "")],
-            "cordon.toml:21: switch \"tor-1\".driver: missing: every switch needs a driver (linux-bridge)",
+            "cordon.toml:23: switch \"tor-1\".driver: missing: every switch needs a driver (linux-bridge)",
         ),
         (
             "netns with a slash",
             &[("netns = \"cordon-sw\"", "netns = \"../cordon-sw\"")],
-            "cordon.toml:24: switch \"tor-1\".netns: `../cordon-sw` is not a valid network namespace name (no '/'; \
+            "cordon.toml:26: switch \"tor-1\".netns: `../cordon-sw` is not a valid network namespace name (no '/'; \
              not . or ..)",
         ),
         (
             "empty netns",
             &[("netns = \"cordon-sw\"", "netns = \"\"")],
-            "cordon.toml:24: switch \"tor-1\".netns: must not be empty",
+            "cordon.toml:26: switch \"tor-1\".netns: must not be empty",
         ),
         (
             "duplicate switch",
             &[("", "[[switch]]\nname = \"tor-1\"\ndriver = \"linux-bridge\"\n")],
-            "cordon.toml:85: switch \"tor-1\".name: switch `tor-1` is defined twice; the first is switch \"tor-1\" \
-             (line 21)",
+            "cordon.toml:122: switch \"tor-1\".name: switch `tor-1` is defined twice; the first is switch \"tor-1\" \
+             (line 23)",
         ),
         (
             "missing switch name",
             &[("name = \"tor-1\"\n", "")],
-            "cordon.toml:21: switch[0].name: missing: every switch needs a name\ncordon.toml:38: server \
-             \"sbc-01\".nic[0].switch: no switch is named `tor-1`",
+            "cordon.toml:23: switch[0].name: missing: every switch needs a name\ncordon.toml:45: server \
+             \"sbc-01\".nic[0].switch: no switch is named `tor-1`\ncordon.toml:55: server \"sbc-02\".nic[0].switch: \
+             no switch is named `tor-1`",
         ),
         (
             "bad admin_email",
             &[("admin_email = \"infra-sales@example.com\"", "admin_email = \"infra-sales\"")],
-            "cordon.toml:28: tenant \"sales\".admin_email: `infra-sales` does not look like an e-mail address",
+            "cordon.toml:35: tenant \"sales\".admin_email: `infra-sales` does not look like an e-mail address",
         ),
         (
             "admin_email without a domain",
             &[("admin_email = \"infra-sales@example.com\"", "admin_email = \"infra sales@example\"")],
-            "cordon.toml:28: tenant \"sales\".admin_email: `infra sales@example` does not look like an e-mail address",
+            "cordon.toml:35: tenant \"sales\".admin_email: `infra sales@example` does not look like an e-mail address",
         ),
         (
             "missing admin_email",
             &[("admin_email = \"infra-sales@example.com\"\n", "")],
-            "cordon.toml:26: tenant \"sales\".admin_email: missing: every tenant needs the e-mail address of its \
+            "cordon.toml:33: tenant \"sales\".admin_email: missing: every tenant needs the e-mail address of its \
              administrator",
         ),
         (
             "duplicate tenant",
             &[("", "[[tenant]]\nname = \"sales\"\nadmin_email = \"b@example.com\"\n")],
-            "cordon.toml:85: tenant \"sales\".name: tenant `sales` is defined twice; the first is tenant \"sales\" \
-             (line 26)",
+            "cordon.toml:122: tenant \"sales\".name: tenant `sales` is defined twice; the first is tenant \"sales\" \
+             (line 33)",
         ),
     ]);
 }
@@ -746,23 +906,23 @@ fn server_rules() {
         (
             "invalid kind",
             &[("kind = \"physical\"", "kind = \"metal\"")],
-            "cordon.toml:32: server \"sbc-01\".kind: `metal` is not a known kind (expected one of: physical, \
+            "cordon.toml:39: server \"sbc-01\".kind: `metal` is not a known kind (expected one of: physical, \
              virtual)",
         ),
         (
             "missing kind",
             &[("kind = \"physical\"\n", "")],
-            "cordon.toml:30: server \"sbc-01\".kind: missing: every server needs a kind (physical or virtual)",
+            "cordon.toml:37: server \"sbc-01\".kind: missing: every server needs a kind (physical or virtual)",
         ),
         (
             "unknown tenant",
             &[("tenant = \"sales\"", "tenant = \"marketing\"")],
-            "cordon.toml:33: server \"sbc-01\".tenant: no tenant is named `marketing`",
+            "cordon.toml:40: server \"sbc-01\".tenant: no tenant is named `marketing`",
         ),
         (
             "bad user_email",
             &[("user_email = \"user01@example.com\"", "user_email = \"user01@@example.com\"")],
-            "cordon.toml:34: server \"sbc-01\".user_email: `user01@@example.com` does not look like an e-mail address",
+            "cordon.toml:41: server \"sbc-01\".user_email: `user01@@example.com` does not look like an e-mail address",
         ),
         (
             "server without NIC",
@@ -770,13 +930,13 @@ fn server_rules() {
                 "[[server.nic]]\nmac = \"02:00:00:00:01:01\"\nnetwork = \"office\"\nip = \"10.10.0.11\"\nswitch = \"tor-1\"\nport = \"p-sbc-01\"",
                 "",
             )],
-            "cordon.toml:30: server \"sbc-01\".nic: missing: every server needs at least one [[server.nic]]",
+            "cordon.toml:37: server \"sbc-01\".nic: missing: every server needs at least one [[server.nic]]",
         ),
         (
             "duplicate server",
-            &[("", SERVER_2), ("name = \"sbc-02\"", "name = \"sbc-01\"")],
-            "cordon.toml:85: server \"sbc-01\".name: server `sbc-01` is defined twice; the first is server \
-             \"sbc-01\" (line 30)",
+            &[("", SERVER_2), ("name = \"sbc-03\"", "name = \"sbc-01\"")],
+            "cordon.toml:122: server \"sbc-01\".name: server `sbc-01` is defined twice; the first is server \
+             \"sbc-01\" (line 37)",
         ),
     ]);
 }
@@ -787,53 +947,53 @@ fn nic_rules() {
         (
             "invalid mac",
             &[("mac = \"02:00:00:00:01:01\"", "mac = \"02:00:00:00:01\"")],
-            "cordon.toml:36: server \"sbc-01\".nic[0].mac: `02:00:00:00:01` is not a MAC address (expected six \
+            "cordon.toml:43: server \"sbc-01\".nic[0].mac: `02:00:00:00:01` is not a MAC address (expected six \
              hex pairs like 02:00:00:00:01:01)",
         ),
         (
             "multicast mac",
             &[("mac = \"02:00:00:00:01:01\"", "mac = \"01:00:5e:00:00:01\"")],
-            "cordon.toml:36: server \"sbc-01\".nic[0].mac: `01:00:5e:00:00:01` is a multicast or null address, not \
+            "cordon.toml:43: server \"sbc-01\".nic[0].mac: `01:00:5e:00:00:01` is a multicast or null address, not \
              the address of a NIC",
         ),
         (
             "duplicate mac, written differently",
-            &[("", SERVER_2), ("mac = \"02:00:00:00:01:02\"", "mac = \"02-00-00-00-01-01\"")],
-            "cordon.toml:88: server \"sbc-02\".nic[0].mac: MAC `02:00:00:00:01:01` is already the MAC of server \
-             \"sbc-01\".nic[0] (line 35)",
+            &[("", SERVER_2), ("mac = \"02:00:00:00:01:03\"", "mac = \"02-00-00-00-01-01\"")],
+            "cordon.toml:125: server \"sbc-03\".nic[0].mac: MAC `02:00:00:00:01:01` is already the MAC of server \
+             \"sbc-01\".nic[0] (line 42)",
         ),
         (
             "missing mac",
             &[("mac = \"02:00:00:00:01:01\"\n", "")],
-            "cordon.toml:35: server \"sbc-01\".nic[0].mac: missing: every NIC needs its MAC address, like \
+            "cordon.toml:42: server \"sbc-01\".nic[0].mac: missing: every NIC needs its MAC address, like \
              02:00:00:00:01:01",
         ),
         (
             "unknown network",
             &[("network = \"office\"", "network = \"offfice\"")],
-            "cordon.toml:37: server \"sbc-01\".nic[0].network: no network is named `offfice`",
+            "cordon.toml:44: server \"sbc-01\".nic[0].network: no network is named `offfice`",
         ),
         (
             "quarantine network",
             &[("network = \"office\"", "network = \"quarantine\""), ("ip = \"10.10.0.11\"", "ip = \"10.99.0.11\"")],
-            "cordon.toml:37: server \"sbc-01\".nic[0].network: network `quarantine` is a quarantine network; a NIC \
+            "cordon.toml:44: server \"sbc-01\".nic[0].network: network `quarantine` is a quarantine network; a NIC \
              is configured on its operational network and quarantine moves it",
         ),
         (
             "invalid ip",
             &[("ip = \"10.10.0.11\"", "ip = \"10.10.0.300\"")],
-            "cordon.toml:38: server \"sbc-01\".nic[0].ip: `10.10.0.300` is not an IP address",
+            "cordon.toml:45: server \"sbc-01\".nic[0].ip: `10.10.0.300` is not an IP address",
         ),
         (
             "ip outside subnet",
             &[("ip = \"10.10.0.11\"", "ip = \"10.20.0.11\"")],
-            "cordon.toml:38: server \"sbc-01\".nic[0].ip: `10.20.0.11` is outside the subnet 10.10.0.0/24 of \
+            "cordon.toml:45: server \"sbc-01\".nic[0].ip: `10.20.0.11` is outside the subnet 10.10.0.0/24 of \
              network `office`",
         ),
         (
             "ip is the gateway",
             &[("ip = \"10.10.0.11\"", "ip = \"10.10.0.1\"")],
-            "cordon.toml:38: server \"sbc-01\".nic[0].ip: `10.10.0.1` is the gateway of network `office`",
+            "cordon.toml:45: server \"sbc-01\".nic[0].ip: `10.10.0.1` is the gateway of network `office`",
         ),
         (
             "ip inside a quarantine pool",
@@ -841,51 +1001,620 @@ fn nic_rules() {
                 ("subnet = \"10.10.0.0/24\"", "subnet = \"10.0.0.0/8\""),
                 ("ip = \"10.10.0.11\"", "ip = \"10.99.0.150\""),
             ],
-            "cordon.toml:38: server \"sbc-01\".nic[0].ip: `10.99.0.150` is inside the quarantine pool \
+            "cordon.toml:45: server \"sbc-01\".nic[0].ip: `10.99.0.150` is inside the quarantine pool \
              10.99.0.100-10.99.0.199 of network \"quarantine\"",
         ),
         (
             "duplicate ip",
-            &[("", SERVER_2), ("ip = \"10.10.0.12\"", "ip = \"10.10.0.11\"")],
-            "cordon.toml:90: server \"sbc-02\".nic[0].ip: `10.10.0.11` is already the address of server \
-             \"sbc-01\".nic[0] (line 35)",
+            &[("", SERVER_2), ("ip = \"10.10.0.13\"", "ip = \"10.10.0.11\"")],
+            "cordon.toml:127: server \"sbc-03\".nic[0].ip: `10.10.0.11` is already the address of server \
+             \"sbc-01\".nic[0] (line 42)",
         ),
         (
             "switch without port",
             &[("port = \"p-sbc-01\"", "")],
-            "cordon.toml:39: server \"sbc-01\".nic[0].port: missing: a NIC with a switch needs its port on that \
+            "cordon.toml:46: server \"sbc-01\".nic[0].port: missing: a NIC with a switch needs its port on that \
              switch",
         ),
         (
             "port without switch",
             &[("switch = \"tor-1\"\n", "")],
-            "cordon.toml:39: server \"sbc-01\".nic[0].switch: missing: a NIC with a port needs the switch that \
+            "cordon.toml:46: server \"sbc-01\".nic[0].switch: missing: a NIC with a port needs the switch that \
              port is on",
         ),
         (
             "physical server NIC without switch and port",
             &[("switch = \"tor-1\"\n", ""), ("port = \"p-sbc-01\"", "")],
-            "cordon.toml:35: server \"sbc-01\".nic[0].switch: missing: a NIC of a physical server needs its switch \
+            "cordon.toml:42: server \"sbc-01\".nic[0].switch: missing: a NIC of a physical server needs its switch \
              and port",
         ),
         (
             "unknown switch",
             &[("switch = \"tor-1\"", "switch = \"tor-2\"")],
-            "cordon.toml:39: server \"sbc-01\".nic[0].switch: no switch is named `tor-2`",
+            "cordon.toml:46: server \"sbc-01\".nic[0].switch: no switch is named `tor-2`",
         ),
         (
             "port used twice on one switch",
-            &[("", SERVER_2), ("ip = \"10.10.0.12\"", "ip = \"10.10.0.12\"\nswitch = \"tor-1\"\nport = \"p-sbc-01\"")],
-            "cordon.toml:92: server \"sbc-02\".nic[0].port: port `p-sbc-01` of switch `tor-1` is already the port \
-             of server \"sbc-01\".nic[0] (line 35)",
+            &[("", SERVER_2), ("port = \"p-sbc-03\"", "port = \"p-sbc-01\"")],
+            "cordon.toml:129: server \"sbc-03\".nic[0].port: port `p-sbc-01` of switch `tor-1` is already the port \
+             of server \"sbc-01\".nic[0] (line 42)",
         ),
         (
             "port name too long",
             &[("port = \"p-sbc-01\"", "port = \"p-sbc-01-eth0-long\"")],
-            "cordon.toml:40: server \"sbc-01\".nic[0].port: `p-sbc-01-eth0-long` is 18 bytes long; Linux interface \
+            "cordon.toml:47: server \"sbc-01\".nic[0].port: `p-sbc-01-eth0-long` is 18 bytes long; Linux interface \
              names are at most 15",
         ),
     ]);
+}
+
+#[test]
+fn manager_reboot_times() {
+    let manager = |extra: &str| parse_ok(&format!("[manager]\n{extra}\n")).manager;
+    let defaults = manager("");
+    assert_eq!((defaults.graceful_timeout_secs, defaults.reboot_deadline_secs), (30, 300));
+    let set = manager("graceful_timeout = \"2m\"\nreboot_deadline = \"1h\"");
+    assert_eq!((set.graceful_timeout_secs, set.reboot_deadline_secs), (120, 3600));
+    assert_eq!(manager("graceful_timeout = \"4m\"").reboot_deadline_secs, 300);
+    assert_eq!(manager("reboot_deadline = \"31s\"").graceful_timeout_secs, 30);
+    let why = "a reboot waits up to graceful_timeout for a clean restart, then forces one, and must see the server \
+               restart before reboot_deadline";
+    check_cases(&[
+        (
+            "graceful_timeout of zero",
+            &[("graceful_timeout = \"30s\"", "graceful_timeout = \"0s\"")],
+            "cordon.toml:4: manager.graceful_timeout: `0s` is no time at all; the graceful_timeout must be longer \
+             than 0s",
+        ),
+        (
+            "graceful_timeout without unit",
+            &[("graceful_timeout = \"30s\"", "graceful_timeout = \"30\"")],
+            "cordon.toml:4: manager.graceful_timeout: `30` is not a duration (expected a whole number and a unit, \
+             s, m, h or d, like \"30s\", \"10m\", \"2h\" or \"1d\")",
+        ),
+        (
+            "reboot_deadline as an integer",
+            &[("reboot_deadline = \"5m\"", "reboot_deadline = 300")],
+            "cordon.toml:5: manager.reboot_deadline: expected a string, found an integer",
+        ),
+        (
+            "reboot_deadline of zero",
+            &[("reboot_deadline = \"5m\"", "reboot_deadline = \"0m\"")],
+            "cordon.toml:5: manager.reboot_deadline: `0m` is no time at all; the reboot_deadline must be longer \
+             than 0s",
+        ),
+    ]);
+    let cases: &[Case<'_>] = &[
+        (
+            "reboot_deadline equal to graceful_timeout",
+            &[("reboot_deadline = \"5m\"", "reboot_deadline = \"30s\"")],
+            &format!(
+                "cordon.toml:5: manager.reboot_deadline: `30s` must be longer than graceful_timeout (`30s`): {why}"
+            ),
+        ),
+        (
+            "reboot_deadline shorter than graceful_timeout",
+            &[
+                ("graceful_timeout = \"30s\"", "graceful_timeout = \"2m\""),
+                ("reboot_deadline = \"5m\"", "reboot_deadline = \"90s\""),
+            ],
+            &format!(
+                "cordon.toml:5: manager.reboot_deadline: `90s` must be longer than graceful_timeout (`2m`): {why}"
+            ),
+        ),
+        (
+            "reboot_deadline shorter than the default graceful_timeout",
+            &[
+                (
+                    "graceful_timeout = \"30s\"                # reboot: force the restart if a clean one takes longer\n",
+                    "",
+                ),
+                ("reboot_deadline = \"5m\"", "reboot_deadline = \"20s\""),
+            ],
+            &format!(
+                "cordon.toml:4: manager.reboot_deadline: `20s` must be longer than graceful_timeout (`30s`, its \
+                 default): {why}"
+            ),
+        ),
+        (
+            "graceful_timeout beyond the default reboot_deadline",
+            &[
+                ("graceful_timeout = \"30s\"", "graceful_timeout = \"1h\""),
+                ("reboot_deadline = \"5m\"                  # reboot: the restart must be seen within this\n", ""),
+            ],
+            &format!(
+                "cordon.toml:4: manager.graceful_timeout: `1h` must be shorter than reboot_deadline (`5m`, its \
+                 default; set reboot_deadline to allow more): {why}"
+            ),
+        ),
+    ];
+    check_cases(cases);
+}
+
+#[test]
+fn hypervisor_rules() {
+    check_cases(&[
+        (
+            "duplicate hypervisor",
+            &[("", "[[hypervisor]]\nname = \"kvm-1\"\ndriver = \"libvirt\"\nuri = \"qemu+ssh://kvm-1/system\"\n")],
+            "cordon.toml:122: hypervisor \"kvm-1\".name: hypervisor `kvm-1` is defined twice; the first is \
+             hypervisor \"kvm-1\" (line 28)",
+        ),
+        (
+            "invalid hypervisor name",
+            &[("name = \"kvm-1\"", "name = \"kvm 1\"")],
+            "cordon.toml:29: hypervisor \"kvm 1\".name: `kvm 1` is not a valid name (use only letters, digits, '.', \
+             '_' and '-')\ncordon.toml:69: server \"vpc-001\".hypervisor: no hypervisor is named `kvm-1`\n\
+             cordon.toml:80: server \"db-01\".hypervisor: no hypervisor is named `kvm-1`",
+        ),
+        (
+            "missing hypervisor name",
+            &[("name = \"kvm-1\"\n", "")],
+            "cordon.toml:28: hypervisor[0].name: missing: every hypervisor needs a name\ncordon.toml:68: server \
+             \"vpc-001\".hypervisor: no hypervisor is named `kvm-1`\ncordon.toml:79: server \"db-01\".hypervisor: no \
+             hypervisor is named `kvm-1`",
+        ),
+        (
+            "unknown driver",
+            &[("driver = \"libvirt\"", "driver = \"xen\"")],
+            "cordon.toml:30: hypervisor \"kvm-1\".driver: `xen` is not a known driver (expected one of: libvirt)",
+        ),
+        (
+            "missing driver",
+            &[("driver = \"libvirt\"\n", "")],
+            "cordon.toml:28: hypervisor \"kvm-1\".driver: missing: every hypervisor needs a driver (libvirt)",
+        ),
+        (
+            "missing uri",
+            &[("uri = \"qemu:///system\"\n", "")],
+            "cordon.toml:28: hypervisor \"kvm-1\".uri: missing: every hypervisor needs the URI its driver connects \
+             to, like qemu:///system",
+        ),
+        (
+            "empty uri",
+            &[("uri = \"qemu:///system\"", "uri = \"\"")],
+            "cordon.toml:31: hypervisor \"kvm-1\".uri: must not be empty",
+        ),
+        (
+            "uri with a space",
+            &[("uri = \"qemu:///system\"", "uri = \"qemu:///system \"")],
+            "cordon.toml:31: hypervisor \"kvm-1\".uri: `qemu:///system ` is not a URI (no spaces or control \
+             characters), like qemu:///system",
+        ),
+        (
+            "uri as a boolean",
+            &[("uri = \"qemu:///system\"", "uri = true")],
+            "cordon.toml:31: hypervisor \"kvm-1\".uri: expected a string, found a boolean",
+        ),
+        (
+            "unknown key in a hypervisor",
+            &[("uri = ", "url = ")],
+            "cordon.toml:28: hypervisor \"kvm-1\".uri: missing: every hypervisor needs the URI its driver connects \
+             to, like qemu:///system\ncordon.toml:31: hypervisor \"kvm-1\".url: unknown key (expected one of: name, \
+             driver, uri)",
+        ),
+        (
+            "hypervisor written as a table",
+            &[("[[hypervisor]]", "[hypervisor]")],
+            "cordon.toml:28: hypervisor: expected an array of tables (write it [[hypervisor]]), found a \
+             table\ncordon.toml:69: server \"vpc-001\".hypervisor: no hypervisor is named `kvm-1`\ncordon.toml:80: \
+             server \"db-01\".hypervisor: no hypervisor is named `kvm-1`",
+        ),
+    ]);
+    // Two hypervisors; the same domain name on each is two VMs.
+    let text = edited(&[
+        ("", "[[hypervisor]]\nname = \"kvm-2\"\ndriver = \"libvirt\"\nuri = \"qemu+ssh://root@kvm-2/system\"\n"),
+        ("hypervisor = \"kvm-1\"                    # the VM", "hypervisor = \"kvm-2\"                    # the VM"),
+        ("domain = \"db-01\"", "domain = \"vpc-001\""),
+    ]);
+    let config = parse_ok(&text);
+    let names: Vec<&str> = config.hypervisors.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(names, ["kvm-1", "kvm-2"]);
+    let db = config.server("db-01").unwrap();
+    assert_eq!((db.hypervisor.as_deref(), db.domain.as_deref()), (Some("kvm-2"), Some("vpc-001")));
+    assert_eq!(HypervisorDriverKind::Libvirt.to_string(), "libvirt");
+    assert_eq!("libvirt".parse::<HypervisorDriverKind>(), Ok(HypervisorDriverKind::Libvirt));
+    assert_eq!("xen".parse::<HypervisorDriverKind>(), Err("`xen` is not a hypervisor driver".to_string()));
+    assert_eq!(HypervisorDriverKind::ALL, [HypervisorDriverKind::Libvirt]);
+}
+
+#[test]
+fn virtual_server_rules() {
+    check_cases(&[
+        (
+            "virtual server without hypervisor",
+            &[("hypervisor = \"kvm-1\"\n", "")],
+            "cordon.toml:66: server \"vpc-001\".hypervisor: missing: a virtual server needs the [[hypervisor]] that \
+             runs its VM",
+        ),
+        (
+            "virtual server without domain",
+            &[("domain = \"vpc-001\"\n", "")],
+            "cordon.toml:66: server \"vpc-001\".domain: missing: a virtual server needs its domain, the name of its \
+             VM on the hypervisor (as `virsh list --all` shows it)",
+        ),
+        (
+            "virtual server without either",
+            &[("hypervisor = \"kvm-1\"\n", ""), ("domain = \"vpc-001\"\n", "")],
+            "cordon.toml:66: server \"vpc-001\".hypervisor: missing: a virtual server needs the [[hypervisor]] that \
+             runs its VM\ncordon.toml:66: server \"vpc-001\".domain: missing: a virtual server needs its domain, the \
+             name of its VM on the hypervisor (as `virsh list --all` shows it)",
+        ),
+        (
+            "unknown hypervisor",
+            &[("hypervisor = \"kvm-1\"", "hypervisor = \"kvm-2\"")],
+            "cordon.toml:69: server \"vpc-001\".hypervisor: no hypervisor is named `kvm-2`",
+        ),
+        (
+            "empty domain",
+            &[("domain = \"vpc-001\"", "domain = \"\"")],
+            "cordon.toml:70: server \"vpc-001\".domain: must not be empty",
+        ),
+        (
+            "domain with a slash",
+            &[("domain = \"vpc-001\"", "domain = \"vms/vpc-001\"")],
+            "cordon.toml:70: server \"vpc-001\".domain: `vms/vpc-001` is not a valid domain name (no '/' or control \
+             characters)",
+        ),
+        (
+            "domain as an integer",
+            &[("domain = \"vpc-001\"", "domain = 1")],
+            "cordon.toml:70: server \"vpc-001\".domain: expected a string, found an integer",
+        ),
+        (
+            "two servers on one VM",
+            &[("domain = \"db-01\"", "domain = \"vpc-001\"")],
+            "cordon.toml:81: server \"db-01\".domain: domain `vpc-001` of hypervisor `kvm-1` is already the VM of \
+             server \"vpc-001\" (line 66)",
+        ),
+        (
+            "NIC of a VM with switch and port",
+            &[("ip = \"10.10.0.21\"", "ip = \"10.10.0.21\"\nswitch = \"tor-1\"\nport = \"p-vpc-001\"")],
+            "cordon.toml:76: server \"vpc-001\".nic[0].switch: a NIC of a virtual server has no switch: its \
+             hypervisor moves it between the networks' bridges; remove switch and port\ncordon.toml:77: server \
+             \"vpc-001\".nic[0].port: a NIC of a virtual server has no port: its hypervisor moves it between the \
+             networks' bridges; remove switch and port",
+        ),
+        (
+            "NIC of a VM with a port only",
+            &[("ip = \"10.10.0.21\"", "ip = \"10.10.0.21\"\nport = \"vnet0\"")],
+            "cordon.toml:76: server \"vpc-001\".nic[0].port: a NIC of a virtual server has no port: its hypervisor \
+             moves it between the networks' bridges; remove switch and port",
+        ),
+        (
+            "virtual server with a BMC",
+            &[(
+                "ip = \"10.10.0.21\"",
+                "ip = \"10.10.0.21\"\n[server.bmc]\ndriver = \"redfish\"\nendpoint = \"https://10.0.0.9\"\nsystem = \
+                 \"/redfish/v1/Systems/1\"\nusername = \"admin\"\npassword_file = \"vpc-001.bmc\"",
+            )],
+            "cordon.toml:76: server \"vpc-001\".bmc: only a physical server has a BMC; a virtual server is rebooted \
+             through its hypervisor",
+        ),
+        (
+            "physical server with hypervisor and domain",
+            &[("kind = \"physical\"", "kind = \"physical\"\nhypervisor = \"kvm-1\"\ndomain = \"sbc-01\"")],
+            "cordon.toml:40: server \"sbc-01\".hypervisor: a physical server has no hypervisor; remove it, or set \
+             kind = \"virtual\" if the server is a VM\ncordon.toml:41: server \"sbc-01\".domain: a physical server \
+             has no domain; remove it, or set kind = \"virtual\" if the server is a VM",
+        ),
+        (
+            "physical server with an unknown hypervisor",
+            &[("kind = \"physical\"", "kind = \"physical\"\nhypervisor = \"kvm-9\"")],
+            "cordon.toml:40: server \"sbc-01\".hypervisor: a physical server has no hypervisor; remove it, or set \
+             kind = \"virtual\" if the server is a VM",
+        ),
+    ]);
+    // A VM whose kind is wrong is not also told about its hypervisor, domain or NICs.
+    assert_eq!(
+        outcome(&edited(&[("kind = \"virtual\"", "kind = \"vm\"")])),
+        "cordon.toml:68: server \"vpc-001\".kind: `vm` is not a known kind (expected one of: physical, virtual)"
+    );
+}
+
+#[test]
+fn bmc_rules() {
+    check_cases(&[
+        (
+            "unknown driver",
+            &[("driver = \"redfish\"", "driver = \"ipmi\"")],
+            "cordon.toml:59: server \"sbc-02\".bmc.driver: `ipmi` is not a known driver (expected one of: redfish)",
+        ),
+        (
+            "missing driver",
+            &[("driver = \"redfish\"\n", "")],
+            "cordon.toml:58: server \"sbc-02\".bmc.driver: missing: every BMC needs a driver (redfish)",
+        ),
+        (
+            "missing endpoint",
+            &[("endpoint = \"https://127.0.0.1:8443\"\n", "")],
+            "cordon.toml:58: server \"sbc-02\".bmc.endpoint: missing: a BMC needs its endpoint, the base URL of its \
+             Redfish service, like https://10.0.0.5",
+        ),
+        (
+            "endpoint without scheme",
+            &[("endpoint = \"https://127.0.0.1:8443\"", "endpoint = \"127.0.0.1:8443\"")],
+            "cordon.toml:60: server \"sbc-02\".bmc.endpoint: `127.0.0.1:8443` is not a BMC endpoint (expected an \
+             https:// URL; like https://10.0.0.5 or https://bmc-07.example.com:8443)",
+        ),
+        (
+            "endpoint of another scheme",
+            &[("endpoint = \"https://127.0.0.1:8443\"", "endpoint = \"ftp://127.0.0.1\"")],
+            "cordon.toml:60: server \"sbc-02\".bmc.endpoint: `ftp://127.0.0.1` is not a BMC endpoint (expected an \
+             https:// URL; like https://10.0.0.5 or https://bmc-07.example.com:8443)",
+        ),
+        (
+            "endpoint with a path",
+            &[("endpoint = \"https://127.0.0.1:8443\"", "endpoint = \"https://127.0.0.1:8443/redfish/v1\"")],
+            "cordon.toml:60: server \"sbc-02\".bmc.endpoint: `https://127.0.0.1:8443/redfish/v1` is not a BMC \
+             endpoint: only the scheme, host and port (like https://10.0.0.5 or https://bmc-07.example.com:8443); \
+             the Redfish path belongs in system",
+        ),
+        (
+            "endpoint with credentials, not repeated",
+            &[("endpoint = \"https://127.0.0.1:8443\"", "endpoint = \"https://admin:s3cret@127.0.0.1:8443\"")],
+            "cordon.toml:60: server \"sbc-02\".bmc.endpoint: the endpoint holds credentials (`user:password@`), \
+             which belong in username and password_file, not in the URL",
+        ),
+        (
+            "endpoint without host",
+            &[("endpoint = \"https://127.0.0.1:8443\"", "endpoint = \"https://:8443\"")],
+            "cordon.toml:60: server \"sbc-02\".bmc.endpoint: `https://:8443` is not a BMC endpoint (no host; like \
+             https://10.0.0.5 or https://bmc-07.example.com:8443)",
+        ),
+        (
+            "endpoint with port 0",
+            &[("endpoint = \"https://127.0.0.1:8443\"", "endpoint = \"https://127.0.0.1:0\"")],
+            "cordon.toml:60: server \"sbc-02\".bmc.endpoint: `https://127.0.0.1:0` is not a BMC endpoint (the port \
+             is a number from 1 to 65535; like https://10.0.0.5 or https://bmc-07.example.com:8443)",
+        ),
+        (
+            "endpoint with a bare IPv6 address",
+            &[("endpoint = \"https://127.0.0.1:8443\"", "endpoint = \"https://fd00::5\"")],
+            "cordon.toml:60: server \"sbc-02\".bmc.endpoint: `https://fd00::5` is not a BMC endpoint (write an IPv6 \
+             address between `[` and `]`; like https://10.0.0.5 or https://bmc-07.example.com:8443)",
+        ),
+        (
+            "plain HTTP endpoint",
+            &[("endpoint = \"https://127.0.0.1:8443\"", "endpoint = \"http://127.0.0.1:8000\"")],
+            "cordon.toml:60: server \"sbc-02\".bmc.endpoint: `http://127.0.0.1:8000` is plain HTTP, which would send \
+             the BMC's password unencrypted: use https://, or set insecure = true to allow it (only on an isolated \
+             management network)",
+        ),
+        (
+            "plain HTTP endpoint with insecure = false",
+            &[("endpoint = \"https://127.0.0.1:8443\"", "endpoint = \"http://127.0.0.1:8000\"\ninsecure = false")],
+            "cordon.toml:60: server \"sbc-02\".bmc.endpoint: `http://127.0.0.1:8000` is plain HTTP, which would send \
+             the BMC's password unencrypted: use https://, or set insecure = true to allow it (only on an isolated \
+             management network)",
+        ),
+        (
+            "insecure as a string",
+            &[("endpoint = \"https://127.0.0.1:8443\"", "endpoint = \"http://127.0.0.1:8000\"\ninsecure = \"yes\"")],
+            "cordon.toml:61: server \"sbc-02\".bmc.insecure: expected a boolean (true or false), found a string",
+        ),
+        (
+            "system outside /redfish/v1/",
+            &[("system = \"/redfish/v1/Systems/1\"", "system = \"/Systems/1\"")],
+            "cordon.toml:61: server \"sbc-02\".bmc.system: `/Systems/1` is not the Redfish path of a system (a path \
+             starting with /redfish/v1/, like /redfish/v1/Systems/1)",
+        ),
+        (
+            "system that is the service root",
+            &[("system = \"/redfish/v1/Systems/1\"", "system = \"/redfish/v1/\"")],
+            "cordon.toml:61: server \"sbc-02\".bmc.system: `/redfish/v1/` is not the Redfish path of a system (a \
+             path starting with /redfish/v1/, like /redfish/v1/Systems/1)",
+        ),
+        (
+            "missing system",
+            &[("system = \"/redfish/v1/Systems/1\"\n", "")],
+            "cordon.toml:58: server \"sbc-02\".bmc.system: missing: a BMC needs the Redfish path of the server's \
+             system, like /redfish/v1/Systems/1",
+        ),
+        (
+            "empty username",
+            &[("username = \"admin\"", "username = \"\"")],
+            "cordon.toml:62: server \"sbc-02\".bmc.username: must not be empty",
+        ),
+        (
+            "missing username",
+            &[("username = \"admin\"\n", "")],
+            "cordon.toml:58: server \"sbc-02\".bmc.username: missing: a BMC needs the username Cordon logs in with",
+        ),
+        (
+            "missing password_file",
+            &[("password_file = \"/etc/cordon/sbc-02.bmc\"  # secrets only in files, never in this one\n", "")],
+            "cordon.toml:58: server \"sbc-02\".bmc.password_file: missing: a BMC needs password_file, a file holding \
+             its password (the configuration never holds secrets)",
+        ),
+        (
+            "password written inline, not repeated",
+            &[("password_file = \"/etc/cordon/sbc-02.bmc\"", "password = \"hunter2\"")],
+            "cordon.toml:58: server \"sbc-02\".bmc.password_file: missing: a BMC needs password_file, a file holding \
+             its password (the configuration never holds secrets)\ncordon.toml:63: server \"sbc-02\".bmc.password: a \
+             password is never written in the configuration: put it in a file only Cordon can read and name that \
+             file with password_file",
+        ),
+        (
+            "password beside password_file, whatever its type",
+            &[("username = \"admin\"", "username = \"admin\"\npassword = 1234")],
+            "cordon.toml:63: server \"sbc-02\".bmc.password: a password is never written in the configuration: put \
+             it in a file only Cordon can read and name that file with password_file",
+        ),
+        (
+            "empty password_file",
+            &[("password_file = \"/etc/cordon/sbc-02.bmc\"", "password_file = \"\"")],
+            "cordon.toml:63: server \"sbc-02\".bmc.password_file: must not be empty",
+        ),
+        (
+            "empty ca_file",
+            &[("ca_file = \"/etc/cordon/bmc-ca.pem\"", "ca_file = \"\"")],
+            "cordon.toml:64: server \"sbc-02\".bmc.ca_file: must not be empty",
+        ),
+        (
+            "unknown key in a BMC",
+            &[("username = \"admin\"", "user = \"admin\"")],
+            "cordon.toml:58: server \"sbc-02\".bmc.username: missing: a BMC needs the username Cordon logs in \
+             with\ncordon.toml:62: server \"sbc-02\".bmc.user: unknown key (expected one of: driver, endpoint, system, \
+             username, password_file, ca_file, insecure)",
+        ),
+        (
+            "BMC written as an array of tables",
+            &[("[server.bmc]", "[[server.bmc]]")],
+            "cordon.toml:58: server \"sbc-02\".bmc: expected a table (write it [server.bmc]), found an array",
+        ),
+        (
+            "BMC written as a string",
+            &[("user_email = \"user01@example.com\"", "user_email = \"user01@example.com\"\nbmc = \"10.0.0.5\"")],
+            "cordon.toml:42: server \"sbc-01\".bmc: expected a table (write it [server.bmc]), found a string",
+        ),
+        (
+            "two servers on one BMC system",
+            &[
+                ("", SERVER_2),
+                (
+                    "",
+                    "[server.bmc]\ndriver = \"redfish\"\nendpoint = \"HTTPS://127.0.0.1:8443/\"\nsystem = \
+                     \"/redfish/v1/Systems/1/\"\nusername = \"admin\"\npassword_file = \"/etc/cordon/sbc-02.bmc\"\n",
+                ),
+            ],
+            "cordon.toml:133: server \"sbc-03\".bmc.system: system `/redfish/v1/Systems/1/` of \
+             `HTTPS://127.0.0.1:8443` is already the system of server \"sbc-02\".bmc (line 58)",
+        ),
+    ]);
+    // The password never appears in a message.
+    let text = edited(&[("password_file = \"/etc/cordon/sbc-02.bmc\"", "password = \"hunter2\"")]);
+    assert!(!outcome(&text).contains("hunter2"));
+    let text = edited(&[("endpoint = \"https://127.0.0.1:8443\"", "endpoint = \"ftp://admin:hunter2@127.0.0.1\"")]);
+    assert!(!outcome(&text).contains("hunter2"));
+
+    assert_eq!(BmcDriverKind::Redfish.to_string(), "redfish");
+    assert_eq!("redfish".parse::<BmcDriverKind>(), Ok(BmcDriverKind::Redfish));
+    assert_eq!("ipmi".parse::<BmcDriverKind>(), Err("`ipmi` is not a BMC driver".to_string()));
+    assert_eq!(BmcDriverKind::ALL, [BmcDriverKind::Redfish]);
+}
+
+#[test]
+fn bmc_values() {
+    let bmc = |edits: &[(&str, &str)]| parse_ok(&edited(edits)).server("sbc-02").unwrap().bmc.clone().unwrap();
+    // Plain HTTP with insecure; a trailing slash is dropped.
+    let plain = bmc(&[
+        ("endpoint = \"https://127.0.0.1:8443\"", "endpoint = \"http://127.0.0.1:8000/\"\ninsecure = true"),
+        ("ca_file = \"/etc/cordon/bmc-ca.pem\"", ""),
+    ]);
+    assert_eq!((plain.endpoint.as_str(), plain.insecure, plain.ca_file), ("http://127.0.0.1:8000", true, None));
+    // insecure over HTTPS too (an unverified certificate).
+    let unverified = bmc(&[("username = \"admin\"", "username = \"admin\"\ninsecure = true")]);
+    assert_eq!((unverified.endpoint.as_str(), unverified.insecure), ("https://127.0.0.1:8443", true));
+    for endpoint in ["https://bmc-07.example.com", "https://[fd00::5]", "https://10.0.0.5:443", "HTTPS://BMC"] {
+        let bmc = bmc(&[("endpoint = \"https://127.0.0.1:8443\"", &format!("endpoint = \"{endpoint}\""))]);
+        assert_eq!(bmc.endpoint, endpoint);
+    }
+    // The same endpoint with another system is another machine (a multi-node chassis).
+    let text = edited(&[
+        ("", SERVER_2),
+        (
+            "",
+            "[server.bmc]\ndriver = \"redfish\"\nendpoint = \"https://127.0.0.1:8443\"\nsystem = \
+             \"/redfish/v1/Systems/2\"\nusername = \"admin\"\npassword_file = \"/etc/cordon/sbc-02.bmc\"\n",
+        ),
+    ]);
+    let config = parse_ok(&text);
+    assert_eq!(config.server("sbc-03").unwrap().bmc.as_ref().map(|b| b.system.as_str()), Some("/redfish/v1/Systems/2"));
+    assert_eq!(config.server("sbc-03").unwrap().bmc.as_ref().map(|b| b.ca_file.is_none()), Some(true));
+}
+
+#[test]
+fn relative_bmc_files_are_resolved_against_the_config_folder() {
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("cordon.toml");
+    let text = edited(&[
+        ("password_file = \"/etc/cordon/sbc-02.bmc\"", "password_file = \"secrets/sbc-02.bmc\""),
+        ("ca_file = \"/etc/cordon/bmc-ca.pem\"", "ca_file = \"bmc-ca.pem\""),
+    ]);
+    std::fs::write(&path, text).unwrap();
+    // The files do not exist: they are read when a reboot needs them, not when parsing.
+    let config = load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let bmc = config.server("sbc-02").unwrap().bmc.clone().unwrap();
+    assert_eq!(bmc.password_file, folder.path().join("secrets/sbc-02.bmc"));
+    assert_eq!(bmc.ca_file, Some(folder.path().join("bmc-ca.pem")));
+    let config = parse(
+        Path::new("etc/cordon.toml"),
+        &edited(&[("ca_file = \"/etc/cordon/bmc-ca.pem\"", "ca_file = \"ca.pem\"")]),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let expected = std::env::current_dir().unwrap().join("etc/ca.pem");
+    assert_eq!(config.server("sbc-02").unwrap().bmc.as_ref().unwrap().ca_file, Some(expected));
+}
+
+/// The virtual and physical servers of the issue, exactly as written there (with sbc-02's NIC),
+/// after what they refer to.
+const SERVERS_ISSUE_EXAMPLE: &str = r#"
+[[network]]
+name = "office"
+role = "operational"
+subnet = "10.10.0.0/24"
+quarantine_network = "quarantine"
+bridge = "br-office"
+
+[[network]]
+name = "quarantine"
+role = "quarantine"
+subnet = "10.99.0.0/24"
+pool = "10.99.0.100-10.99.0.199"
+bridge = "br-quarantine"
+
+[[switch]]
+name = "tor-1"
+driver = "linux-bridge"
+
+[[tenant]]
+name = "sales"
+admin_email = "infra-sales@example.com"
+
+[[hypervisor]]
+name = "kvm-1"
+driver = "libvirt"
+uri = "qemu:///system"
+
+[[server]]
+name = "vpc-001"
+kind = "virtual"
+hypervisor = "kvm-1"
+domain = "vpc-001"
+tenant = "sales"
+[[server.nic]]
+mac = "52:54:00:00:00:11"
+network = "office"                 # the network's `bridge` is the host bridge of the VM's NIC
+ip = "10.10.0.21"
+
+[[server]]
+name = "sbc-02"
+kind = "physical"
+[[server.nic]]
+mac = "02:00:00:00:01:02"
+network = "office"
+ip = "10.10.0.12"
+switch = "tor-1"
+port = "p-sbc-02"
+[server.bmc]
+driver = "redfish"
+endpoint = "https://127.0.0.1:8443"
+system = "/redfish/v1/Systems/1"
+username = "admin"
+password_file = "/etc/cordon/sbc-02.bmc"
+ca_file = "/etc/cordon/bmc-ca.pem"
+"#;
+
+#[test]
+fn the_servers_issue_example_parses_as_in_the_example() {
+    let config = parse_ok(SERVERS_ISSUE_EXAMPLE);
+    let example = parse_ok(EXAMPLE);
+    assert_eq!(config.hypervisors, example.hypervisors);
+    for name in ["vpc-001", "sbc-02"] {
+        let (ours, theirs) = (config.server(name).unwrap(), example.server(name).unwrap());
+        assert_eq!(format!("{ours:?}"), format!("{theirs:?}"));
+    }
 }
 
 #[test]
@@ -894,18 +1623,18 @@ fn server_policy_keys() {
         (
             "invalid server action",
             &[("action = \"reboot\"", "action = \"none\"")],
-            "cordon.toml:46: server \"db-01\".action: `none` is not a known action (expected one of: quarantine, \
+            "cordon.toml:83: server \"db-01\".action: `none` is not a known action (expected one of: quarantine, \
              reboot, quarantine_reboot, notify, ignore)",
         ),
         (
             "protected as a string",
             &[("protected = true", "protected = \"yes\"")],
-            "cordon.toml:47: server \"db-01\".protected: expected a boolean (true or false), found a string",
+            "cordon.toml:84: server \"db-01\".protected: expected a boolean (true or false), found a string",
         ),
         (
             "action as a boolean",
             &[("action = \"reboot\"", "action = true")],
-            "cordon.toml:46: server \"db-01\".action: expected a string, found a boolean",
+            "cordon.toml:83: server \"db-01\".action: expected a string, found a boolean",
         ),
     ]);
     let config = parse_ok(&edited(&[("protected = true", "protected = false")]));
@@ -918,25 +1647,25 @@ fn source_rules() {
         (
             "duplicate source name",
             &[("name = \"ddi\"", "name = \"ids-1\""), ("sources = [\"ids-1\", \"ddi\"]", "sources = [\"ids-1\"]")],
-            "cordon.toml:60: source \"ids-1\".name: source `ids-1` is defined twice; the first is source \"ids-1\" \
-             (line 53)",
+            "cordon.toml:97: source \"ids-1\".name: source `ids-1` is defined twice; the first is source \"ids-1\" \
+             (line 90)",
         ),
         (
             "invalid source name",
             &[("name = \"hooks\"", "name = \"web hooks\"")],
-            "cordon.toml:67: source \"web hooks\".name: `web hooks` is not a valid name (use only letters, digits, \
+            "cordon.toml:104: source \"web hooks\".name: `web hooks` is not a valid name (use only letters, digits, \
              '.', '_' and '-')",
         ),
         (
             "missing type",
             &[("type = \"webhook\"                           # POST /api/v1/detections\n", "")],
-            "cordon.toml:66: source \"hooks\".type: missing: every source needs a type (suricata-eve, cef-syslog or \
+            "cordon.toml:103: source \"hooks\".type: missing: every source needs a type (suricata-eve, cef-syslog or \
              webhook)",
         ),
         (
             "unknown type",
             &[("type = \"webhook\"", "type = \"clamav\"")],
-            "cordon.toml:68: source \"hooks\".type: `clamav` is not a known type (expected one of: suricata-eve, \
+            "cordon.toml:105: source \"hooks\".type: `clamav` is not a known type (expected one of: suricata-eve, \
              cef-syslog, webhook)",
         ),
         (
@@ -945,37 +1674,37 @@ fn source_rules() {
                 "path = \"/var/log/suricata/eve.json\"",
                 "path = \"/var/log/suricata/eve.json\"\nlisten_udp = \"127.0.0.1:1\"",
             )],
-            "cordon.toml:57: source \"ids-1\".listen_udp: does not apply to a suricata-eve source (its keys: name, \
+            "cordon.toml:94: source \"ids-1\".listen_udp: does not apply to a suricata-eve source (its keys: name, \
              type, path, socket)",
         ),
         (
             "a key of another type on a webhook",
             &[("hmac_secret_file = ", "profile = \"generic\"\nhmac_secret_file = ")],
-            "cordon.toml:69: source \"hooks\".profile: does not apply to a webhook source (its keys: name, type, \
+            "cordon.toml:106: source \"hooks\".profile: does not apply to a webhook source (its keys: name, type, \
              token_file, hmac_secret_file)",
         ),
         (
             "unknown key in a source",
             &[("profile = \"deep-discovery\"", "profil = \"deep-discovery\"")],
-            "cordon.toml:64: source \"ddi\".profil: unknown key (expected one of: name, type, path, socket, \
+            "cordon.toml:101: source \"ddi\".profil: unknown key (expected one of: name, type, path, socket, \
              listen_udp, listen_tcp, profile, allowed_peers, token_file, hmac_secret_file)",
         ),
         (
             "suricata-eve without path or socket",
             &[("path = \"/var/log/suricata/eve.json\"", "")],
-            "cordon.toml:53: source \"ids-1\".path: missing: a suricata-eve source needs a path (an EVE JSON file, \
+            "cordon.toml:90: source \"ids-1\".path: missing: a suricata-eve source needs a path (an EVE JSON file, \
              followed like tail -F), a socket (a unix_stream socket), or both",
         ),
         (
             "empty path",
             &[("path = \"/var/log/suricata/eve.json\"", "path = \"\"")],
-            "cordon.toml:56: source \"ids-1\".path: must not be empty",
+            "cordon.toml:93: source \"ids-1\".path: must not be empty",
         ),
         (
             "socket path too long",
             &[("# socket = \"/run/cordon/eve.sock\"", &format!("socket = \"/run/{}.sock\"", "s".repeat(100)))],
             &format!(
-                "cordon.toml:57: source \"ids-1\".socket: `/run/{}.sock` is 110 bytes long; unix socket paths are at \
+                "cordon.toml:94: source \"ids-1\".socket: `/run/{}.sock` is 110 bytes long; unix socket paths are at \
                  most 107",
                 "s".repeat(100)
             ),
@@ -983,72 +1712,72 @@ fn source_rules() {
         (
             "two sources on one file",
             &[("hmac_secret_file = \"/etc/cordon/hook.key\"", "hmac_secret_file = \"/var/log/suricata/eve.json\"")],
-            "cordon.toml:69: source \"hooks\".hmac_secret_file: `/var/log/suricata/eve.json` is already the path of \
-             source \"ids-1\" (line 53)",
+            "cordon.toml:106: source \"hooks\".hmac_secret_file: `/var/log/suricata/eve.json` is already the path of \
+             source \"ids-1\" (line 90)",
         ),
         (
             "cef-syslog without listen address",
             &[("listen_udp = \"127.0.0.1:5514\"\n", ""), ("listen_tcp = \"127.0.0.1:5514\"\n", "")],
-            "cordon.toml:59: source \"ddi\".listen_udp: missing: a cef-syslog source needs listen_udp, listen_tcp, \
+            "cordon.toml:96: source \"ddi\".listen_udp: missing: a cef-syslog source needs listen_udp, listen_tcp, \
              or both (an IP:port, like 127.0.0.1:5514)",
         ),
         (
             "bad listen address",
             &[("listen_udp = \"127.0.0.1:5514\"", "listen_udp = \"5514\"")],
-            "cordon.toml:62: source \"ddi\".listen_udp: `5514` is not a listen address (expected IP:port, like \
+            "cordon.toml:99: source \"ddi\".listen_udp: `5514` is not a listen address (expected IP:port, like \
              127.0.0.1:8080 or [::1]:8080)",
         ),
         (
             "listen_tcp on the API's address",
             &[("listen_tcp = \"127.0.0.1:5514\"", "listen_tcp = \"127.0.0.1:8080\"")],
-            "cordon.toml:63: source \"ddi\".listen_tcp: `127.0.0.1:8080` is already the address of manager.listen",
+            "cordon.toml:100: source \"ddi\".listen_tcp: `127.0.0.1:8080` is already the address of manager.listen",
         ),
         (
             "two sources on one UDP address",
             &[("", "[[source]]\nname = \"ddi-2\"\ntype = \"cef-syslog\"\nlisten_udp = \"127.0.0.1:5514\"\n")],
-            "cordon.toml:87: source \"ddi-2\".listen_udp: `127.0.0.1:5514` is already the listen_udp of source \
-             \"ddi\" (line 59)",
+            "cordon.toml:124: source \"ddi-2\".listen_udp: `127.0.0.1:5514` is already the listen_udp of source \
+             \"ddi\" (line 96)",
         ),
         (
             "unknown profile",
             &[("profile = \"deep-discovery\"", "profile = \"ddi\"")],
-            "cordon.toml:64: source \"ddi\".profile: `ddi` is not a known profile (expected one of: generic, \
+            "cordon.toml:101: source \"ddi\".profile: `ddi` is not a known profile (expected one of: generic, \
              deep-discovery)",
         ),
         (
             "allowed_peers as a string",
             &[("profile = \"deep-discovery\"", "allowed_peers = \"10.0.0.1\"")],
-            "cordon.toml:64: source \"ddi\".allowed_peers: expected an array of strings, like [\"10.0.0.1\"], found \
+            "cordon.toml:101: source \"ddi\".allowed_peers: expected an array of strings, like [\"10.0.0.1\"], found \
              a string",
         ),
         (
             "allowed_peers empty",
             &[("profile = \"deep-discovery\"", "allowed_peers = []")],
-            "cordon.toml:64: source \"ddi\".allowed_peers: must not be empty; remove the key to accept every peer",
+            "cordon.toml:101: source \"ddi\".allowed_peers: must not be empty; remove the key to accept every peer",
         ),
         (
             "allowed_peers with a bad item",
             &[("profile = \"deep-discovery\"", "allowed_peers = [\"10.0.0.1\", \"10.0.0.0/33\", 7]")],
-            "cordon.toml:64: source \"ddi\".allowed_peers[2]: expected a string, found an integer\ncordon.toml:64: \
+            "cordon.toml:101: source \"ddi\".allowed_peers[2]: expected a string, found an integer\ncordon.toml:101: \
              source \"ddi\".allowed_peers[1]: `10.0.0.0/33` is not an address or a subnet (like 10.0.0.5 or \
              10.0.0.0/24)",
         ),
         (
             "allowed_peers with host bits",
             &[("profile = \"deep-discovery\"", "allowed_peers = [\"10.0.0.1/24\"]")],
-            "cordon.toml:64: source \"ddi\".allowed_peers[0]: `10.0.0.1/24` has host bits set; did you mean \
+            "cordon.toml:101: source \"ddi\".allowed_peers[0]: `10.0.0.1/24` has host bits set; did you mean \
              10.0.0.0/24?",
         ),
         (
             "webhook with both secrets",
             &[("hmac_secret_file = ", "token_file = \"hook.token\"\nhmac_secret_file = ")],
-            "cordon.toml:70: source \"hooks\".hmac_secret_file: a webhook source takes token_file or \
+            "cordon.toml:107: source \"hooks\".hmac_secret_file: a webhook source takes token_file or \
              hmac_secret_file, not both",
         ),
         (
             "webhook with neither",
             &[("hmac_secret_file = \"/etc/cordon/hook.key\"", "")],
-            "cordon.toml:66: source \"hooks\".token_file: missing: a webhook source needs token_file (a file \
+            "cordon.toml:103: source \"hooks\".token_file: missing: a webhook source needs token_file (a file \
              holding the bearer token senders present) or hmac_secret_file (a file holding the key senders sign \
              requests with)",
         ),
@@ -1126,94 +1855,94 @@ fn policy_rules() {
         (
             "unknown default_action",
             &[("default_action = \"notify\"", "default_action = \"none\"")],
-            "cordon.toml:72: policy.default_action: `none` is not a known default_action (expected one of: \
+            "cordon.toml:109: policy.default_action: `none` is not a known default_action (expected one of: \
              quarantine, reboot, quarantine_reboot, notify, ignore)",
         ),
         (
             "unknown default_mode",
             &[("shadow = false", "default_mode = \"manual\"")],
-            "cordon.toml:76: policy.default_mode: `manual` is not a known default_mode (expected one of: auto, \
+            "cordon.toml:113: policy.default_mode: `manual` is not a known default_mode (expected one of: auto, \
              approve)",
         ),
         (
             "unknown key in policy",
             &[("shadow = false", "shadows = false")],
-            "cordon.toml:76: policy.shadows: unknown key (expected one of: default_action, default_mode, \
+            "cordon.toml:113: policy.shadows: unknown key (expected one of: default_action, default_mode, \
              exclude_keywords, max_auto_actions, window, cooldown, shadow, rule)",
         ),
         (
             "shadow as a string",
             &[("shadow = false", "shadow = \"false\"")],
-            "cordon.toml:76: policy.shadow: expected a boolean (true or false), found a string",
+            "cordon.toml:113: policy.shadow: expected a boolean (true or false), found a string",
         ),
         (
             "empty exclusion keyword",
             &[("exclude_keywords = [\"TEST-IGNORE\"]", "exclude_keywords = [\"TEST-IGNORE\", \"\"]")],
-            "cordon.toml:73: policy.exclude_keywords[1]: must not be empty (it would match every signature)",
+            "cordon.toml:110: policy.exclude_keywords[1]: must not be empty (it would match every signature)",
         ),
         (
             "exclusion keyword not a string",
             &[("exclude_keywords = [\"TEST-IGNORE\"]", "exclude_keywords = [1]")],
-            "cordon.toml:73: policy.exclude_keywords[0]: expected a string, found an integer",
+            "cordon.toml:110: policy.exclude_keywords[0]: expected a string, found an integer",
         ),
         (
             "max_auto_actions 0",
             &[("max_auto_actions = 50", "max_auto_actions = 0")],
-            "cordon.toml:74: policy.max_auto_actions: `0` is too small: at least 1 (to hold every automatic action \
+            "cordon.toml:111: policy.max_auto_actions: `0` is too small: at least 1 (to hold every automatic action \
              for approval, set default_mode = \"approve\")",
         ),
         (
             "max_auto_actions negative",
             &[("max_auto_actions = 50", "max_auto_actions = -3")],
-            "cordon.toml:74: policy.max_auto_actions: `-3` is too small: at least 1 (to hold every automatic \
+            "cordon.toml:111: policy.max_auto_actions: `-3` is too small: at least 1 (to hold every automatic \
              action for approval, set default_mode = \"approve\")",
         ),
         (
             "max_auto_actions too large",
             &[("max_auto_actions = 50", "max_auto_actions = 5_000_000_000")],
-            "cordon.toml:74: policy.max_auto_actions: `5000000000` is too large (at most 4294967295)",
+            "cordon.toml:111: policy.max_auto_actions: `5000000000` is too large (at most 4294967295)",
         ),
         (
             "max_auto_actions as a string",
             &[("max_auto_actions = 50", "max_auto_actions = \"50\"")],
-            "cordon.toml:74: policy.max_auto_actions: expected an integer, found a string",
+            "cordon.toml:111: policy.max_auto_actions: expected an integer, found a string",
         ),
         (
             "window without a unit",
             &[("window = \"10m\"", "window = \"600\"")],
-            "cordon.toml:75: policy.window: `600` is not a duration (expected a whole number and a unit, s, m, h or \
+            "cordon.toml:112: policy.window: `600` is not a duration (expected a whole number and a unit, s, m, h or \
              d, like \"30s\", \"10m\", \"2h\" or \"1d\")",
         ),
         (
             "window as an integer",
             &[("window = \"10m\"", "window = 600")],
-            "cordon.toml:75: policy.window: expected a string, found an integer",
+            "cordon.toml:112: policy.window: expected a string, found an integer",
         ),
         (
             "window of zero",
             &[("window = \"10m\"", "window = \"0s\"")],
-            "cordon.toml:75: policy.window: `0s` is no time at all; the window must be longer than 0s",
+            "cordon.toml:112: policy.window: `0s` is no time at all; the window must be longer than 0s",
         ),
         (
             "compound cooldown",
             &[("shadow = false", "cooldown = \"1h30m\"")],
-            "cordon.toml:76: policy.cooldown: `1h30m` is not a duration (expected a whole number and a unit, s, m, \
+            "cordon.toml:113: policy.cooldown: `1h30m` is not a duration (expected a whole number and a unit, s, m, \
              h or d, like \"30s\", \"10m\", \"2h\" or \"1d\")",
         ),
         (
             "cooldown too long",
             &[("shadow = false", "cooldown = \"99999999999999999999s\"")],
-            "cordon.toml:76: policy.cooldown: `99999999999999999999s` is too long a duration",
+            "cordon.toml:113: policy.cooldown: `99999999999999999999s` is too long a duration",
         ),
         (
             "policy written as an array",
             &[("[policy]", "[[policy]]")],
-            "cordon.toml:71: policy: expected a table (write it [policy]), found an array",
+            "cordon.toml:108: policy: expected a table (write it [policy]), found an array",
         ),
         (
             "rule written as a table",
             &[("[[policy.rule]]", "[policy.rule]")],
-            "cordon.toml:78: policy.rule: expected an array of tables (write it [[policy.rule]]), found a table",
+            "cordon.toml:115: policy.rule: expected an array of tables (write it [[policy.rule]]), found a table",
         ),
     ]);
 }
@@ -1248,121 +1977,121 @@ fn policy_rule_rules() {
         (
             "rule without name",
             &[("name = \"serious network alerts\"\n", "")],
-            "cordon.toml:78: policy.rule[0].name: missing: every rule needs a name",
+            "cordon.toml:115: policy.rule[0].name: missing: every rule needs a name",
         ),
         (
             "rule with a blank name",
             &[("name = \"serious network alerts\"", "name = \"  \"")],
-            "cordon.toml:79: policy.rule \"  \".name: must not be empty",
+            "cordon.toml:116: policy.rule \"  \".name: must not be empty",
         ),
         (
             "rule name on two lines",
             &[("name = \"serious network alerts\"", "name = \"serious\\nalerts\"")],
-            "cordon.toml:79: policy.rule \"serious\\nalerts\".name: \"serious\\nalerts\" is not a valid rule name (no \
+            "cordon.toml:116: policy.rule \"serious\\nalerts\".name: \"serious\\nalerts\" is not a valid rule name (no \
              control characters, such as line breaks)",
         ),
         (
             "duplicate rule name",
             &[("", "[[policy.rule]]\nname = \"serious network alerts\"\naction = \"notify\"\n")],
-            "cordon.toml:85: policy.rule \"serious network alerts\".name: rule `serious network alerts` is defined \
-             twice; the first is policy.rule \"serious network alerts\" (line 78)",
+            "cordon.toml:122: policy.rule \"serious network alerts\".name: rule `serious network alerts` is defined \
+             twice; the first is policy.rule \"serious network alerts\" (line 115)",
         ),
         (
             "rule without action",
             &[("action = \"quarantine\"\n", "")],
-            "cordon.toml:78: policy.rule \"serious network alerts\".action: missing: every rule needs an action \
+            "cordon.toml:115: policy.rule \"serious network alerts\".action: missing: every rule needs an action \
              (quarantine, reboot, quarantine_reboot, notify or ignore)",
         ),
         (
             "unknown rule action",
             &[("action = \"quarantine\"", "action = \"isolate\"")],
-            "cordon.toml:82: policy.rule \"serious network alerts\".action: `isolate` is not a known action \
+            "cordon.toml:119: policy.rule \"serious network alerts\".action: `isolate` is not a known action \
              (expected one of: quarantine, reboot, quarantine_reboot, notify, ignore)",
         ),
         (
             "unknown rule mode",
             &[("mode = \"auto\"", "mode = \"automatic\"")],
-            "cordon.toml:83: policy.rule \"serious network alerts\".mode: `automatic` is not a known mode (expected \
+            "cordon.toml:120: policy.rule \"serious network alerts\".mode: `automatic` is not a known mode (expected \
              one of: auto, approve)",
         ),
         (
             "unknown severity",
             &[("min_severity = \"high\"", "min_severity = \"severe\"")],
-            "cordon.toml:81: policy.rule \"serious network alerts\".min_severity: `severe` is not a known \
+            "cordon.toml:118: policy.rule \"serious network alerts\".min_severity: `severe` is not a known \
              min_severity (expected one of: info, low, medium, high, critical)",
         ),
         (
             "unknown subject",
             &[("mode = \"auto\"", "subject = \"victim\"")],
-            "cordon.toml:83: policy.rule \"serious network alerts\".subject: `victim` is not a known subject \
+            "cordon.toml:120: policy.rule \"serious network alerts\".subject: `victim` is not a known subject \
              (expected one of: target, source, src, dest)",
         ),
         (
             "rule shadow as an integer",
             &[("mode = \"auto\"", "shadow = 1")],
-            "cordon.toml:83: policy.rule \"serious network alerts\".shadow: expected a boolean (true or false), \
+            "cordon.toml:120: policy.rule \"serious network alerts\".shadow: expected a boolean (true or false), \
              found an integer",
         ),
         (
             "unknown key in a rule",
             &[("mode = \"auto\"", "severity = \"high\"")],
-            "cordon.toml:83: policy.rule \"serious network alerts\".severity: unknown key (expected one of: name, \
+            "cordon.toml:120: policy.rule \"serious network alerts\".severity: unknown key (expected one of: name, \
              sources, min_severity, signature_ids, categories, networks, tenants, servers, action, mode, shadow, \
              subject)",
         ),
         (
             "unknown source",
             &[("sources = [\"ids-1\", \"ddi\"]", "sources = [\"ids-1\", \"ids-2\"]")],
-            "cordon.toml:80: policy.rule \"serious network alerts\".sources[1]: no source is named `ids-2`",
+            "cordon.toml:117: policy.rule \"serious network alerts\".sources[1]: no source is named `ids-2`",
         ),
         (
             "sources as a string",
             &[("sources = [\"ids-1\", \"ddi\"]", "sources = \"ids-1\"")],
-            "cordon.toml:80: policy.rule \"serious network alerts\".sources: expected an array of strings, like \
+            "cordon.toml:117: policy.rule \"serious network alerts\".sources: expected an array of strings, like \
              [\"ids-1\"], found a string",
         ),
         (
             "empty sources",
             &[("sources = [\"ids-1\", \"ddi\"]", "sources = []")],
-            "cordon.toml:80: policy.rule \"serious network alerts\".sources: must not be empty; remove the key to \
+            "cordon.toml:117: policy.rule \"serious network alerts\".sources: must not be empty; remove the key to \
              match any source",
         ),
         (
             "unknown network",
             &[("mode = \"auto\"", "networks = [\"office\", \"lab\"]")],
-            "cordon.toml:83: policy.rule \"serious network alerts\".networks[1]: no network is named `lab`",
+            "cordon.toml:120: policy.rule \"serious network alerts\".networks[1]: no network is named `lab`",
         ),
         (
             "unknown tenant",
             &[("mode = \"auto\"", "tenants = [\"finance\"]")],
-            "cordon.toml:83: policy.rule \"serious network alerts\".tenants[0]: no tenant is named `finance`",
+            "cordon.toml:120: policy.rule \"serious network alerts\".tenants[0]: no tenant is named `finance`",
         ),
         (
             "unknown server",
             &[("mode = \"auto\"", "servers = [\"sbc-01\", \"db-02\"]")],
-            "cordon.toml:83: policy.rule \"serious network alerts\".servers[1]: no server is named `db-02`",
+            "cordon.toml:120: policy.rule \"serious network alerts\".servers[1]: no server is named `db-02`",
         ),
         (
             "empty category",
             &[("mode = \"auto\"", "categories = [\"\"]")],
-            "cordon.toml:83: policy.rule \"serious network alerts\".categories[0]: must not be empty",
+            "cordon.toml:120: policy.rule \"serious network alerts\".categories[0]: must not be empty",
         ),
         (
             "signature id that is a float",
             &[("mode = \"auto\"", "signature_ids = [2019401, 1.5]")],
-            "cordon.toml:83: policy.rule \"serious network alerts\".signature_ids[1]: expected a string or an \
+            "cordon.toml:120: policy.rule \"serious network alerts\".signature_ids[1]: expected a string or an \
              integer, found a float",
         ),
         (
             "negative signature id",
             &[("mode = \"auto\"", "signature_ids = [-1]")],
-            "cordon.toml:83: policy.rule \"serious network alerts\".signature_ids[0]: `-1` is not a valid id \
+            "cordon.toml:120: policy.rule \"serious network alerts\".signature_ids[0]: `-1` is not a valid id \
              (expected a string or a non-negative integer)",
         ),
         (
             "signature ids as an integer",
             &[("mode = \"auto\"", "signature_ids = 2019401")],
-            "cordon.toml:83: policy.rule \"serious network alerts\".signature_ids: expected an array of strings or \
+            "cordon.toml:120: policy.rule \"serious network alerts\".signature_ids: expected an array of strings or \
              integers, found an integer",
         ),
     ]);
@@ -1409,17 +2138,17 @@ fn several_problems_are_reported_together_in_file_order() {
         ("pool = \"10.99.0.100-10.99.0.199\"", "pool = \"10.99.0.100-10.98.0.1\""),
         ("driver = \"linux-bridge\"", "driver = \"ovs\""),
         ("mac = \"02:00:00:00:01:01\"", "mac = \"nope\""),
-        ("", "[[server]]\nname = \"bad name\"\nkind = \"virtual\"\nextra = 1\n"),
+        ("", "[[server]]\nname = \"bad name\"\nkind = \"physical\"\nextra = 1\n"),
     ]);
     let error = parse(Path::new("cordon.toml"), &text).unwrap_err();
     let expected = "\
 cordon.toml:2: manager.listen: `127.0.0.1` is not a listen address (expected IP:port, like 127.0.0.1:8080 or [::1]:8080)
-cordon.toml:18: network \"quarantine\".pool: `10.99.0.100-10.98.0.1` ends before it starts
-cordon.toml:23: switch \"tor-1\".driver: `ovs` is not a known driver (expected one of: linux-bridge)
-cordon.toml:36: server \"sbc-01\".nic[0].mac: `nope` is not a MAC address (expected six hex pairs like 02:00:00:00:01:01)
-cordon.toml:84: server \"bad name\".nic: missing: every server needs at least one [[server.nic]]
-cordon.toml:85: server \"bad name\".name: `bad name` is not a valid name (use only letters, digits, '.', '_' and '-')
-cordon.toml:87: server \"bad name\".extra: unknown key (expected one of: name, kind, tenant, user_email, action, protected, nic)";
+cordon.toml:20: network \"quarantine\".pool: `10.99.0.100-10.98.0.1` ends before it starts
+cordon.toml:25: switch \"tor-1\".driver: `ovs` is not a known driver (expected one of: linux-bridge)
+cordon.toml:43: server \"sbc-01\".nic[0].mac: `nope` is not a MAC address (expected six hex pairs like 02:00:00:00:01:01)
+cordon.toml:121: server \"bad name\".nic: missing: every server needs at least one [[server.nic]]
+cordon.toml:122: server \"bad name\".name: `bad name` is not a valid name (use only letters, digits, '.', '_' and '-')
+cordon.toml:124: server \"bad name\".extra: unknown key (expected one of: name, kind, tenant, user_email, action, protected, hypervisor, domain, nic, bmc)";
     assert_eq!(error.to_string(), expected);
     assert_eq!(error.problems.len(), 7);
     assert!(error.problems.iter().all(|p| p.file == Path::new("cordon.toml") && p.line.is_some()));
@@ -1465,6 +2194,13 @@ fn tomlish() -> impl Strategy<Value = String> {
         Just("sources = [\"a\", 1]\n".to_string()),
         Just("window = \"10m\"\n".to_string()),
         Just("protected = true\n".to_string()),
+        Just("[[hypervisor]]\n".to_string()),
+        Just("driver = \"libvirt\"\nuri = \"qemu:///system\"\n".to_string()),
+        Just("kind = \"virtual\"\nhypervisor = \"h\"\ndomain = \"d\"\n".to_string()),
+        Just("[server.bmc]\n".to_string()),
+        Just("driver = \"redfish\"\nendpoint = \"http://[::1]:8\"\nsystem = \"/redfish/v1/S\"\n".to_string()),
+        Just("username = \"u\"\npassword_file = \"p\"\npassword = 1\ninsecure = true\n".to_string()),
+        Just("[manager]\ngraceful_timeout = \"9m\"\nreboot_deadline = \"1m\"\n".to_string()),
         Just("{ a = 1 }".to_string()),
         Just("= [1, \"x\"]\n".to_string()),
         "[a-z\"= \\[\\]{}.,\n#-]{0,12}",

@@ -13,8 +13,9 @@ use ipnet::IpNet;
 
 use crate::document::{Document, Entry, Leaf, List};
 use crate::{
-    CefProfile, Config, DEFAULT_DATA_DIR, DEFAULT_LISTEN, MAX_INTERFACE_NAME, ManagerConfig, NetworkConfig, NicConfig,
-    Problems, ServerConfig, SourceConfig, SourceKind, SwitchConfig, TenantConfig,
+    BmcConfig, BmcDriverKind, CefProfile, Config, DEFAULT_DATA_DIR, DEFAULT_GRACEFUL_TIMEOUT_SECS, DEFAULT_LISTEN,
+    DEFAULT_REBOOT_DEADLINE_SECS, HypervisorConfig, HypervisorDriverKind, MAX_INTERFACE_NAME, ManagerConfig,
+    NetworkConfig, NicConfig, Problems, ServerConfig, SourceConfig, SourceKind, SwitchConfig, TenantConfig,
 };
 
 /// The longest path of a unix socket (`sun_path` is 108 bytes, with the terminating NUL).
@@ -26,8 +27,9 @@ pub(crate) fn validate(path: &Path, document: &Document, problems: &mut Problems
     let manager = v.manager(path, document.manager.as_ref());
     let networks = v.networks(&document.networks);
     let switches = v.switches(&document.switches);
+    let hypervisors = v.hypervisors(&document.hypervisors);
     let tenants = v.tenants(&document.tenants);
-    let servers = v.servers(&document.servers, &networks, &switches, &tenants);
+    let servers = v.servers(path, &document.servers, &networks, &switches, &hypervisors, &tenants);
     v.bridges(&networks, &switches, &servers);
     let sources = v.sources(path, &document.sources, manager.as_ref().map(|m| m.listen));
     let names = Names {
@@ -46,6 +48,7 @@ pub(crate) fn validate(path: &Path, document: &Document, problems: &mut Problems
         manager: manager?,
         networks: networks.iter().map(Net::build).collect::<Option<_>>()?,
         switches: switches.iter().map(Switch::build).collect::<Option<_>>()?,
+        hypervisors: hypervisors.iter().map(Hypervisor::build).collect::<Option<_>>()?,
         tenants: tenants.iter().map(Tenant::build).collect::<Option<_>>()?,
         servers: servers.iter().map(Server::build).collect::<Option<_>>()?,
         sources: sources.iter().map(Source::build).collect::<Option<_>>()?,
@@ -99,6 +102,18 @@ impl Switch {
     }
 }
 
+struct Hypervisor {
+    name: Option<String>,
+    driver: Option<HypervisorDriverKind>,
+    uri: Option<String>,
+}
+
+impl Hypervisor {
+    fn build(&self) -> Option<HypervisorConfig> {
+        Some(HypervisorConfig { name: self.name.clone()?, driver: self.driver?, uri: self.uri.clone()? })
+    }
+}
+
 struct Tenant {
     name: Option<String>,
     admin_email: Option<String>,
@@ -118,6 +133,10 @@ struct Server {
     /// `Some(None)` when absent; `None` when wrong.
     action: Option<Option<PolicyAction>>,
     protected: bool,
+    hypervisor: Option<String>,
+    domain: Option<String>,
+    /// `Some(None)` when absent; `None` when wrong.
+    bmc: Option<Option<BmcConfig>>,
     nics: Vec<Nic>,
 }
 
@@ -130,6 +149,9 @@ impl Server {
             user_email: self.user_email.clone(),
             action: self.action?,
             protected: self.protected,
+            hypervisor: self.hypervisor.clone(),
+            domain: self.domain.clone(),
+            bmc: self.bmc.clone()?,
             nics: self.nics.iter().map(Nic::build).collect::<Option<_>>()?,
         })
     }
@@ -334,7 +356,44 @@ impl Validator<'_> {
             Some((e, leaf)) => self.check(e, "instance", leaf, check_name),
             None => Some(default_instance()),
         };
-        Some(ManagerConfig { listen: listen?, data_dir: data_dir?, instance: instance? })
+        let (graceful_timeout_secs, reboot_deadline_secs) = match entry {
+            Some(e) => self.reboot_times(e),
+            None => (Some(DEFAULT_GRACEFUL_TIMEOUT_SECS), Some(DEFAULT_REBOOT_DEADLINE_SECS)),
+        };
+        Some(ManagerConfig {
+            listen: listen?,
+            data_dir: data_dir?,
+            instance: instance?,
+            graceful_timeout_secs: graceful_timeout_secs?,
+            reboot_deadline_secs: reboot_deadline_secs?,
+        })
+    }
+
+    /// `graceful_timeout` and `reboot_deadline` of `[manager]`: the deadline must leave time
+    /// after the graceful wait for a forced restart and its confirmation.
+    fn reboot_times(&mut self, entry: &Entry) -> (Option<u64>, Option<u64>) {
+        let graceful = self.duration(entry, "graceful_timeout", DEFAULT_GRACEFUL_TIMEOUT_SECS, false);
+        let deadline = self.duration(entry, "reboot_deadline", DEFAULT_REBOOT_DEADLINE_SECS, false);
+        if let (Some(graceful), Some(deadline)) = (graceful, deadline)
+            && deadline <= graceful
+        {
+            let why = "a reboot waits up to graceful_timeout for a clean restart, then forces one, and must see \
+                       the server restart before reboot_deadline";
+            if let Some(leaf) = entry.get("reboot_deadline") {
+                let graceful = written_duration(entry, "graceful_timeout", graceful);
+                let detail = format!("`{}` must be longer than graceful_timeout ({graceful}): {why}", leaf.value);
+                self.at(leaf.span.start, entry.key_of("reboot_deadline"), detail);
+            } else if let Some(leaf) = entry.get("graceful_timeout") {
+                let detail = format!(
+                    "`{}` must be shorter than reboot_deadline (`{}`, its default; set reboot_deadline to allow \
+                     more): {why}",
+                    leaf.value,
+                    format_duration(deadline)
+                );
+                self.at(leaf.span.start, entry.key_of("graceful_timeout"), detail);
+            }
+        }
+        (graceful, deadline)
     }
 
     fn networks<'e>(&mut self, entries: &'e [Entry]) -> Vec<Net<'e>> {
@@ -505,6 +564,27 @@ impl Validator<'_> {
             .collect()
     }
 
+    fn hypervisors(&mut self, entries: &[Entry]) -> Vec<Hypervisor> {
+        let mut seen = HashMap::new();
+        entries
+            .iter()
+            .map(|entry| {
+                let name = self.name(entry, "hypervisor", &mut seen);
+                let driver = self
+                    .required(entry, "driver", "every hypervisor needs a driver (libvirt)")
+                    .and_then(|leaf| self.choice(entry, "driver", leaf, HypervisorDriverKind::ALL));
+                let uri = self
+                    .required(
+                        entry,
+                        "uri",
+                        "every hypervisor needs the URI its driver connects to, like qemu:///system",
+                    )
+                    .and_then(|leaf| self.check(entry, "uri", leaf, check_uri));
+                Hypervisor { name, driver, uri }
+            })
+            .collect()
+    }
+
     fn tenants(&mut self, entries: &[Entry]) -> Vec<Tenant> {
         let mut seen = HashMap::new();
         entries
@@ -521,13 +601,16 @@ impl Validator<'_> {
 
     fn servers(
         &mut self,
+        config: &Path,
         entries: &[Entry],
         networks: &[Net<'_>],
         switches: &[Switch],
+        hypervisors: &[Hypervisor],
         tenants: &[Tenant],
     ) -> Vec<Server> {
         let mut seen = HashMap::new();
         let mut nics = NicRegistry::default();
+        let mut machines = MachineRegistry::default();
         let pools: Vec<(&Net<'_>, AddressRange)> = networks
             .iter()
             .filter(|n| n.role == Some(NetworkRole::Quarantine))
@@ -554,6 +637,18 @@ impl Validator<'_> {
                     None => Some(None).filter(|_| entry.absent("action")),
                 };
                 let protected = entry.get_bool("protected").is_some_and(|flag| flag.value);
+                let (hypervisor, domain) = self.server_vm(entry, kind, hypervisors, &mut machines);
+                let bmc = match &entry.table {
+                    Some(bmc) => self.bmc(config, bmc, &mut machines).map(Some),
+                    None => Some(None).filter(|_| entry.absent("bmc")),
+                };
+                if let (Some(ServerKind::Virtual), Some(&at)) = (kind, entry.present.get("bmc")) {
+                    self.at(
+                        at,
+                        entry.key_of("bmc"),
+                        "only a physical server has a BMC; a virtual server is rebooted through its hypervisor",
+                    );
+                }
                 if entry.children.is_empty() && !entry.mistyped.contains("nic") {
                     self.at(
                         entry.start,
@@ -566,9 +661,130 @@ impl Validator<'_> {
                     .iter()
                     .map(|nic| self.nic(nic, kind, networks, switches, &pools, &mut nics))
                     .collect();
-                Server { name, kind, tenant, user_email, action, protected, nics }
+                Server { name, kind, tenant, user_email, action, protected, hypervisor, domain, bmc, nics }
             })
             .collect()
+    }
+
+    /// A server's `hypervisor` and `domain`: required on a virtual server, refused on a physical
+    /// one; no two servers share a domain on one hypervisor.
+    fn server_vm(
+        &mut self,
+        entry: &Entry,
+        kind: Option<ServerKind>,
+        hypervisors: &[Hypervisor],
+        registry: &mut MachineRegistry,
+    ) -> (Option<String>, Option<String>) {
+        let hypervisor = entry.get("hypervisor").map(|leaf| {
+            // On a physical server it is wrong whatever it names (reported below).
+            let physical = kind == Some(ServerKind::Physical);
+            if !physical && find(hypervisors, |h| h.name.as_deref() == Some(leaf.value.as_str())).is_none() {
+                let detail = format!("no hypervisor is named `{}`", leaf.value);
+                self.at(leaf.span.start, entry.key_of("hypervisor"), detail);
+            }
+            leaf.value.clone()
+        });
+        let domain = entry.get("domain").and_then(|leaf| self.check(entry, "domain", leaf, check_domain));
+        match kind {
+            Some(ServerKind::Virtual) => {
+                if entry.absent("hypervisor") {
+                    self.at(
+                        entry.start,
+                        entry.key_of("hypervisor"),
+                        "missing: a virtual server needs the [[hypervisor]] that runs its VM",
+                    );
+                }
+                if entry.absent("domain") {
+                    self.at(
+                        entry.start,
+                        entry.key_of("domain"),
+                        "missing: a virtual server needs its domain, the name of its VM on the hypervisor (as \
+                         `virsh list --all` shows it)",
+                    );
+                }
+                if let (Some(hypervisor), Some(domain), Some(leaf)) = (&hypervisor, &domain, entry.get("domain")) {
+                    let slot = (hypervisor.clone(), domain.clone());
+                    if let Some(first) = registry.domains.get(&slot) {
+                        let detail =
+                            format!("domain `{domain}` of hypervisor `{hypervisor}` is already the VM of {first}");
+                        self.at(leaf.span.start, entry.key_of("domain"), detail);
+                    } else {
+                        registry.domains.insert(slot, format!("{} (line {})", entry.key, self.line(entry.start)));
+                    }
+                }
+            }
+            Some(ServerKind::Physical) => {
+                for field in ["hypervisor", "domain"] {
+                    if let Some(leaf) = entry.get(field) {
+                        let detail = format!(
+                            "a physical server has no {field}; remove it, or set kind = \"virtual\" if the server \
+                             is a VM"
+                        );
+                        self.at(leaf.span.start, entry.key_of(field), detail);
+                    }
+                }
+            }
+            None => {}
+        }
+        (hypervisor, domain)
+    }
+
+    /// A physical server's `[server.bmc]`; no two servers share a BMC's system.
+    fn bmc(&mut self, config: &Path, entry: &Entry, registry: &mut MachineRegistry) -> Option<BmcConfig> {
+        let driver = self
+            .required(entry, "driver", "every BMC needs a driver (redfish)")
+            .and_then(|leaf| self.choice(entry, "driver", leaf, BmcDriverKind::ALL));
+        // A mistyped `insecure` is already reported; do not also blame an http:// endpoint on it.
+        let insecure = entry.get_bool("insecure").is_some_and(|flag| flag.value) || entry.mistyped.contains("insecure");
+        let endpoint = self
+            .required(
+                entry,
+                "endpoint",
+                "a BMC needs its endpoint, the base URL of its Redfish service, like https://10.0.0.5",
+            )
+            .and_then(|leaf| self.parse_with(entry, "endpoint", leaf, |text| parse_endpoint(text, insecure)));
+        let system = self
+            .required(
+                entry,
+                "system",
+                "a BMC needs the Redfish path of the server's system, like /redfish/v1/Systems/1",
+            )
+            .and_then(|leaf| self.check(entry, "system", leaf, check_system));
+        let username = self
+            .required(entry, "username", "a BMC needs the username Cordon logs in with")
+            .and_then(|leaf| self.check(entry, "username", leaf, check_text));
+        let password_file = self
+            .required(
+                entry,
+                "password_file",
+                "a BMC needs password_file, a file holding its password (the configuration never holds secrets)",
+            )
+            .and_then(|leaf| self.check(entry, "password_file", leaf, check_path))
+            .map(|text| resolve_path(config, Path::new(&text)));
+        let ca_file = match entry.get("ca_file") {
+            Some(leaf) => {
+                self.check(entry, "ca_file", leaf, check_path).map(|text| Some(resolve_path(config, Path::new(&text))))
+            }
+            None => Some(None).filter(|_| entry.absent("ca_file")),
+        };
+        if let (Some(endpoint), Some(system), Some(leaf)) = (&endpoint, &system, entry.get("system")) {
+            let slot = (endpoint.to_ascii_lowercase(), system.trim_end_matches('/').to_string());
+            if let Some(first) = registry.systems.get(&slot) {
+                let detail = format!("system `{system}` of `{endpoint}` is already the system of {first}");
+                self.at(leaf.span.start, entry.key_of("system"), detail);
+            } else {
+                registry.systems.insert(slot, format!("{} (line {})", entry.key, self.line(entry.start)));
+            }
+        }
+        Some(BmcConfig {
+            driver: driver?,
+            endpoint: endpoint?,
+            system: system?,
+            username: username?,
+            password_file: password_file?,
+            ca_file: ca_file?,
+            insecure: entry.get_bool("insecure").is_some_and(|flag| flag.value),
+        })
     }
 
     fn nic(
@@ -648,6 +864,19 @@ impl Validator<'_> {
             Some(ip)
         });
 
+        if kind == Some(ServerKind::Virtual) {
+            for field in ["switch", "port"] {
+                if let Some(leaf) = entry.get(field) {
+                    let detail = format!(
+                        "a NIC of a virtual server has no {field}: its hypervisor moves it between the networks' \
+                         bridges; remove switch and port"
+                    );
+                    self.at(leaf.span.start, entry.key_of(field), detail);
+                }
+            }
+            let network = network.and_then(|n| n.name.clone());
+            return Nic { key: entry.key.clone(), mac, network, ip, switch: None, port: None };
+        }
         let switch_leaf = entry.get("switch");
         let port_leaf = entry.get("port");
         let switch = switch_leaf.map(|leaf| {
@@ -1028,38 +1257,52 @@ impl Validator<'_> {
     }
 
     /// On a linux-bridge switch, a port is moved between the bridges of its operational network
-    /// and of that network's quarantine network: both must have one.
+    /// and of that network's quarantine network: both must have one. So must the networks of a
+    /// VM's NIC, whose hypervisor moves it between the same networks' bridges on its host.
     fn bridges(&mut self, networks: &[Net<'_>], switches: &[Switch], servers: &[Server]) {
         let mut reported: Vec<&str> = Vec::new();
-        for nic in servers.iter().flat_map(|s| &s.nics) {
-            let (Some(switch_name), Some(network_name)) = (&nic.switch, &nic.network) else {
-                continue;
-            };
-            let Some(switch) = find(switches, |s| s.name.as_ref() == Some(switch_name)) else {
-                continue;
-            };
-            if switch.driver != Some(SwitchDriverKind::LinuxBridge) {
-                continue;
-            }
-            let Some(network) = find(networks, |n| n.name.as_ref() == Some(network_name)) else {
-                continue;
-            };
-            let quarantine = network
-                .quarantine_network
-                .and_then(|leaf| find(networks, |n| n.name.as_deref() == Some(leaf.value.as_str())));
-            let carries = "carries it on this network";
-            let moves = "moves it to this network on quarantine";
-            for (net, why) in [(Some(network), carries), (quarantine, moves)] {
-                let Some(net) = net else { continue };
-                if net.entry.get("bridge").is_some() || reported.contains(&net.entry.key.as_str()) {
+        for server in servers {
+            for nic in &server.nics {
+                let Some(network_name) = &nic.network else {
                     continue;
+                };
+                let (carries, moves) = if server.kind == Some(ServerKind::Virtual) {
+                    let vm = format!("{} is the NIC of a VM, which its hypervisor", nic.key);
+                    (
+                        format!("{vm} connects to this network's bridge on the host"),
+                        format!("{vm} moves to this network's bridge on quarantine"),
+                    )
+                } else {
+                    let Some(switch_name) = &nic.switch else {
+                        continue;
+                    };
+                    let Some(switch) = find(switches, |s| s.name.as_ref() == Some(switch_name)) else {
+                        continue;
+                    };
+                    if switch.driver != Some(SwitchDriverKind::LinuxBridge) {
+                        continue;
+                    }
+                    let port = format!("{} is on linux-bridge switch `{switch_name}`, which", nic.key);
+                    (
+                        format!("{port} carries it on this network"),
+                        format!("{port} moves it to this network on quarantine"),
+                    )
+                };
+                let Some(network) = find(networks, |n| n.name.as_ref() == Some(network_name)) else {
+                    continue;
+                };
+                let quarantine = network
+                    .quarantine_network
+                    .and_then(|leaf| find(networks, |n| n.name.as_deref() == Some(leaf.value.as_str())));
+                for (net, why) in [(Some(network), &carries), (quarantine, &moves)] {
+                    let Some(net) = net else { continue };
+                    if net.entry.get("bridge").is_some() || reported.contains(&net.entry.key.as_str()) {
+                        continue;
+                    }
+                    reported.push(&net.entry.key);
+                    let detail = format!("missing: {why}, so the network needs a bridge");
+                    self.at(net.entry.start, net.entry.key_of("bridge"), detail);
                 }
-                reported.push(&net.entry.key);
-                let detail = format!(
-                    "missing: {} is on linux-bridge switch `{switch_name}`, which {why}, so the network needs a bridge",
-                    nic.key
-                );
-                self.at(net.entry.start, net.entry.key_of("bridge"), detail);
             }
         }
     }
@@ -1071,6 +1314,14 @@ struct NicRegistry {
     macs: HashMap<MacAddr, String>,
     ips: HashMap<IpAddr, String>,
     ports: HashMap<(String, String), String>,
+}
+
+/// The machines servers claimed (VMs by hypervisor and domain, BMC systems by endpoint and
+/// path), and by whom (a readable key with its line).
+#[derive(Default)]
+struct MachineRegistry {
+    domains: HashMap<(String, String), String>,
+    systems: HashMap<(String, String), String>,
 }
 
 /// The first item (in file order) matching `pred`.
@@ -1127,6 +1378,144 @@ fn parse_duration(text: &str) -> Result<u64, String> {
         .ok()
         .and_then(|count| count.checked_mul(scale))
         .ok_or_else(|| format!("`{text}` is too long a duration"))
+}
+
+/// How a duration key was written (`` `2m` ``), or its default when absent.
+fn written_duration(entry: &Entry, field: &str, seconds: u64) -> String {
+    match entry.get(field) {
+        Some(leaf) => format!("`{}`", leaf.value),
+        None => format!("`{}`, its default", format_duration(seconds)),
+    }
+}
+
+/// A duration in the largest unit that writes it whole: `30s`, `5m`, `2h`, `1d`.
+fn format_duration(seconds: u64) -> String {
+    let units = [(24 * 60 * 60, 'd'), (60 * 60, 'h'), (60, 'm')];
+    match units.iter().find(|&&(scale, _)| seconds > 0 && seconds.is_multiple_of(scale)) {
+        Some(&(scale, unit)) => format!("{}{unit}", seconds / scale),
+        None => format!("{seconds}s"),
+    }
+}
+
+/// A BMC's endpoint: `https://host[:port]`, or `http://` with `insecure`; given back without a
+/// trailing `/`.
+fn parse_endpoint(text: &str, insecure: bool) -> Result<String, String> {
+    let like = "like https://10.0.0.5 or https://bmc-07.example.com:8443";
+    let bad = |why: &str| format!("`{text}` is not a BMC endpoint ({why}; {like})");
+    if text.contains('@') {
+        // Not quoted: what precedes the `@` may be a password.
+        return Err("the endpoint holds credentials (`user:password@`), which belong in username and password_file, \
+                    not in the URL"
+            .to_string());
+    }
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return Err(bad("expected an https:// URL"));
+    };
+    let plain = if scheme.eq_ignore_ascii_case("https") {
+        false
+    } else if scheme.eq_ignore_ascii_case("http") {
+        true
+    } else {
+        return Err(bad("expected an https:// URL"));
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad("no spaces or control characters"));
+    }
+    if authority.contains(['/', '?', '#']) {
+        return Err(format!(
+            "`{text}` is not a BMC endpoint: only the scheme, host and port ({like}); the Redfish path belongs in \
+             system"
+        ));
+    }
+    // The port, if any, after an `[IPv6]` address or a host name or IPv4 address.
+    let port = match authority.strip_prefix('[') {
+        Some(bracketed) => {
+            let Some((address, after)) = bracketed.split_once(']') else {
+                return Err(bad("unclosed `[`"));
+            };
+            if address.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(bad("not an IPv6 address between `[` and `]`"));
+            }
+            match after {
+                "" => None,
+                _ => Some(after.strip_prefix(':').ok_or_else(|| bad("expected `:port` after `]`"))?),
+            }
+        }
+        None => {
+            let (host, port) = match authority.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            };
+            if host.is_empty() {
+                return Err(bad("no host"));
+            }
+            if host.contains(['[', ']']) || port.is_some_and(|port| port.contains(':')) {
+                return Err(bad("write an IPv6 address between `[` and `]`"));
+            }
+            port
+        }
+    };
+    if let Some(port) = port
+        && !(port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok_and(|p| p > 0))
+    {
+        return Err(bad("the port is a number from 1 to 65535"));
+    }
+    if plain && !insecure {
+        return Err(format!(
+            "`{text}` is plain HTTP, which would send the BMC's password unencrypted: use https://, or set insecure \
+             = true to allow it (only on an isolated management network)"
+        ));
+    }
+    Ok(text.strip_suffix('/').unwrap_or(text).to_string())
+}
+
+/// A BMC's system: a Redfish path under `/redfish/v1/`.
+fn check_system(text: &str) -> Result<(), String> {
+    let rest = text.strip_prefix("/redfish/v1/").unwrap_or("");
+    if rest.trim_matches('/').is_empty()
+        || text.contains(['?', '#'])
+        || text.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "`{text}` is not the Redfish path of a system (a path starting with /redfish/v1/, like \
+             /redfish/v1/Systems/1)"
+        ));
+    }
+    Ok(())
+}
+
+/// A hypervisor's `uri`, as its driver takes it (`qemu:///system`, `qemu+ssh://root@kvm-1/system`).
+fn check_uri(text: &str) -> Result<(), String> {
+    if text.is_empty() {
+        return Err("must not be empty".to_string());
+    }
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("`{text}` is not a URI (no spaces or control characters), like qemu:///system"));
+    }
+    Ok(())
+}
+
+/// A VM's name on its hypervisor (the libvirt domain).
+fn check_domain(text: &str) -> Result<(), String> {
+    if text.is_empty() {
+        return Err("must not be empty".to_string());
+    }
+    if text.contains('/') || text.chars().any(char::is_control) {
+        return Err(format!("`{text}` is not a valid domain name (no '/' or control characters)"));
+    }
+    Ok(())
+}
+
+/// Free text on one line, like a user name: not empty, no control characters.
+fn check_text(text: &str) -> Result<(), String> {
+    if text.is_empty() {
+        return Err("must not be empty".to_string());
+    }
+    if text.chars().any(char::is_control) {
+        return Err(format!("{text:?} must not contain control characters"));
+    }
+    Ok(())
 }
 
 fn parse_ip(text: &str) -> Result<IpAddr, String> {

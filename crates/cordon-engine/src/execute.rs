@@ -227,13 +227,13 @@ impl Engine {
         };
         let begun = Utc::now();
         let operational = &plan.operational.name;
-        store.record_nic_position(server_id, plan.nic.mac, operational, Some(plan.nic.operational_ip)).await?;
+        store.record_nic_position(server_id, plan.nic.mac, operational, plan.nic.operational_ip).await?;
         self.journal(
             action,
             "record_nic_position",
             &plan.nic.mac.to_string(),
             StepOutcome::Done,
-            &format!("{operational} {}", plan.nic.operational_ip),
+            &format!("{operational} {}", describe(plan.nic.operational_ip)),
             None,
             begun,
         )
@@ -255,7 +255,7 @@ impl Engine {
             "{} on {} ({how}), address {}",
             plan.link.name(),
             plan.operational_bridge,
-            plan.nic.operational_ip
+            describe(plan.nic.operational_ip)
         )))
     }
 
@@ -438,4 +438,9 @@ fn driver_message(error: &DriverError, driver: &str, target: &str) -> MessageRef
             )
         }
     }
+}
+
+/// An address for a message; an unknown one says so.
+fn describe(address: Option<std::net::IpAddr>) -> String {
+    address.map(|a| a.to_string()).unwrap_or_else(|| "(address not configured)".into())
 }

@@ -12,6 +12,7 @@
 
 mod error;
 mod execute;
+mod import;
 mod ingest;
 pub mod metrics;
 mod topology;
@@ -26,9 +27,10 @@ use cordon_store::{ActionRecord, AuditEntry, MessageRef, NewAction, NewMessage, 
 use tokio::sync::Notify;
 
 pub use error::{EngineError, ErrorKind};
+pub use import::{ImportReport, ImportedNic, ImportedServer};
 pub use ingest::PolicySet;
 pub use metrics::Metrics;
-pub use topology::{NetworkPlan, Topology};
+pub use topology::{DomainPower, NetworkPlan, Topology};
 
 /// Who asked for something, for the audit trail.
 #[derive(Debug, Clone, PartialEq, Eq)]

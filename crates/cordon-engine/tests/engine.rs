@@ -102,7 +102,7 @@ fn inventory(servers: &[(&str, &str, &str)]) -> Inventory {
                 nics: vec![NicSpec {
                     mac: mac.parse().unwrap(),
                     network: "office".into(),
-                    ip: ip.parse().unwrap(),
+                    ip: Some(ip.parse().unwrap()),
                     switch: Some("tor-1".into()),
                     port: Some(format!("p-{name}")),
                 }],

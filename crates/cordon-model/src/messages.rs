@@ -129,6 +129,9 @@ catalogue! {
     SERVER_POWERED_ON = 21016, "server_powered_on",
         "{server} was found powered off and was powered on: {detail}",
         "Find out why it was off (a crash, someone at the console) before relying on it.";
+    SERVERS_IMPORTED = 21017, "servers_imported",
+        "import from hypervisor {hypervisor}: {added} servers added, {existing} already known, {skipped} skipped",
+        "Give the imported servers their addresses in the configuration so that detections resolve to them (an imported NIC has no address yet).";
     SERVER_RETIRED = 40001, "server_retired",
         "server {server} is no longer in the configuration: kept and flagged retired",
         "If the server was removed on purpose, nothing to do. If it still has open actions, check or finish them; Cordon never deletes a server's history.";
@@ -216,6 +219,9 @@ catalogue! {
     REBOOT_NOT_CONFIRMED = 60036, "reboot_not_confirmed",
         "the reboot of {target} was not confirmed: {detail}",
         "Nothing observable showed the server restarting. Check it through the hypervisor or BMC console; reboot by hand if needed, then `cordon actions check ID`.";
+    HYPERVISOR_NOT_FOUND = 60037, "hypervisor_not_found",
+        "no hypervisor is named {name}",
+        "Check the name against the [[hypervisor]] entries of the configuration.";
     BAD_REQUEST = 60040, "bad_request",
         "bad request: {detail}",
         "Correct the request as the detail says; the API is described at /api/v1/openapi.json.";

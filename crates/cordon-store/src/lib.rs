@@ -78,7 +78,9 @@ pub struct NicSpec {
     pub mac: MacAddr,
     /// The operational network.
     pub network: String,
-    pub ip: IpAddr,
+    /// The operational address; `None` for a VM imported from a hypervisor, whose address is
+    /// not known yet (detections cannot resolve to that NIC until it is configured).
+    pub ip: Option<IpAddr>,
     pub switch: Option<String>,
     pub port: Option<String>,
 }
@@ -121,7 +123,7 @@ pub struct NicRecord {
     pub mac: MacAddr,
     /// The operational network from the configuration.
     pub network: String,
-    pub operational_ip: IpAddr,
+    pub operational_ip: Option<IpAddr>,
     pub switch: Option<String>,
     pub port: Option<String>,
     /// The network Cordon last put the NIC on (or found it on).
@@ -312,6 +314,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Upserts networks, tenants and servers by name; flags servers that left as retired.
     /// A NIC that stays keeps where it stands; a new NIC starts on its operational network.
     async fn sync_inventory(&self, inventory: &Inventory) -> Result<SyncReport>;
+    /// Adds the servers whose names are not stored yet (an import from a hypervisor), marked with
+    /// `origin`; such servers are not retired when they are absent from the configuration.
+    async fn import_servers(&self, servers: &[ServerSpec], origin: &str) -> Result<SyncReport>;
     async fn list_servers(&self) -> Result<Vec<ServerRecord>>;
     async fn server_by_name(&self, name: &str) -> Result<Option<ServerRecord>>;
     async fn server_by_id(&self, id: i64) -> Result<Option<ServerRecord>>;

@@ -17,12 +17,12 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use crate::*;
 
 /// Ordered migrations; the index + 1 is the schema version.
-const MIGRATIONS: &[&str] =
-    &[
-        include_str!("../migrations/sqlite/0001_initial.sql"),
-        include_str!("../migrations/sqlite/0002_detections.sql"),
-        include_str!("../migrations/sqlite/0003_virtual_servers.sql"),
-    ];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/sqlite/0001_initial.sql"),
+    include_str!("../migrations/sqlite/0002_detections.sql"),
+    include_str!("../migrations/sqlite/0003_virtual_servers.sql"),
+    include_str!("../migrations/sqlite/0004_server_origin.sql"),
+];
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -45,6 +45,15 @@ fn parse_time(text: &str) -> rusqlite::Result<Timestamp> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+/// An address stored as text, where the empty text means "not known".
+fn optional_address(text: &str) -> rusqlite::Result<Option<IpAddr>> {
+    if text.is_empty() { Ok(None) } else { parse_text(text).map(Some) }
+}
+
+fn address_text(address: Option<IpAddr>) -> String {
+    address.map(|a| a.to_string()).unwrap_or_default()
 }
 
 fn parse_text<T: std::str::FromStr>(text: &str) -> rusqlite::Result<T>
@@ -150,7 +159,7 @@ fn load_nics(connection: &Connection, server: &mut ServerRecord) -> rusqlite::Re
             Ok(NicRecord {
                 mac: parse_text(&row.get::<_, String>(0)?)?,
                 network: row.get(1)?,
-                operational_ip: parse_text(&row.get::<_, String>(2)?)?,
+                operational_ip: optional_address(&row.get::<_, String>(2)?)?,
                 switch: row.get(3)?,
                 port: row.get(4)?,
                 current_network: row.get(5)?,
@@ -330,8 +339,8 @@ fn sync_inventory(tx: &Transaction<'_>, inventory: &Inventory) -> rusqlite::Resu
                     || hypervisor != server.hypervisor
                     || domain != server.domain;
                 tx.execute(
-                    "UPDATE servers SET kind = ?2, tenant = ?3, user_email = ?4, retired = 0, updated_at = ?5, hypervisor = ?6, domain = ?7
-                     WHERE id = ?1",
+                    "UPDATE servers SET kind = ?2, tenant = ?3, user_email = ?4, retired = 0, updated_at = ?5, hypervisor = ?6, domain = ?7,
+                     origin = 'config' WHERE id = ?1",
                     params![id, server.kind.as_str(), server.tenant, server.user_email, at, server.hypervisor, server.domain],
                 )?;
                 let nics_changed = sync_nics_changed(tx, id, server)?;
@@ -343,7 +352,8 @@ fn sync_inventory(tx: &Transaction<'_>, inventory: &Inventory) -> rusqlite::Resu
         };
         sync_nics(tx, server_id, server)?;
     }
-    let mut statement = tx.prepare("SELECT id, name FROM servers WHERE retired = 0")?;
+    // Imported servers are not in the configuration by design: they are never retired by it.
+    let mut statement = tx.prepare("SELECT id, name FROM servers WHERE retired = 0 AND origin = 'config'")?;
     let live: Vec<(i64, String)> =
         statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
     for (id, name) in live {
@@ -359,6 +369,38 @@ fn sync_inventory(tx: &Transaction<'_>, inventory: &Inventory) -> rusqlite::Resu
     Ok(report)
 }
 
+/// Adds servers that no stored server has the name of (an import); existing ones are left alone.
+fn import_servers(tx: &Transaction<'_>, servers: &[ServerSpec], origin: &str) -> rusqlite::Result<SyncReport> {
+    let at = now();
+    let mut report = SyncReport::default();
+    for server in servers {
+        let exists: bool =
+            tx.query_row("SELECT COUNT(*) > 0 FROM servers WHERE name = ?1", [&server.name], |r| r.get(0))?;
+        if exists {
+            continue;
+        }
+        tx.execute(
+            "INSERT INTO servers (name, kind, tenant, user_email, state, retired, created_at, updated_at, hypervisor, domain, origin)
+             VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6, ?7, ?8, ?9)",
+            params![
+                server.name,
+                server.kind.as_str(),
+                server.tenant,
+                server.user_email,
+                ServerState::Operational.as_str(),
+                at,
+                server.hypervisor,
+                server.domain,
+                origin
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        sync_nics(tx, id, server)?;
+        report.added.push(server.name.clone());
+    }
+    Ok(report)
+}
+
 /// Whether the configured NICs differ from the stored ones (before `sync_nics` rewrites them).
 fn sync_nics_changed(tx: &Transaction<'_>, server_id: i64, server: &ServerSpec) -> rusqlite::Result<bool> {
     let mut statement = tx.prepare(
@@ -370,7 +412,7 @@ fn sync_nics_changed(tx: &Transaction<'_>, server_id: i64, server: &ServerSpec) 
     let configured: Vec<NicRow> = server
         .nics
         .iter()
-        .map(|n| (n.mac.to_string(), n.network.clone(), n.ip.to_string(), n.switch.clone(), n.port.clone()))
+        .map(|n| (n.mac.to_string(), n.network.clone(), address_text(n.ip), n.switch.clone(), n.port.clone()))
         .collect();
     Ok(stored != configured)
 }
@@ -379,7 +421,8 @@ fn sync_nics_changed(tx: &Transaction<'_>, server_id: i64, server: &ServerSpec) 
 /// closes the rows of addresses the configuration no longer gives it.
 fn sync_address_history(tx: &Transaction<'_>, server_id: i64, nics: &[NicSpec]) -> rusqlite::Result<()> {
     let at = now_us();
-    let wanted: Vec<(String, String)> = nics.iter().map(|n| (n.mac.to_string(), n.ip.to_string())).collect();
+    let wanted: Vec<(String, String)> =
+        nics.iter().filter_map(|n| n.ip.map(|ip| (n.mac.to_string(), ip.to_string()))).collect();
     let mut statement = tx.prepare(
         "SELECT id, mac, ip FROM address_history WHERE server_id = ?1 AND kind = 'operational' AND valid_to_us IS NULL",
     )?;
@@ -420,12 +463,12 @@ fn sync_nics(tx: &Transaction<'_>, server_id: i64, server: &ServerSpec) -> rusql
     for (position, nic) in server.nics.iter().enumerate() {
         tx.execute(
             "INSERT INTO nics (server_id, mac, position, network, operational_ip, switch, port, current_network, current_ip)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?4, ?5)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?4, NULLIF(?5, ''))
              ON CONFLICT(server_id, mac) DO UPDATE SET position = excluded.position, network = excluded.network,
              operational_ip = excluded.operational_ip, switch = excluded.switch, port = excluded.port,
-             current_ip = CASE WHEN nics.current_network = excluded.network THEN excluded.operational_ip ELSE nics.current_ip END,
+             current_ip = CASE WHEN nics.current_network = excluded.network THEN NULLIF(excluded.operational_ip, '') ELSE nics.current_ip END,
              current_network = CASE WHEN nics.current_network = nics.network THEN excluded.network ELSE nics.current_network END",
-            params![server_id, nic.mac.to_string(), position as i64, nic.network, nic.ip.to_string(), nic.switch, nic.port],
+            params![server_id, nic.mac.to_string(), position as i64, nic.network, address_text(nic.ip), nic.switch, nic.port],
         )?;
     }
     Ok(())
@@ -478,6 +521,17 @@ impl Store for SqliteStore {
         self.run(move |connection| {
             let tx = connection.transaction().map_err(backend)?;
             let report = sync_inventory(&tx, &inventory).map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(report)
+        })
+        .await
+    }
+
+    async fn import_servers(&self, servers: &[ServerSpec], origin: &str) -> Result<SyncReport> {
+        let (servers, origin) = (servers.to_vec(), origin.to_string());
+        self.run(move |connection| {
+            let tx = connection.transaction().map_err(backend)?;
+            let report = import_servers(&tx, &servers, &origin).map_err(backend)?;
             tx.commit().map_err(backend)?;
             Ok(report)
         })

@@ -46,7 +46,7 @@ fn inventory(servers: &[(&str, &str, &str)]) -> Inventory {
                 nics: vec![NicSpec {
                     mac: mac.parse().unwrap(),
                     network: "office".into(),
-                    ip: ip(address),
+                    ip: Some(ip(address)),
                     switch: Some("tor-1".into()),
                     port: Some(format!("p-{name}")),
                 }],
@@ -289,4 +289,38 @@ fn rusqlite_bump(path: &std::path::Path) {
         .status()
         .expect("sqlite3 is installed by scripts/install-deps.sh");
     assert!(status.success());
+}
+
+#[tokio::test]
+async fn imported_servers_are_added_once_and_never_retired_by_the_configuration() {
+    for (backend, store) in stores() {
+        store.sync_inventory(&inventory(&[A])).await.unwrap();
+        let vm = ServerSpec {
+            name: "vpc-001".into(),
+            kind: ServerKind::Virtual,
+            tenant: None,
+            user_email: None,
+            hypervisor: Some("kvm-1".into()),
+            domain: Some("vpc-001".into()),
+            nics: vec![NicSpec {
+                mac: "52:54:00:00:00:11".parse().unwrap(),
+                network: "office".into(),
+                ip: None,
+                switch: None,
+                port: None,
+            }],
+        };
+        let mut clash = vm.clone();
+        clash.name = "a".into();
+        let report = store.import_servers(&[vm.clone(), clash], "import:kvm-1").await.unwrap();
+        assert_eq!(report.added, vec!["vpc-001"], "{backend}: an existing name is left alone");
+        let stored = store.server_by_name("vpc-001").await.unwrap().unwrap();
+        assert_eq!((stored.hypervisor.as_deref(), stored.domain.as_deref()), (Some("kvm-1"), Some("vpc-001")));
+        assert_eq!(stored.nics[0].operational_ip, None);
+        assert_eq!(stored.nics[0].current_ip, None);
+        assert_eq!(store.import_servers(&[vm], "import:kvm-1").await.unwrap().added.len(), 0, "idempotent");
+        let report = store.sync_inventory(&inventory(&[A])).await.unwrap();
+        assert!(report.retired.is_empty(), "{backend}: an imported server is not in the configuration by design");
+        assert!(!store.server_by_name("vpc-001").await.unwrap().unwrap().retired);
+    }
 }

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use cordon_api::wire::{
-    ActRequest, ActionView, ApproveRequest, BreakerView, DetectionPost, DetectionView, IngestResponse, ServerView,
-    SubmitResponse,
+    ActRequest, ActionView, ApproveRequest, BreakerView, DetectionPost, DetectionView, ImportRequest, ImportView,
+    IngestResponse, ServerView, SubmitResponse,
 };
 use cordon_model::{Message, messages};
 
@@ -63,6 +63,11 @@ enum Command {
     ///
     /// This is the only way to release a server: checking or retrying an action never does.
     Unquarantine(ActArgs),
+    /// Reboot a server: a VM through its hypervisor, a physical server through its BMC.
+    ///
+    /// Graceful first, forced after `graceful_timeout`; the action succeeds only when the
+    /// restart was observed (message 21015). A server found powered off is powered on.
+    Reboot(RebootArgs),
     /// List actions, show one with its steps, or acknowledge (check) or retry one.
     #[command(subcommand)]
     Actions(ActionsCommand),
@@ -90,6 +95,23 @@ enum Command {
 enum ServersCommand {
     /// Every server with its state, network and address.
     List {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Lists a hypervisor's domains as servers (a dry run); `--apply` adds the new ones.
+    ///
+    /// Each NIC is matched to the operational network whose `bridge` it is on. Imported servers
+    /// have no address yet: add them to the configuration with their `ip` so that detections
+    /// resolve to them.
+    Import {
+        /// The [[hypervisor]] to list (its name in the configuration).
+        #[arg(long = "from-libvirt", value_name = "HYPERVISOR")]
+        from_libvirt: String,
+        /// Write the new servers to the store (without it nothing is written).
+        #[arg(long)]
+        apply: bool,
         #[command(flatten)]
         api: ApiArgs,
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
@@ -251,6 +273,23 @@ struct ActArgs {
     api: ApiArgs,
 }
 
+#[derive(Debug, Args)]
+struct RebootArgs {
+    /// The server's name (see `cordon servers list`).
+    name: String,
+    /// Why: recorded on the action and in the audit trail.
+    #[arg(long)]
+    reason: Option<String>,
+    /// Wait until the reboot is confirmed; exit 0 only if it was.
+    #[arg(long)]
+    wait: bool,
+    /// How long --wait waits, in seconds (a graceful reboot may take minutes).
+    #[arg(long, default_value_t = 400)]
+    timeout: u64,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct ApiArgs {
     /// The API's address.
@@ -326,11 +365,21 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             let servers: Vec<ServerView> = Client::new(&api)?.get("/api/v1/servers").await?;
             output::print(output, &servers[..], output::servers_table)
         }
+        Command::Servers(ServersCommand::Import { from_libvirt, apply, api, output }) => {
+            let body = ImportRequest { apply };
+            let report: ImportView =
+                Client::new(&api)?.post(&format!("/api/v1/hypervisors/{}/import", encode(&from_libvirt)), &body).await?;
+            output::print(output, &report, output::import_table)
+        }
         Command::Servers(ServersCommand::Show { name, api, output }) => {
             let server: ServerView = Client::new(&api)?.get(&format!("/api/v1/servers/{}", encode(&name))).await?;
             output::print(output, &server, output::server_detail)
         }
         Command::Quarantine(args) => act("quarantine", args).await,
+        Command::Reboot(args) => {
+            let act_args = ActArgs { name: args.name, reason: args.reason, wait: args.wait, timeout: args.timeout, api: args.api };
+            act("reboot", act_args).await
+        }
         Command::Unquarantine(args) => act("unquarantine", args).await,
         Command::Actions(ActionsCommand::List { state, server, api, output }) => {
             let mut query = Vec::new();

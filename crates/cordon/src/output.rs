@@ -1,6 +1,6 @@
 //! Human tables and JSON for the operator commands.
 
-use cordon_api::wire::{ActionView, BreakerView, DetectionView, ServerView};
+use cordon_api::wire::{ActionView, BreakerView, DetectionView, ImportView, ServerView};
 use serde::Serialize;
 
 use crate::cli::{Failure, Format};
@@ -88,7 +88,7 @@ pub fn server_detail(s: &ServerView) -> String {
                 n.mac.clone(),
                 n.network.clone(),
                 or_dash(&n.ip),
-                format!("{} {}", n.operational_network, n.operational_ip),
+                format!("{} {}", n.operational_network, or_dash(&n.operational_ip)),
                 match (&n.switch, &n.port) {
                     (Some(switch), Some(port)) => format!("{switch}/{port}"),
                     _ => "-".into(),
@@ -196,4 +196,28 @@ automatic actions in the last {} s: {} (at most {})
         b.recent,
         b.max_auto_actions
     )
+}
+
+pub fn import_table(report: &ImportView) -> String {
+    let rows: Vec<Vec<String>> = report
+        .servers
+        .iter()
+        .flat_map(|s| {
+            s.nics.iter().map(move |n| {
+                vec![
+                    s.name.clone(),
+                    if s.running { "running".into() } else { "shut off".into() },
+                    n.mac.clone(),
+                    n.bridge.clone().unwrap_or_else(|| "-".into()),
+                    n.network.clone().unwrap_or_else(|| "-".into()),
+                    s.outcome.clone(),
+                ]
+            })
+        })
+        .collect();
+    let mut out = render(&["DOMAIN", "STATE", "MAC", "BRIDGE", "NETWORK", "IMPORT"], &rows);
+    if !report.applied {
+        out.push_str("\n(dry run: nothing was written; add --apply to add the new servers)\n");
+    }
+    out
 }

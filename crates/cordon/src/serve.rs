@@ -7,9 +7,9 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
-use cordon_config::Config;
-use cordon_drivers::{LinuxBridgeSwitch, SwitchDriver};
-use cordon_engine::{Engine, EngineSettings, NetworkPlan, Topology};
+use cordon_config::{Config, HypervisorDriverKind};
+use cordon_drivers::{LibvirtHypervisor, LinuxBridgeSwitch, PowerDriver, RedfishBmc, RedfishSettings, SwitchDriver};
+use cordon_engine::{DomainPower, Engine, EngineSettings, NetworkPlan, Topology};
 use cordon_model::{AddressPool, Role, SwitchDriverKind, messages};
 use cordon_store::{Inventory, NetworkSpec, NewMessage, NicSpec, ServerSpec, SqliteStore, Store, TenantSpec};
 use tokio::net::TcpListener;
@@ -71,7 +71,9 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
         note(&*store, messages::ADMIN_TOKEN_CREATED.number, text, &instance).await;
     }
 
-    let engine = Engine::new(store.clone(), topology(&config), EngineSettings::new(instance.clone()));
+    let topology = topology(&config)
+        .map_err(|detail| Failure::new(&messages::INVALID_CONFIGURATION, &[("detail", &detail)]).usage())?;
+    let engine = Engine::new(store.clone(), topology, EngineSettings::new(instance.clone()));
     engine.set_policy(crate::sources::policy_set(&config));
     let resumed =
         engine.recover().await.map_err(|e| Failure { number: e.number(), text: e.text, remedy: None, exit_code: 1 })?;
@@ -213,13 +215,15 @@ fn inventory(config: &Config) -> Inventory {
                 kind: s.kind,
                 tenant: s.tenant.clone(),
                 user_email: s.user_email.clone(),
+                hypervisor: s.hypervisor.clone(),
+                domain: s.domain.clone(),
                 nics: s
                     .nics
                     .iter()
                     .map(|n| NicSpec {
                         mac: n.mac,
                         network: n.network.clone(),
-                        ip: n.ip,
+                        ip: Some(n.ip),
                         switch: n.switch.clone(),
                         port: n.port.clone(),
                     })
@@ -229,7 +233,8 @@ fn inventory(config: &Config) -> Inventory {
     }
 }
 
-fn topology(config: &Config) -> Topology {
+/// The drivers of the configuration. Secrets (BMC passwords) are read here, from their files.
+fn topology(config: &Config) -> Result<Topology, String> {
     let networks = config
         .networks
         .iter()
@@ -256,5 +261,32 @@ fn topology(config: &Config) -> Topology {
             (s.name.clone(), driver)
         })
         .collect();
-    Topology { networks, switches }
+    let mut topology = Topology {
+        networks,
+        switches,
+        graceful_timeout: std::time::Duration::from_secs(config.manager.graceful_timeout_secs),
+        reboot_deadline: std::time::Duration::from_secs(config.manager.reboot_deadline_secs),
+        ..Topology::default()
+    };
+    for hypervisor in &config.hypervisors {
+        let driver = match hypervisor.driver {
+            HypervisorDriverKind::Libvirt => Arc::new(LibvirtHypervisor::new(hypervisor.name.clone(), hypervisor.uri.clone())),
+        };
+        let power_of = driver.clone();
+        let power: DomainPower = Arc::new(move |domain: &str| -> Arc<dyn PowerDriver> { Arc::new(power_of.power(domain)) });
+        topology.domain_power.insert(hypervisor.name.clone(), power);
+        topology.hypervisors.insert(hypervisor.name.clone(), driver);
+    }
+    for server in &config.servers {
+        let Some(bmc) = &server.bmc else { continue };
+        let password = std::fs::read_to_string(&bmc.password_file)
+            .map(|p| p.trim_end_matches(['\r', '\n']).to_string())
+            .map_err(|e| format!("cannot read the BMC password file {} of {}: {e}", bmc.password_file.display(), server.name))?;
+        let mut settings = RedfishSettings::new(&bmc.endpoint, &bmc.system, &bmc.username, password);
+        settings.ca_file = bmc.ca_file.clone();
+        settings.insecure = bmc.insecure;
+        let driver = RedfishBmc::new(settings).map_err(|e| format!("BMC of {}: {e}", server.name))?;
+        topology.bmcs.insert(server.name.clone(), Arc::new(driver));
+    }
+    Ok(topology)
 }
