@@ -33,13 +33,16 @@ pub struct ImportReport {
 
 impl Engine {
     /// Lists the hypervisor's domains as servers; with `apply`, adds the new ones to the store.
-    pub async fn import_from_hypervisor(&self, hypervisor: &str, apply: bool, actor: &Actor) -> Result<ImportReport, EngineError> {
+    pub async fn import_from_hypervisor(
+        &self,
+        hypervisor: &str,
+        apply: bool,
+        actor: &Actor,
+    ) -> Result<ImportReport, EngineError> {
         let topology = &self.inner.topology;
-        let driver = topology
-            .hypervisors
-            .get(hypervisor)
-            .cloned()
-            .ok_or_else(|| EngineError::new(ErrorKind::NotFound, &messages::HYPERVISOR_NOT_FOUND, &[("name", &hypervisor)]))?;
+        let driver = topology.hypervisors.get(hypervisor).cloned().ok_or_else(|| {
+            EngineError::new(ErrorKind::NotFound, &messages::HYPERVISOR_NOT_FOUND, &[("name", &hypervisor)])
+        })?;
         let listing = tokio::task::spawn_blocking(move || driver.list_domains())
             .await
             .map_err(|e| EngineError::new(ErrorKind::Internal, &messages::INTERNAL_ERROR, &[("detail", &e)]))?;
@@ -70,14 +73,21 @@ impl Engine {
                 .collect();
             let exists = known.iter().any(|s| {
                 s.name == domain.name
-                    || (s.hypervisor.as_deref() == Some(hypervisor) && s.domain.as_deref() == Some(domain.name.as_str()))
+                    || (s.hypervisor.as_deref() == Some(hypervisor)
+                        && s.domain.as_deref() == Some(domain.name.as_str()))
             });
             let unmapped = nics.iter().find(|n| n.network.is_none());
             let parsed: Result<Vec<NicSpec>, String> = nics
                 .iter()
                 .map(|n| {
                     let mac = n.mac.parse().map_err(|e: cordon_model::ParseError| e.to_string())?;
-                    Ok(NicSpec { mac, network: n.network.clone().unwrap_or_default(), ip: None, switch: None, port: None })
+                    Ok(NicSpec {
+                        mac,
+                        network: n.network.clone().unwrap_or_default(),
+                        ip: None,
+                        switch: None,
+                        port: None,
+                    })
                 })
                 .collect();
             let outcome = if exists {

@@ -367,8 +367,9 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Servers(ServersCommand::Import { from_libvirt, apply, api, output }) => {
             let body = ImportRequest { apply };
-            let report: ImportView =
-                Client::new(&api)?.post(&format!("/api/v1/hypervisors/{}/import", encode(&from_libvirt)), &body).await?;
+            let report: ImportView = Client::new(&api)?
+                .post(&format!("/api/v1/hypervisors/{}/import", encode(&from_libvirt)), &body)
+                .await?;
             output::print(output, &report, output::import_table)
         }
         Command::Servers(ServersCommand::Show { name, api, output }) => {
@@ -377,7 +378,8 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Quarantine(args) => act("quarantine", args).await,
         Command::Reboot(args) => {
-            let act_args = ActArgs { name: args.name, reason: args.reason, wait: args.wait, timeout: args.timeout, api: args.api };
+            let act_args =
+                ActArgs { name: args.name, reason: args.reason, wait: args.wait, timeout: args.timeout, api: args.api };
             act("reboot", act_args).await
         }
         Command::Unquarantine(args) => act("unquarantine", args).await,

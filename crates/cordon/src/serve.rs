@@ -270,10 +270,13 @@ fn topology(config: &Config) -> Result<Topology, String> {
     };
     for hypervisor in &config.hypervisors {
         let driver = match hypervisor.driver {
-            HypervisorDriverKind::Libvirt => Arc::new(LibvirtHypervisor::new(hypervisor.name.clone(), hypervisor.uri.clone())),
+            HypervisorDriverKind::Libvirt => {
+                Arc::new(LibvirtHypervisor::new(hypervisor.name.clone(), hypervisor.uri.clone()))
+            }
         };
         let power_of = driver.clone();
-        let power: DomainPower = Arc::new(move |domain: &str| -> Arc<dyn PowerDriver> { Arc::new(power_of.power(domain)) });
+        let power: DomainPower =
+            Arc::new(move |domain: &str| -> Arc<dyn PowerDriver> { Arc::new(power_of.power(domain)) });
         topology.domain_power.insert(hypervisor.name.clone(), power);
         topology.hypervisors.insert(hypervisor.name.clone(), driver);
     }
@@ -281,7 +284,9 @@ fn topology(config: &Config) -> Result<Topology, String> {
         let Some(bmc) = &server.bmc else { continue };
         let password = std::fs::read_to_string(&bmc.password_file)
             .map(|p| p.trim_end_matches(['\r', '\n']).to_string())
-            .map_err(|e| format!("cannot read the BMC password file {} of {}: {e}", bmc.password_file.display(), server.name))?;
+            .map_err(|e| {
+                format!("cannot read the BMC password file {} of {}: {e}", bmc.password_file.display(), server.name)
+            })?;
         let mut settings = RedfishSettings::new(&bmc.endpoint, &bmc.system, &bmc.username, password);
         settings.ca_file = bmc.ca_file.clone();
         settings.insecure = bmc.insecure;
