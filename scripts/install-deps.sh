@@ -19,14 +19,27 @@ PACKAGES=(
     clamdscan        # clamdscan: asks that clamd to scan a file
     openssl          # s_server/s_client: TLS traffic in the Suricata corpus test
     python3          # http.server and a tiny DNS responder in the lab's namespaces
+    python3-venv     # the Redfish driver's tests install sushy-tools (BMC emulator) in a venv
+    libvirt-daemon   # libvirtd (monolithic, 9.0): the libvirt hypervisor driver's tests
+    libvirt-daemon-driver-qemu
+    libvirt-dev      # libvirt.so + libvirt.pc: the `virt` crate links against it
 )
 
 # Packages that bookworm main lacks, installed from bookworm-backports (a deb822 source added
 # only when one of them is missing, on the mirror the machine's Debian source already uses).
 BACKPORTS_PACKAGES=(
     suricata         # the IDS whose EVE output Cordon follows (7.0 from bookworm-backports)
+    # QEMU for libvirt's test VMs: from backports because the preinstalled qemu-utils is the
+    # backports version (10.x); bookworm's QEMU 7.2 packages would conflict with it.
+    qemu-system-x86
+    qemu-system-common
+    qemu-system-data
+    seabios
 )
 BACKPORTS_SOURCE=/etc/apt/sources.list.d/cordon-backports.sources
+
+# libvirtd refuses to start unless this user exists (normally created by libvirt-daemon-system).
+LIBVIRT_QEMU_USER=libvirt-qemu
 
 # Minimum Rust toolchain (rustc/cargo). rustup cannot be downloaded on the lab machines.
 MIN_RUST_MAJOR=1
@@ -42,6 +55,8 @@ and from bookworm-backports (adding ${BACKPORTS_SOURCE} when needed):
   ${BACKPORTS_PACKAGES[*]}
 Packages already installed are skipped; when nothing is missing, apt-get is not run at all.
 Services are never started by the install (no freshclam: the tests bring their own signatures).
+Creates the system user ${LIBVIRT_QEMU_USER} when missing (libvirtd aborts without it; Debian's
+libvirt-daemon-system would create it, but that package also wants systemd).
 Then checks that cargo (Rust >= ${MIN_RUST_MAJOR}.${MIN_RUST_MINOR}) is on PATH.
 
 Must run as root (re-executes itself with sudo when available).
@@ -85,16 +100,23 @@ debian_mirror() {
     echo "http://deb.debian.org/debian"
 }
 
-if ((${#missing[@]} + ${#missing_backports[@]} > 0)); then
+need_user=0
+getent passwd "$LIBVIRT_QEMU_USER" >/dev/null 2>&1 || need_user=1
+
+if ((${#missing[@]} + ${#missing_backports[@]} + need_user > 0)); then
     if [[ $EUID -ne 0 ]]; then
         if command -v sudo >/dev/null 2>&1; then
-            echo "install-deps.sh: missing packages (${missing[*]} ${missing_backports[*]}); re-running with sudo" >&2
+            echo "install-deps.sh: missing packages or user (${missing[*]} ${missing_backports[*]}); re-running with sudo" >&2
             exec sudo -- "$0" "$@"
         fi
         echo "install-deps.sh: missing packages: ${missing[*]} ${missing_backports[*]}" >&2
+        ((need_user == 0)) || echo "install-deps.sh: missing user: ${LIBVIRT_QEMU_USER}" >&2
         echo "install-deps.sh: run this script as root to install them (sudo is not available)" >&2
         exit 1
     fi
+fi
+
+if ((${#missing[@]} + ${#missing_backports[@]} > 0)); then
     export DEBIAN_FRONTEND=noninteractive
     # Packages must not start their services here (clamav-freshclam would try the internet):
     # without systemd, invoke-rc.d asks policy-rc.d; add a refusing one for the install only.
@@ -125,6 +147,13 @@ EOF
     fi
 else
     echo "==> system packages: all $((${#PACKAGES[@]} + ${#BACKPORTS_PACKAGES[@]})) installed"
+fi
+
+if ((need_user > 0)); then
+    echo "==> creating system user ${LIBVIRT_QEMU_USER} (libvirtd needs it)"
+    getent group "$LIBVIRT_QEMU_USER" >/dev/null 2>&1 || groupadd --system "$LIBVIRT_QEMU_USER"
+    useradd --system --gid "$LIBVIRT_QEMU_USER" --no-create-home --home-dir /var/lib/libvirt \
+        --shell /usr/sbin/nologin --comment "Libvirt Qemu" "$LIBVIRT_QEMU_USER"
 fi
 
 # Rust toolchain: cargo is usually in ~/.cargo/bin, which sudo's PATH may lack.

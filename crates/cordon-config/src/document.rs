@@ -172,7 +172,7 @@ const HYPERVISOR: Schema = Schema {
     section: "hypervisor",
     header: "[[hypervisor]]",
     named: true,
-    fields: &[("name", Str), ("driver", Str), ("uri", Str)],
+    fields: &[("name", Str), ("driver", Str), ("uri", Str), ("netns", Str)],
     child: None,
     table: None,
     refused: &[],

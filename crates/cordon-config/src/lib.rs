@@ -196,6 +196,9 @@ pub struct HypervisorConfig {
     pub driver: HypervisorDriverKind,
     /// Where the driver connects, like `qemu:///system` for libvirt. Not empty.
     pub uri: String,
+    /// The network namespace where the hypervisor's taps and bridges live (libvirtd runs
+    /// there); absent: Cordon's own. Cordon reads the taps' bridge membership there.
+    pub netns: Option<String>,
 }
 
 /// Which driver speaks to a hypervisor.

@@ -112,7 +112,8 @@ fn example_parses_with_expected_values() {
         vec![HypervisorConfig {
             name: "kvm-1".into(),
             driver: HypervisorDriverKind::Libvirt,
-            uri: "qemu:///system".into()
+            uri: "qemu:///system".into(),
+            netns: None,
         }]
     );
     assert_eq!(config.hypervisor("kvm-1"), Some(&config.hypervisors[0]));
@@ -1191,7 +1192,7 @@ fn hypervisor_rules() {
             &[("uri = ", "url = ")],
             "cordon.toml:28: hypervisor \"kvm-1\".uri: missing: every hypervisor needs the URI its driver connects \
              to, like qemu:///system\ncordon.toml:31: hypervisor \"kvm-1\".url: unknown key (expected one of: name, \
-             driver, uri)",
+             driver, uri, netns)",
         ),
         (
             "hypervisor written as a table",

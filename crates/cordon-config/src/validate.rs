@@ -106,11 +106,17 @@ struct Hypervisor {
     name: Option<String>,
     driver: Option<HypervisorDriverKind>,
     uri: Option<String>,
+    netns: Option<String>,
 }
 
 impl Hypervisor {
     fn build(&self) -> Option<HypervisorConfig> {
-        Some(HypervisorConfig { name: self.name.clone()?, driver: self.driver?, uri: self.uri.clone()? })
+        Some(HypervisorConfig {
+            name: self.name.clone()?,
+            driver: self.driver?,
+            uri: self.uri.clone()?,
+            netns: self.netns.clone(),
+        })
     }
 }
 
@@ -580,7 +586,8 @@ impl Validator<'_> {
                         "every hypervisor needs the URI its driver connects to, like qemu:///system",
                     )
                     .and_then(|leaf| self.check(entry, "uri", leaf, check_uri));
-                Hypervisor { name, driver, uri }
+                let netns = entry.get("netns").and_then(|leaf| self.check(entry, "netns", leaf, check_netns));
+                Hypervisor { name, driver, uri, netns }
             })
             .collect()
     }

@@ -10,10 +10,14 @@
 //! Linux bridge per network, a port moves by changing its master, spoken
 //! over rtnetlink directly (no `ip` process).
 
+mod libvirt;
 mod linux_bridge;
 mod netlink;
+mod redfish;
 
+pub use libvirt::{LibvirtHypervisor, LibvirtPower};
 pub use linux_bridge::LinuxBridgeSwitch;
+pub use redfish::{RedfishBmc, RedfishSettings};
 
 /// A driver that moves switch ports between networks. Blocking: the engine
 /// calls it from `tokio::task::spawn_blocking`.
@@ -77,7 +81,11 @@ pub trait PowerDriver: Send + Sync + std::fmt::Debug {
     /// Reboots gracefully, forcing it after `graceful_timeout`, and returns only once something
     /// observable confirmed the restart (or fails with [`DriverError::NotConfirmed`] after
     /// `deadline`). A server found powered off is powered on instead (`powered_on = true`).
-    fn reboot(&self, graceful_timeout: std::time::Duration, deadline: std::time::Duration) -> Result<RebootOutcome, DriverError>;
+    fn reboot(
+        &self,
+        graceful_timeout: std::time::Duration,
+        deadline: std::time::Duration,
+    ) -> Result<RebootOutcome, DriverError>;
 }
 
 /// What a reboot did and what confirmed it.

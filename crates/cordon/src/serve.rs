@@ -270,9 +270,10 @@ fn topology(config: &Config) -> Result<Topology, String> {
     };
     for hypervisor in &config.hypervisors {
         let driver = match hypervisor.driver {
-            HypervisorDriverKind::Libvirt => {
-                Arc::new(LibvirtHypervisor::new(hypervisor.name.clone(), hypervisor.uri.clone()))
-            }
+            HypervisorDriverKind::Libvirt => Arc::new(
+                LibvirtHypervisor::new(hypervisor.name.clone(), hypervisor.uri.clone())
+                    .with_netns(hypervisor.netns.clone()),
+            ),
         };
         let power_of = driver.clone();
         let power: DomainPower =
