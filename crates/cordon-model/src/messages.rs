@@ -214,8 +214,8 @@ catalogue! {
         "action {action} ended {state}: {detail}",
         "Read the action's steps with `cordon actions show {action}`, fix the cause, then `cordon actions retry {action}`; or handle it by hand and `cordon actions check {action}`.";
     NO_POWER_DRIVER = 60035, "no_power_driver",
-        "no power driver can reboot {server} yet",
-        "Reboot the server by hand through its hypervisor or BMC and tell its user, then `cordon actions check ID`. Reboot through libvirt and Redfish arrives with their drivers.";
+        "{server} has no power driver: no [server.bmc] and no hypervisor",
+        "Give a physical server a [server.bmc] (or run the VM on a configured hypervisor) and restart Cordon; meanwhile reboot it by hand and tell its user. If an action was recorded, `cordon actions check ID`.";
     REBOOT_NOT_CONFIRMED = 60036, "reboot_not_confirmed",
         "the reboot of {target} was not confirmed: {detail}",
         "Nothing observable showed the server restarting. Check it through the hypervisor or BMC console; reboot by hand if needed, then `cordon actions check ID`.";
