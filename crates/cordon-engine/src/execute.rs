@@ -98,6 +98,12 @@ impl Engine {
                     .transition_action(action.id, action.generation, ActionCommand::Succeed, Some(message.clone()))
                     .await?;
                 self.note(&message, Some(server.id), Some(action.id)).await?;
+                self.emit(crate::EngineEvent::Succeeded {
+                    action: action.id,
+                    kind,
+                    server: server.name.clone(),
+                    detail: summary.clone(),
+                });
                 self.inner.metrics.action_finished(kind, true, elapsed);
                 tracing::info!(action = action.id, server = %server.name, %kind, elapsed_ms = elapsed.as_secs_f64() * 1e3, "{}", message.text);
             }
@@ -106,6 +112,13 @@ impl Engine {
                     .transition_action(action.id, action.generation, ActionCommand::Fail, Some(failure.message.clone()))
                     .await?;
                 self.note(&failure.message, Some(server.id), Some(action.id)).await?;
+                self.emit(crate::EngineEvent::Failed {
+                    action: action.id,
+                    kind,
+                    server: Some(server.name.clone()),
+                    number: failure.message.number,
+                    text: failure.message.text.clone(),
+                });
                 self.inner.metrics.action_finished(kind, false, elapsed);
                 tracing::error!(action = action.id, server = %server.name, %kind, number = failure.message.number, "{}", failure.message.text);
             }

@@ -273,6 +273,12 @@ impl Engine {
         self.inner.metrics.action_created(kind);
         if let Some(message) = &awaiting {
             self.note(message, Some(server.id), Some(action.id)).await?;
+            self.emit(crate::EngineEvent::AwaitsApproval {
+                action: action.id,
+                kind,
+                server: server.name.clone(),
+                reason: message.text.clone(),
+            });
         }
         let text = format!("new action {} ({}): {}", action.id, decision.decided_by, decision.reason);
         tracing::info!(detection = record.id, action = action.id, server = %server.name, %kind, %state, "{text}");
@@ -322,6 +328,13 @@ impl Engine {
         let running = store.transition_action(action.id, action.generation, ActionCommand::Start, None).await?;
         store.transition_action(running.id, running.generation, ActionCommand::Fail, Some(message.clone())).await?;
         self.note(&message, None, Some(action.id)).await?;
+        self.emit(crate::EngineEvent::Failed {
+            action: action.id,
+            kind,
+            server: None,
+            number: message.number,
+            text: format!("{}: {reason}", message.text),
+        });
         tracing::warn!(action = action.id, %address, "{}: {reason}", message.text);
         store.settle_detection(record.id, &format!("unresolved: {reason}"), None, Some(action.id)).await?;
         Ok(())

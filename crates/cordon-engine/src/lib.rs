@@ -11,6 +11,7 @@
 //! Architecture invariant: actions on one server run one at a time, oldest first.
 
 mod error;
+mod events;
 mod execute;
 mod import;
 mod ingest;
@@ -27,6 +28,7 @@ use cordon_store::{ActionRecord, AuditEntry, MessageRef, NewAction, NewMessage, 
 use tokio::sync::Notify;
 
 pub use error::{EngineError, ErrorKind};
+pub use events::EngineEvent;
 pub use import::{ImportReport, ImportedNic, ImportedServer};
 pub use ingest::PolicySet;
 pub use metrics::Metrics;
@@ -104,6 +106,8 @@ struct Inner {
     policy: std::sync::RwLock<Arc<PolicySet>>,
     /// Counts automatic actions; once tripped, new automatic actions wait for approval.
     breaker: Mutex<cordon_model::policy::CircuitBreaker>,
+    /// Where events go; listeners subscribe with [`Engine::subscribe`].
+    events: tokio::sync::broadcast::Sender<EngineEvent>,
 }
 
 impl Engine {
@@ -118,12 +122,23 @@ impl Engine {
                 metrics: Arc::new(Metrics::default()),
                 detections_wake: Notify::new(),
                 policy: std::sync::RwLock::new(Arc::new(PolicySet::default())),
+                events: tokio::sync::broadcast::channel(1024).0,
                 breaker: Mutex::new(cordon_model::policy::CircuitBreaker::new(
                     cordon_model::policy::Policy::default().max_auto_actions,
                     cordon_model::policy::Policy::default().window_secs,
                 )),
             }),
         }
+    }
+
+    /// Events as they happen (notifications subscribe here).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<EngineEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Sends an event; nobody listening is fine.
+    pub(crate) fn emit(&self, event: EngineEvent) {
+        let _ = self.inner.events.send(event);
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

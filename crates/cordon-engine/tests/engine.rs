@@ -714,3 +714,22 @@ async fn a_reboot_is_done_only_when_the_driver_observed_it() {
     assert_eq!(refused.number(), 60035);
     let _ = f.stop.send(true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_tell_listeners_what_happened() {
+    let f = fixture("10.99.0.100-10.99.0.101", memory_store()).await;
+    let mut events = f.engine.subscribe();
+    let done = f.engine.request(request(ActionKind::Quarantine, "a")).await.unwrap();
+    settle(&f.engine, done.action.id).await;
+    f.switch.fail_next.store(true, Ordering::SeqCst);
+    let failing = f.engine.request(request(ActionKind::Quarantine, "b")).await.unwrap();
+    settle(&f.engine, failing.action.id).await;
+    let first = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
+    assert!(
+        matches!(&first, EngineEvent::Succeeded { action, server, detail, .. } if *action == done.action.id && server == "a" && detail.contains("10.99.0.100")),
+        "{first:?}"
+    );
+    let second = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
+    assert!(matches!(second, EngineEvent::Failed { number: 60010, .. }), "{second:?}");
+    let _ = f.stop.send(true);
+}
