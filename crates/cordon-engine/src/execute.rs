@@ -107,6 +107,22 @@ impl Engine {
                 self.inner.metrics.action_finished(kind, true, elapsed);
                 tracing::info!(action = action.id, server = %server.name, %kind, elapsed_ms = elapsed.as_secs_f64() * 1e3, "{}", message.text);
             }
+            Err(failure) if may_pass(failure.message.number) && action.attempts < self.inner.settings.max_attempts => {
+                let delay = backoff(self.inner.settings.retry_base, action.attempts);
+                let message = EngineError::message_ref(
+                    &messages::ACTION_RETRYING,
+                    &[
+                        ("attempt", &action.attempts),
+                        ("action", &action.id),
+                        ("seconds", &format!("{:.1}", delay.as_secs_f64())),
+                        ("detail", &format!("{} {}", failure.message.number, failure.message.text)),
+                    ],
+                );
+                let due = Utc::now().timestamp_micros() + delay.as_micros() as i64;
+                store.defer_action(action.id, action.generation, due, message.clone()).await?;
+                self.note(&message, Some(server.id), Some(action.id)).await?;
+                tracing::warn!(action = action.id, server = %server.name, %kind, number = message.number, "{}", message.text);
+            }
             Err(failure) => {
                 store
                     .transition_action(action.id, action.generation, ActionCommand::Fail, Some(failure.message.clone()))
@@ -456,4 +472,21 @@ fn driver_message(error: &DriverError, driver: &str, target: &str) -> MessageRef
 /// An address for a message; an unknown one says so.
 fn describe(address: Option<std::net::IpAddr>) -> String {
     address.map(|a| a.to_string()).unwrap_or_else(|| "(address not configured)".into())
+}
+
+/// Whether a failure with this message number may pass by itself, so that trying again later
+/// makes sense: a daemon or BMC that did not answer, a netlink error, a read-back that raced.
+/// A missing domain or NIC, refused credentials, an empty pool or an unconfirmed reboot need
+/// an operator.
+fn may_pass(number: u32) -> bool {
+    matches!(number, 60010 | 60011 | 60014 | 60018 | 60019)
+}
+
+/// The pause before attempt `attempt + 1`: `base` doubled per attempt, capped at a minute, with
+/// ±20 % jitter so that many actions failing together do not retry together.
+fn backoff(base: std::time::Duration, attempt: u32) -> std::time::Duration {
+    let exponent = attempt.saturating_sub(1).min(16);
+    let pause = base.saturating_mul(1 << exponent).min(std::time::Duration::from_secs(60));
+    let jitter = 0.8 + 0.4 * rand::random::<f64>();
+    pause.mul_f64(jitter)
 }

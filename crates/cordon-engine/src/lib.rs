@@ -73,6 +73,11 @@ pub struct EngineSettings {
     pub driver_timeout: Duration,
     /// How often the dispatcher looks for runnable actions even when nobody pokes it.
     pub poll_interval: Duration,
+    /// How many times an action is attempted in all when its failures may pass (a daemon down,
+    /// a timeout); 1 means no automatic retry.
+    pub max_attempts: u32,
+    /// The first pause before a retry; it doubles with each attempt (with jitter), up to a minute.
+    pub retry_base: Duration,
 }
 
 impl EngineSettings {
@@ -81,6 +86,8 @@ impl EngineSettings {
             instance: instance.into(),
             driver_timeout: Duration::from_secs(10),
             poll_interval: Duration::from_secs(1),
+            max_attempts: 3,
+            retry_base: Duration::from_secs(1),
         }
     }
 }

@@ -127,6 +127,16 @@ async fn fixture(pool: &str, store: Arc<dyn Store>) -> Fixture {
 }
 
 fn fixture_with(pool: &str, store: Arc<dyn Store>, switch: Arc<MemorySwitch>) -> Fixture {
+    // One attempt: most tests look at what a failure leaves behind.
+    fixture_with_settings(pool, store, switch, |settings| settings.max_attempts = 1)
+}
+
+fn fixture_with_settings(
+    pool: &str,
+    store: Arc<dyn Store>,
+    switch: Arc<MemorySwitch>,
+    adjust: impl FnOnce(&mut EngineSettings),
+) -> Fixture {
     let mut topology = Topology::default();
     topology.networks.insert(
         "office".into(),
@@ -151,6 +161,8 @@ fn fixture_with(pool: &str, store: Arc<dyn Store>, switch: Arc<MemorySwitch>) ->
     topology.switches.insert("tor-1".into(), switch.clone());
     let mut settings = EngineSettings::new("test");
     settings.poll_interval = Duration::from_millis(20);
+    settings.retry_base = Duration::from_millis(20);
+    adjust(&mut settings);
     let engine = Engine::new(store, topology, settings);
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let runner = engine.clone();
@@ -731,5 +743,31 @@ async fn events_tell_listeners_what_happened() {
     );
     let second = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
     assert!(matches!(second, EngineEvent::Failed { number: 60010, .. }), "{second:?}");
+    let _ = f.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_that_may_pass_is_retried_with_backoff_then_succeeds() {
+    let store = memory_store();
+    store.sync_inventory(&inventory(&[A, B])).await.unwrap();
+    let switch = MemorySwitch::with_ports(&["p-a", "p-b"]);
+    let f = fixture_with_settings("10.99.0.100-10.99.0.101", store, switch, |s| s.max_attempts = 3);
+    f.switch.fail_next.store(true, Ordering::SeqCst);
+    let submitted = f.engine.request(request(ActionKind::Quarantine, "a")).await.unwrap();
+    let done = settle(&f.engine, submitted.action.id).await;
+    assert_eq!((done.state, done.attempts), (ActionState::Succeeded, 2), "retried by itself");
+    let messages: Vec<u32> =
+        f.engine.store().messages_for_action(done.id).await.unwrap().iter().map(|m| m.message.number).collect();
+    assert!(messages.contains(&41008), "the retry was announced: {messages:?}");
+    assert_eq!(f.switch.port("p-a"), (Some("br-quarantine".into()), true));
+
+    // A port that stays missing: the attempts run out and the action ends failed, saying why.
+    let mut servers = inventory(&[A, B]);
+    servers.servers[1].nics[0].port = Some("p-missing".into());
+    f.engine.store().sync_inventory(&servers).await.unwrap();
+    let missing = f.engine.request(request(ActionKind::Quarantine, "b")).await.unwrap();
+    let failed = settle(&f.engine, missing.action.id).await;
+    assert_eq!((failed.state, failed.attempts), (ActionState::Failed, 3));
+    assert_eq!(failed.message.unwrap().number, 60010);
     let _ = f.stop.send(true);
 }

@@ -132,6 +132,12 @@ catalogue! {
     SERVERS_IMPORTED = 21017, "servers_imported",
         "import from hypervisor {hypervisor}: {added} servers added, {existing} already known, {skipped} skipped",
         "Give the imported servers their addresses in the configuration so that detections resolve to them (an imported NIC has no address yet).";
+    NOTIFICATION_SENT = 21030, "notification_sent",
+        "{event} notification for {subject} sent to {recipient}",
+        "None: informational.";
+    LINK_DECISION = 21031, "link_decision",
+        "action {action}: {choice} through an approval link by {recipient}",
+        "None: informational. The decision is in the action's audit trail as `link:<address>`.";
     SERVER_RETIRED = 40001, "server_retired",
         "server {server} is no longer in the configuration: kept and flagged retired",
         "If the server was removed on purpose, nothing to do. If it still has open actions, check or finish them; Cordon never deletes a server's history.";
@@ -156,6 +162,18 @@ catalogue! {
     INPUT_REJECTED = 41007, "input_rejected",
         "source {source} rejected input: {detail}",
         "The sensor sent something Cordon cannot read; the rest of its input is still processed. Check the sensor's output format. Counted in cordon_source_rejected_total.";
+    ACTION_RETRYING = 41008, "action_retrying",
+        "attempt {attempt} of action {action} failed; next attempt in {seconds} s: {detail}",
+        "Nothing to do if the cause passes (a daemon restarted, a port that reappears). To stop further attempts, `cordon actions check ID` and handle it by hand.";
+    NOTIFICATION_FAILED = 41030, "notification_failed",
+        "{event} notification for {subject} could not be delivered to {recipient} after {attempts} attempts: {detail}",
+        "Check the SMTP server (`[notify] smtp`, its credentials and TLS) or the webhook named, and that Cordon can reach it. Nothing is resent later: tell the recipient by hand (`cordon actions show ID` has the details). Counted in cordon_notifications_failed_total.";
+    NOTIFICATION_NO_RECIPIENT = 41031, "notification_no_recipient",
+        "{event} notification for {subject} has no e-mail recipient: {detail}",
+        "Give the server a `tenant` whose [[tenant]] has an `admin_email` (or the server a `user_email`), or set `[notify] operator_email` to receive what has no tenant.";
+    NOTIFICATIONS_MISSED = 41032, "notifications_missed",
+        "the notifier fell behind and missed {count} engine events",
+        "Notifications for those events were not sent: look at `cordon actions list` for what happened meanwhile. A slow SMTP server or webhook is the usual cause.";
     INVALID_CONFIGURATION = 60001, "invalid_configuration",
         "invalid configuration: {detail}",
         "Fix the file at the line and key named, then start Cordon again. `cordon serve --config FILE --check` validates without starting.";
@@ -231,6 +249,18 @@ catalogue! {
     NO_SUCH_ROUTE = 60042, "no_such_route",
         "no such route: {method} {path}",
         "See the API description at /api/v1/openapi.json (docs/openapi.json) for the routes and their methods.";
+    LINK_INVALID = 60070, "link_invalid",
+        "approval link refused: {detail}",
+        "The link is damaged or was not made by this Cordon (or its link secret changed): open the whole link from the e-mail, or decide with `cordon actions approve|reject ID`.";
+    LINK_EXPIRED = 60071, "link_expired",
+        "approval link for action {action} expired at {expiry}",
+        "Decide with `cordon actions approve ID` or `cordon actions reject ID`; links last `[notify] link_ttl`.";
+    LINK_ALREADY_USED = 60072, "link_already_used",
+        "approval link for action {action} cannot be used: {detail}",
+        "A link works once, and only while the action awaits approval. See `cordon actions show {action}` for what was decided.";
+    LINKS_DISABLED = 60073, "links_disabled",
+        "approval links are not enabled on this Cordon",
+        "Set `public_url` and `link_secret_file` in `[notify]` and restart Cordon; meanwhile decide with `cordon actions approve|reject ID`.";
     INTERNAL_ERROR = 60099, "internal_error",
         "internal error: {detail}",
         "This is a bug in Cordon. The action's journal says how far it got; report the detail.";

@@ -338,7 +338,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn latest_actions(&self) -> Result<Vec<ActionRecord>>;
     /// The oldest open action of `kind` on the server, if any.
     async fn open_action(&self, server_id: i64, kind: ActionKind) -> Result<Option<ActionRecord>>;
-    /// Actions a worker should run (pending or retrying), oldest first.
+    /// Actions a worker should run now (pending, or retrying and due), oldest first.
     async fn runnable_actions(&self) -> Result<Vec<ActionRecord>>;
     /// Actions a previous process left `running` (it died mid-action).
     async fn running_actions(&self) -> Result<Vec<ActionRecord>>;
@@ -350,6 +350,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         generation: i64,
         command: ActionCommand,
         message: Option<MessageRef>,
+    ) -> Result<ActionRecord>;
+    /// A running action whose attempt failed for a reason that may pass: `backoff` to
+    /// `retrying`, not runnable before `not_before_us` (Unix microseconds).
+    async fn defer_action(
+        &self,
+        id: i64,
+        generation: i64,
+        not_before_us: i64,
+        message: MessageRef,
     ) -> Result<ActionRecord>;
     /// The same, setting the action's kind in the same step (approval as another kind).
     async fn transition_action_as(

@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0002_detections.sql"),
     include_str!("../migrations/sqlite/0003_virtual_servers.sql"),
     include_str!("../migrations/sqlite/0004_server_origin.sql"),
+    include_str!("../migrations/sqlite/0005_retry_schedule.sql"),
 ];
 
 #[derive(Debug, Clone)]
@@ -482,6 +483,7 @@ fn transition(
     command: ActionCommand,
     kind: Option<ActionKind>,
     message: Option<MessageRef>,
+    not_before_us: Option<i64>,
 ) -> Result<ActionRecord> {
     let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
     let current: Option<(String, i64)> = tx
@@ -504,9 +506,9 @@ fn transition(
     tx.execute(
         "UPDATE actions SET state = ?3, generation = generation + 1, attempts = attempts + ?4,
          message_number = COALESCE(?5, message_number), message_text = COALESCE(?6, message_text), updated_at = ?7,
-         kind = COALESCE(?8, kind)
+         kind = COALESCE(?8, kind), not_before_us = ?9
          WHERE id = ?1 AND generation = ?2",
-        params![id, generation, next.as_str(), started, number, text, now(), kind.map(|k| k.as_str())],
+        params![id, generation, next.as_str(), started, number, text, now(), kind.map(|k| k.as_str()), not_before_us],
     )
     .map_err(backend)?;
     let record = one_action(&tx, id)?.ok_or_else(|| StoreError::NotFound { what: format!("action {id}") })?;
@@ -762,8 +764,15 @@ impl Store for SqliteStore {
     }
 
     async fn runnable_actions(&self) -> Result<Vec<ActionRecord>> {
-        self.run(|connection| many_actions(connection, "WHERE a.state IN ('pending', 'retrying') ORDER BY a.id", &[]))
-            .await
+        let now = now_us();
+        self.run(move |connection| {
+            many_actions(
+                connection,
+                "WHERE a.state IN ('pending', 'retrying') AND (a.not_before_us IS NULL OR a.not_before_us <= ?1) ORDER BY a.id",
+                &[&now],
+            )
+        })
+        .await
     }
 
     async fn running_actions(&self) -> Result<Vec<ActionRecord>> {
@@ -777,7 +786,20 @@ impl Store for SqliteStore {
         command: ActionCommand,
         message: Option<MessageRef>,
     ) -> Result<ActionRecord> {
-        self.run(move |connection| transition(connection, id, generation, command, None, message)).await
+        self.run(move |connection| transition(connection, id, generation, command, None, message, None)).await
+    }
+
+    async fn defer_action(
+        &self,
+        id: i64,
+        generation: i64,
+        not_before_us: i64,
+        message: MessageRef,
+    ) -> Result<ActionRecord> {
+        self.run(move |connection| {
+            transition(connection, id, generation, ActionCommand::Backoff, None, Some(message), Some(not_before_us))
+        })
+        .await
     }
 
     async fn transition_action_as(
@@ -788,7 +810,7 @@ impl Store for SqliteStore {
         kind: ActionKind,
         message: Option<MessageRef>,
     ) -> Result<ActionRecord> {
-        self.run(move |connection| transition(connection, id, generation, command, Some(kind), message)).await
+        self.run(move |connection| transition(connection, id, generation, command, Some(kind), message, None)).await
     }
 
     async fn open_actions(&self, server_id: i64) -> Result<Vec<ActionRecord>> {

@@ -212,10 +212,17 @@ fn act(manager: &Manager, args: &[&str]) -> (serde_json::Value, Duration) {
     (action, elapsed)
 }
 
-/// The one step of an action named `name`.
+/// The one step named `name` of the action's last attempt (a failure that may pass is tried
+/// again automatically, each attempt journaling its own steps).
 fn step(action: &serde_json::Value, name: &str) -> serde_json::Value {
-    let steps: Vec<_> = action["steps"].as_array().unwrap().iter().filter(|s| s["name"] == name).collect();
-    assert_eq!(steps.len(), 1, "one {name} step: {action:#}");
+    let last = action["attempts"].as_u64().unwrap();
+    let steps: Vec<_> = action["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["name"] == name && s["attempt"].as_u64() == Some(last))
+        .collect();
+    assert_eq!(steps.len(), 1, "one {name} step in attempt {last}: {action:#}");
     steps[0].clone()
 }
 
@@ -310,6 +317,7 @@ fn virtual_server_through_a_real_libvirtd() {
     let action = manager.json(&["actions", "show", &failed_id, "-o", "json"]);
     assert_eq!(action["state"], "failed", "{action:#}");
     assert_eq!(action["message"]["number"], 60014, "hypervisor unreachable: {action:#}");
+    assert_eq!(action["attempts"], 3, "tried again automatically before giving up: {action:#}");
     let port_step = step(&action, "ensure_port_on_bridge");
     assert_eq!((port_step["outcome"].as_str(), port_step["message_number"].as_u64()), (Some("failed"), Some(60014)));
     let server = manager.json(&["servers", "show", VM, "-o", "json"]);
