@@ -64,8 +64,18 @@ impl Engine {
             };
             let state = match (&outcome, kind) {
                 (Ok(_), _) => reached,
-                (Err(_), ActionKind::Unquarantine) => ServerState::UnquarantineFailed,
-                (Err(_), _) => ServerState::QuarantineFailed,
+                (Err(_), kind) => {
+                    // Some NICs moved and some did not: say so, rather than "failed" for all.
+                    let now = store.server_by_id(server.id).await?.unwrap_or_else(|| server.clone());
+                    let operational = now.nics.iter().filter(|n| n.current_network == n.network).count();
+                    if operational > 0 && operational < now.nics.len() {
+                        ServerState::Partial
+                    } else if kind == ActionKind::Unquarantine {
+                        ServerState::UnquarantineFailed
+                    } else {
+                        ServerState::QuarantineFailed
+                    }
+                }
             };
             store.set_server_state(server.id, state).await?;
         }

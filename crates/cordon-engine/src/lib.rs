@@ -263,6 +263,31 @@ impl Engine {
         Ok(action)
     }
 
+    /// An operator withdraws an action that has not started (pending, or awaiting approval).
+    pub async fn cancel(&self, id: i64, actor: &Actor) -> Result<ActionRecord, EngineError> {
+        let message = EngineError::message_ref(&messages::ACTION_CANCELLED, &[("action", &id), ("actor", &actor.name)]);
+        let current =
+            self.inner.store.action(id).await?.ok_or_else(|| {
+                EngineError::new(ErrorKind::NotFound, &messages::ACTION_NOT_FOUND, &[("action", &id)])
+            })?;
+        // Awaiting approval, "cancel" is a rejection: the state machine has one way out of it.
+        let command =
+            if current.state == ActionState::AwaitingApproval { ActionCommand::Reject } else { ActionCommand::Cancel };
+        let action = self.operator_command(id, command, message.clone()).await.map_err(|mut error| {
+            if error.message.number == messages::ACTION_STATE_FORBIDS.number {
+                error.text = messages::ACTION_STATE_FORBIDS.render(&[
+                    ("action", &id),
+                    ("state", &current.state),
+                    ("command", &"cancel"),
+                ]);
+            }
+            error
+        })?;
+        self.note(&message, action.server_id, Some(id)).await?;
+        self.audit(actor, "cancel", &format!("action {id}"), "").await?;
+        Ok(action)
+    }
+
     async fn operator_command(
         &self,
         id: i64,

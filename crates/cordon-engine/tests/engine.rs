@@ -771,3 +771,64 @@ async fn a_failure_that_may_pass_is_retried_with_backoff_then_succeeds() {
     assert_eq!(failed.message.unwrap().number, 60010);
     let _ = f.stop.send(true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_nic_server_whose_second_port_is_missing_ends_partial_and_retry_moves_only_that_nic() {
+    let store = memory_store();
+    let mut servers = inventory(&[A]);
+    let mut second = servers.servers[0].nics[0].clone();
+    second.mac = "02:00:00:00:00:0a".parse().unwrap();
+    second.ip = Some("10.10.0.31".parse().unwrap());
+    second.port = Some("p-a2".into());
+    servers.servers[0].nics.push(second);
+    store.sync_inventory(&servers).await.unwrap();
+    let switch = MemorySwitch::with_ports(&["p-a"]);
+    let f = fixture_with("10.99.0.100-10.99.0.109", store, switch);
+
+    let submitted = f.engine.request(request(ActionKind::Quarantine, "a")).await.unwrap();
+    let failed = settle(&f.engine, submitted.action.id).await;
+    assert_eq!(failed.state, ActionState::Failed);
+    let a = f.engine.store().server_by_name("a").await.unwrap().unwrap();
+    assert_eq!(a.state, ServerState::Partial, "one NIC moved, one did not");
+    let networks: Vec<&str> = a.nics.iter().map(|n| n.current_network.as_str()).collect();
+    assert_eq!(networks, ["quarantine", "office"], "each NIC's network is recorded");
+
+    // The port appears; a retry completes only what is missing.
+    f.switch.ports.lock().unwrap().insert("p-a2".into(), (Some("br-office".into()), false));
+    f.engine.retry(failed.id, &actor()).await.unwrap();
+    let done = settle(&f.engine, failed.id).await;
+    assert_eq!(done.state, ActionState::Succeeded);
+    let steps = f.engine.store().steps(done.id).await.unwrap();
+    let port_steps: Vec<(String, StepOutcome)> = steps
+        .iter()
+        .filter(|s| s.step.attempt == 2 && s.step.name == "ensure_port_on_bridge")
+        .map(|s| (s.step.target.clone(), s.step.outcome))
+        .collect();
+    assert_eq!(
+        port_steps,
+        [("tor-1/p-a".to_string(), StepOutcome::AlreadyInPlace), ("tor-1/p-a2".to_string(), StepOutcome::Done)]
+    );
+    let calls = f.switch.calls.lock().unwrap().iter().filter(|(p, _)| p == "p-a").count();
+    assert_eq!(calls, 2, "p-a was only looked at again, not moved twice (the memory switch counts every call)");
+    assert_eq!(f.engine.store().server_by_name("a").await.unwrap().unwrap().state, ServerState::Quarantined);
+    let _ = f.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_withdraws_an_action_that_has_not_started() {
+    let f = fixture("10.99.0.100-10.99.0.101", memory_store()).await;
+    f.engine.set_policy(policy(vec![quarantine_rule(PolicyMode::Approve)]));
+    f.engine.accept_detections(&[alert("10.10.0.11", "ET TROJAN")], None).await.unwrap();
+    process_all(&f).await;
+    let waiting = f.engine.store().list_actions(&ActionFilter::default()).await.unwrap()[0].clone();
+    let cancelled = f.engine.cancel(waiting.id, &actor()).await.unwrap();
+    assert_eq!(cancelled.state, ActionState::Rejected, "awaiting approval, cancel is a rejection");
+    assert_eq!(cancelled.message.unwrap().number, 21018);
+    let refused = f.engine.cancel(waiting.id, &actor()).await.unwrap_err();
+    assert_eq!(refused.number(), 41003);
+    assert!(refused.text.contains("cannot cancel"), "{}", refused.text);
+    let missing = f.engine.cancel(999, &actor()).await.unwrap_err();
+    assert_eq!(missing.number(), 60003);
+    assert!(f.switch.calls.lock().unwrap().is_empty(), "nothing was done to the server");
+    let _ = f.stop.send(true);
+}

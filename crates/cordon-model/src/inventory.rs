@@ -69,6 +69,9 @@ text_enum! {
         QuarantineFailed = "quarantine_failed",
         /// An unquarantine action ended without restoring every NIC.
         UnquarantineFailed = "unquarantine_failed",
+        /// Some NICs are on their quarantine network and some on their operational one (an
+        /// action failed half-way); `cordon servers show` names each NIC's network.
+        Partial = "partial",
     }
 }
 

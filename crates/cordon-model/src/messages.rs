@@ -132,6 +132,9 @@ catalogue! {
     SERVERS_IMPORTED = 21017, "servers_imported",
         "import from hypervisor {hypervisor}: {added} servers added, {existing} already known, {skipped} skipped",
         "Give the imported servers their addresses in the configuration so that detections resolve to them (an imported NIC has no address yet).";
+    ACTION_CANCELLED = 21018, "action_cancelled",
+        "action {action} cancelled by {actor}: nothing was done to the server",
+        "None. To act on the server after all, request the action again.";
     NOTIFICATION_SENT = 21030, "notification_sent",
         "{event} notification for {subject} sent to {recipient}",
         "None: informational.";
