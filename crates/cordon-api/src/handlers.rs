@@ -361,3 +361,18 @@ pub async fn import_servers(
     let report = state.engine.import_from_hypervisor(&name, request.apply, &actor).await?;
     Ok(Json(ImportView::from(&report)))
 }
+
+pub async fn cancel_action(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ActionView>> {
+    let id = parse_id(&id)?;
+    let action = state.engine.cancel(id, &Actor { name: caller.name, origin: caller.origin }).await?;
+    Ok(Json(ActionView::from(&action)))
+}
+
+pub async fn reconcile(State(state): State<ApiState>) -> ApiResult<Json<ReconcileView>> {
+    let report = state.engine.reconcile(state.on_drift).await?;
+    Ok(Json(ReconcileView::from(&report)))
+}

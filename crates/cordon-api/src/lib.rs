@@ -50,10 +50,12 @@ pub const ROUTES: &[RouteSpec] = &[
     route(Method::POST, "/api/v1/actions/{id}/retry", Some(Role::Operator)),
     route(Method::POST, "/api/v1/actions/{id}/approve", Some(Role::Operator)),
     route(Method::POST, "/api/v1/actions/{id}/reject", Some(Role::Operator)),
+    route(Method::POST, "/api/v1/actions/{id}/cancel", Some(Role::Operator)),
     route(Method::GET, "/api/v1/detections", Some(Role::Viewer)),
     route(Method::POST, "/api/v1/detections", Some(Role::Sensor)),
     route(Method::POST, "/api/v1/sources/{name}/eve", Some(Role::Sensor)),
     route(Method::POST, "/api/v1/hypervisors/{name}/import", Some(Role::Admin)),
+    route(Method::POST, "/api/v1/reconcile", Some(Role::Operator)),
     route(Method::GET, "/api/v1/breaker", Some(Role::Viewer)),
     route(Method::POST, "/api/v1/breaker/reset", Some(Role::Operator)),
 ];
@@ -62,6 +64,8 @@ pub const ROUTES: &[RouteSpec] = &[
 #[derive(Debug, Clone)]
 pub struct ApiState {
     pub engine: Engine,
+    /// What the reconciler does about drift when asked through the API (as configured).
+    pub on_drift: cordon_engine::OnDrift,
     /// The sources that may post detections, and their counters.
     pub ingest: std::sync::Arc<ingest::IngestSettings>,
 }
@@ -86,9 +90,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/actions/{id}/retry", guarded(Role::Operator, post(retry_action)))
         .route("/api/v1/actions/{id}/approve", guarded(Role::Operator, post(approve_action)))
         .route("/api/v1/actions/{id}/reject", guarded(Role::Operator, post(reject_action)))
+        .route("/api/v1/actions/{id}/cancel", guarded(Role::Operator, post(cancel_action)))
         .route("/api/v1/detections", guarded(Role::Viewer, get(list_detections)).post(ingest::post_detection))
         .route("/api/v1/sources/{name}/eve", guarded(Role::Sensor, post(ingest::post_eve)))
         .route("/api/v1/hypervisors/{name}/import", guarded(Role::Admin, post(import_servers)))
+        .route("/api/v1/reconcile", guarded(Role::Operator, post(reconcile)))
         .route("/api/v1/breaker", guarded(Role::Viewer, get(show_breaker)))
         .route("/api/v1/breaker/reset", guarded(Role::Operator, post(reset_breaker)))
         .fallback(not_found)

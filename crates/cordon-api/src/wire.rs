@@ -399,3 +399,43 @@ impl From<&cordon_engine::ImportReport> for ImportView {
         }
     }
 }
+
+/// What one reconciler pass found (`POST /api/v1/reconcile`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReconcileView {
+    /// NICs compared with what their switch or hypervisor reports.
+    pub checked: usize,
+    pub drifts: Vec<DriftView>,
+    /// NICs that could not be observed, with the reason (not counted as drift).
+    pub unobserved: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DriftView {
+    pub server: String,
+    pub target: String,
+    pub recorded: String,
+    pub observed: String,
+    /// The action created to undo it, with `on_drift = "enforce"`.
+    pub action: Option<i64>,
+}
+
+impl From<&cordon_engine::ReconcileReport> for ReconcileView {
+    fn from(report: &cordon_engine::ReconcileReport) -> Self {
+        ReconcileView {
+            checked: report.checked,
+            drifts: report
+                .drifts
+                .iter()
+                .map(|d| DriftView {
+                    server: d.server.clone(),
+                    target: d.target.clone(),
+                    recorded: d.recorded.clone(),
+                    observed: d.observed.clone(),
+                    action: d.action,
+                })
+                .collect(),
+            unobserved: report.unobserved.clone(),
+        }
+    }
+}

@@ -188,7 +188,7 @@ impl Fixture {
             max_skew_secs: MAX_SKEW_SECS,
             counters: counters.clone(),
         };
-        let app = router(ApiState { engine: engine.clone(), ingest: Arc::new(ingest) });
+        let app = router(ApiState { engine: engine.clone(), ingest: Arc::new(ingest), on_drift: Default::default() });
         Fixture { app, engine, store, tokens, server_id, counters }
     }
 

@@ -16,6 +16,7 @@ mod execute;
 mod import;
 mod ingest;
 pub mod metrics;
+mod reconcile;
 mod topology;
 
 use std::collections::HashSet;
@@ -32,6 +33,7 @@ pub use events::EngineEvent;
 pub use import::{ImportReport, ImportedNic, ImportedServer};
 pub use ingest::PolicySet;
 pub use metrics::Metrics;
+pub use reconcile::{Drift, OnDrift, ReconcileReport};
 pub use topology::{DomainPower, NetworkPlan, Topology};
 
 /// Who asked for something, for the audit trail.

@@ -22,6 +22,7 @@ pub struct Metrics {
     http_unauthorized: AtomicU64,
     http_forbidden: AtomicU64,
     breaker_trips: AtomicU64,
+    drifts: AtomicU64,
 }
 
 const KINDS: usize = ActionKind::ALL.len();
@@ -46,6 +47,10 @@ impl Metrics {
         if !ok {
             self.driver_errors.fetch_add(1, Relaxed);
         }
+    }
+
+    pub fn drift_found(&self) {
+        self.drifts.fetch_add(1, Relaxed);
     }
 
     pub fn breaker_tripped(&self) {
@@ -74,6 +79,11 @@ impl Metrics {
         family("cordon_driver_calls_total", "Driver calls made.", "counter");
         family("cordon_driver_errors_total", "Driver calls that failed.", "counter");
         family("cordon_breaker_trips_total", "Times the circuit breaker tripped.", "counter");
+        family(
+            "cordon_drift_total",
+            "Differences the reconciler found between the records and the network.",
+            "counter",
+        );
         family("cordon_http_requests_total", "HTTP requests answered.", "counter");
         family("cordon_http_refused_total", "HTTP requests refused for authentication (401) or role (403).", "counter");
         for &kind in ActionKind::ALL {
@@ -95,6 +105,7 @@ impl Metrics {
         let _ = writeln!(out, "cordon_driver_calls_total {}", self.driver_calls.load(Relaxed));
         let _ = writeln!(out, "cordon_driver_errors_total {}", self.driver_errors.load(Relaxed));
         let _ = writeln!(out, "cordon_breaker_trips_total {}", self.breaker_trips.load(Relaxed));
+        let _ = writeln!(out, "cordon_drift_total {}", self.drifts.load(Relaxed));
         let _ = writeln!(out, "cordon_http_requests_total {}", self.http_requests.load(Relaxed));
         let _ = writeln!(out, "cordon_http_refused_total{{status=\"401\"}} {}", self.http_unauthorized.load(Relaxed));
         let _ = writeln!(out, "cordon_http_refused_total{{status=\"403\"}} {}", self.http_forbidden.load(Relaxed));

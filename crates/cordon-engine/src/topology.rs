@@ -67,6 +67,14 @@ impl Link {
         }
     }
 
+    /// Blocking: where the NIC is now, as the switch or hypervisor reports it.
+    pub fn observe(&self) -> Result<cordon_drivers::PortObservation, DriverError> {
+        match self {
+            Link::Port { driver, port } => driver.observe_port(port),
+            Link::VmNic { driver, domain, mac } => driver.observe_nic(domain, mac),
+        }
+    }
+
     /// `tor-1/p-sbc-01` or `kvm-1/vpc-001/52:54:00:00:00:11`.
     pub fn target(&self) -> String {
         match self {
@@ -129,6 +137,11 @@ impl Topology {
 
     /// A plan for every NIC of the server; a server without a single movable NIC, or with a
     /// NIC whose network or switch is unknown, is refused as a whole.
+    /// The plan of every NIC, or `None` when the server cannot be moved by Cordon at all.
+    pub(crate) fn plan_quietly(&self, server: &ServerRecord) -> Option<Vec<NicPlan>> {
+        self.plan(server).ok()
+    }
+
     pub(crate) fn plan(&self, server: &ServerRecord) -> Result<Vec<NicPlan>, EngineError> {
         let refuse =
             || EngineError::new(ErrorKind::Unprocessable, &messages::NO_MOVABLE_NIC, &[("server", &server.name)]);

@@ -832,3 +832,35 @@ async fn cancel_withdraws_an_action_that_has_not_started() {
     assert!(f.switch.calls.lock().unwrap().is_empty(), "nothing was done to the server");
     let _ = f.stop.send(true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconciler_reports_drift_and_enforce_puts_it_back() {
+    let f = fixture("10.99.0.100-10.99.0.101", memory_store()).await;
+    let done = f.engine.request(request(ActionKind::Quarantine, "a")).await.unwrap();
+    settle(&f.engine, done.action.id).await;
+    let clean = f.engine.reconcile(OnDrift::Report).await.unwrap();
+    assert_eq!((clean.checked, clean.drifts.len()), (2, 0), "records match the network");
+
+    // Someone puts a's port back on the office bridge by hand.
+    f.switch.ports.lock().unwrap().insert("p-a".into(), (Some("br-office".into()), false));
+    let report = f.engine.reconcile(OnDrift::Report).await.unwrap();
+    assert_eq!(report.drifts.len(), 1);
+    let drift = &report.drifts[0];
+    assert_eq!((drift.server.as_str(), drift.target.as_str(), drift.action), ("a", "tor-1/p-a", None));
+    assert!(drift.recorded.contains("br-quarantine") && drift.observed.contains("br-office"), "{drift:?}");
+    let messages = f.engine.store().recent_messages(5).await.unwrap();
+    assert!(messages.iter().any(|m| m.message.number == 41009), "a numbered message");
+    assert_eq!(f.switch.port("p-a"), (Some("br-office".into()), false), "report changes nothing");
+
+    let enforced = f.engine.reconcile(OnDrift::Enforce).await.unwrap();
+    let action = enforced.drifts[0].action.expect("enforce creates an action");
+    let back = settle(&f.engine, action).await;
+    assert_eq!(
+        (back.kind, back.state, back.trigger.as_str()),
+        (ActionKind::Quarantine, ActionState::Succeeded, "reconciler")
+    );
+    assert_eq!(f.switch.port("p-a"), (Some("br-quarantine".into()), true), "back in quarantine");
+    let a = f.engine.store().server_by_name("a").await.unwrap().unwrap();
+    assert_eq!(a.nics[0].current_ip, Some("10.99.0.100".parse().unwrap()), "with the same address");
+    let _ = f.stop.send(true);
+}

@@ -168,6 +168,9 @@ catalogue! {
     ACTION_RETRYING = 41008, "action_retrying",
         "attempt {attempt} of action {action} failed; next attempt in {seconds} s: {detail}",
         "Nothing to do if the cause passes (a daemon restarted, a port that reappears). To stop further attempts, `cordon actions check ID` and handle it by hand.";
+    DRIFT_FOUND = 41009, "drift_found",
+        "drift on {server}: {nic} is recorded on {recorded} but the {driver} reports {observed}",
+        "Someone changed the network by hand. If that was the recovery procedure, run `cordon quarantine`/`unquarantine` so that the records match; otherwise put it back (`on_drift = \"enforce\"` does it automatically).";
     NOTIFICATION_FAILED = 41030, "notification_failed",
         "{event} notification for {subject} could not be delivered to {recipient} after {attempts} attempts: {detail}",
         "Check the SMTP server (`[notify] smtp`, its credentials and TLS) or the webhook named, and that Cordon can reach it. Nothing is resent later: tell the recipient by hand (`cordon actions show ID` has the details). Counted in cordon_notifications_failed_total.";

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use cordon_api::wire::{
     ActRequest, ActionView, ApproveRequest, BreakerView, DetectionPost, DetectionView, ImportRequest, ImportView,
-    IngestResponse, ServerView, SubmitResponse,
+    IngestResponse, ReconcileView, ServerView, SubmitResponse,
 };
 use cordon_model::{Message, messages};
 
@@ -84,6 +84,14 @@ enum Command {
     /// CLAM_VIRUSEVENT_FILENAME, which `report` reads; the host's address defaults to the
     /// local address that reaches Cordon.
     Report(ReportArgs),
+    /// Compare every server's recorded network with what the switches and hypervisors report,
+    /// now, and print the differences (drift). With `on_drift = "enforce"` it also puts them back.
+    Reconcile {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
     /// Print what a message number means and what to do about it.
     Explain {
         /// A five-digit message number, e.g. 67198.
@@ -236,6 +244,12 @@ enum ActionsCommand {
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
+    /// Withdraw an action that has not started (pending or awaiting approval).
+    Cancel {
+        id: i64,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Reject an action that waits for approval: nothing is done to the server.
     Reject {
         id: i64,
@@ -361,6 +375,10 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Report(args) => report(args).await,
+        Command::Reconcile { api, output } => {
+            let report: ReconcileView = Client::new(&api)?.post("/api/v1/reconcile", &()).await?;
+            output::print(output, &report, output::reconcile_table)
+        }
         Command::Servers(ServersCommand::List { api, output }) => {
             let servers: Vec<ServerView> = Client::new(&api)?.get("/api/v1/servers").await?;
             output::print(output, &servers[..], output::servers_table)
@@ -414,6 +432,11 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             let action: ActionView = client.post(&format!("/api/v1/actions/{id}/approve"), &body).await?;
             println!("action {} approved as {}: {}", action.id, action.kind, action.state);
             if wait { wait_for(&client, action.id, timeout).await } else { Ok(()) }
+        }
+        Command::Actions(ActionsCommand::Cancel { id, api }) => {
+            let action: ActionView = Client::new(&api)?.post(&format!("/api/v1/actions/{id}/cancel"), &()).await?;
+            println!("action {} is {}", action.id, action.state);
+            Ok(())
         }
         Command::Actions(ActionsCommand::Reject { id, api }) => {
             let action: ActionView = Client::new(&api)?.post(&format!("/api/v1/actions/{id}/reject"), &()).await?;

@@ -1,6 +1,6 @@
 //! Human tables and JSON for the operator commands.
 
-use cordon_api::wire::{ActionView, BreakerView, DetectionView, ImportView, ServerView};
+use cordon_api::wire::{ActionView, BreakerView, DetectionView, ImportView, ReconcileView, ServerView};
 use serde::Serialize;
 
 use crate::cli::{Failure, Format};
@@ -218,6 +218,30 @@ pub fn import_table(report: &ImportView) -> String {
     let mut out = render(&["DOMAIN", "STATE", "MAC", "BRIDGE", "NETWORK", "IMPORT"], &rows);
     if !report.applied {
         out.push_str("\n(dry run: nothing was written; add --apply to add the new servers)\n");
+    }
+    out
+}
+
+pub fn reconcile_table(report: &ReconcileView) -> String {
+    let mut out = format!("{} NICs checked, {} drifted\n", report.checked, report.drifts.len());
+    if !report.drifts.is_empty() {
+        let rows: Vec<Vec<String>> = report
+            .drifts
+            .iter()
+            .map(|d| {
+                vec![
+                    d.server.clone(),
+                    d.target.clone(),
+                    d.recorded.clone(),
+                    d.observed.clone(),
+                    d.action.map(|a| format!("action {a}")).unwrap_or_else(|| "reported".into()),
+                ]
+            })
+            .collect();
+        out.push_str(&render(&["SERVER", "NIC", "RECORDED", "OBSERVED", "DONE"], &rows));
+    }
+    for line in &report.unobserved {
+        out.push_str(&format!("could not observe {line}\n"));
     }
     out
 }

@@ -16,6 +16,9 @@ use tokio::net::TcpListener;
 
 use crate::cli::Failure;
 
+/// How often the reconciler compares the records with the network.
+const RECONCILE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
     let config = cordon_config::load(config_path).map_err(|error| {
         Failure::new(&messages::INVALID_CONFIGURATION, &[("detail", &format!("\n{error}"))]).usage()
@@ -110,6 +113,19 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
     let ingest = crate::sources::start(&config, &engine, &stop).await?;
     tokio::spawn(crate::sources::watch_policy(config.path.clone(), engine.clone(), stop.clone()));
+    // The reconciler: at start and on a timer, the records against the network.
+    let reconciler_task = {
+        let engine = engine.clone();
+        let mut stop = stop.clone();
+        let (interval, on_drift) = (RECONCILE_INTERVAL, cordon_engine::OnDrift::Report);
+        tokio::spawn(async move {
+            engine
+                .run_reconciler(interval, on_drift, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+        })
+    };
     let detections_task = {
         let engine = engine.clone();
         let mut stop = stop.clone();
@@ -132,7 +148,11 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
                 .await
         })
     };
-    let app = cordon_api::router(cordon_api::ApiState { engine, ingest: std::sync::Arc::new(ingest) });
+    let app = cordon_api::router(cordon_api::ApiState {
+        engine,
+        ingest: std::sync::Arc::new(ingest),
+        on_drift: cordon_engine::OnDrift::Report,
+    });
     let mut http_stop = stop.clone();
     let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(
         async move {
@@ -147,6 +167,7 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
     let result = served.await;
     let _ = engine_task.await;
     let _ = detections_task.await;
+    let _ = reconciler_task.await;
     result.map_err(|e| Failure::new(&messages::INTERNAL_ERROR, &[("detail", &e)]))
 }
 
