@@ -115,6 +115,9 @@ impl Engine {
                     detail: summary.clone(),
                 });
                 self.inner.metrics.action_finished(kind, true, elapsed);
+                if kind.quarantines() {
+                    self.observe_time_to_contain(action.id).await;
+                }
                 tracing::info!(action = action.id, server = %server.name, %kind, elapsed_ms = elapsed.as_secs_f64() * 1e3, "{}", message.text);
             }
             Err(failure) if may_pass(failure.message.number) && action.attempts < self.inner.settings.max_attempts => {
@@ -298,6 +301,18 @@ impl Engine {
         )))
     }
 
+    /// Time-to-contain: from the first attached detection's arrival to now (the port verified).
+    async fn observe_time_to_contain(&self, action: i64) {
+        let filter =
+            cordon_store::DetectionFilter { action_id: Some(action), limit: Some(10_000), ..Default::default() };
+        let Ok(detections) = self.inner.store.list_detections(&filter).await else { return };
+        let Some(first) = detections.iter().map(|d| d.detection.received_at_us).min() else { return };
+        let elapsed_us = Utc::now().timestamp_micros() - first;
+        if elapsed_us >= 0 {
+            self.inner.metrics.contained(std::time::Duration::from_micros(elapsed_us as u64));
+        }
+    }
+
     /// The power step: reboot through the hypervisor or the BMC, and only call it done when the
     /// driver observed the restart. Returns the summary (what was observed) or the failure.
     async fn reboot(
@@ -324,6 +339,7 @@ impl Engine {
         let target = power.target();
         let (graceful, deadline) = (topology.graceful_timeout, topology.reboot_deadline);
         let driver = power.clone();
+        let clock = Instant::now();
         let call = tokio::task::spawn_blocking(move || driver.reboot(graceful, deadline));
         let limit = deadline + std::time::Duration::from_secs(30);
         let result = match tokio::time::timeout(limit, call).await {
@@ -332,6 +348,7 @@ impl Engine {
             Err(_) => Err(DriverError::NotConfirmed { detail: format!("no answer from the driver within {limit:?}") }),
         };
         self.inner.metrics.driver_call(result.is_ok());
+        self.inner.metrics.driver_latency(power.kind(), clock.elapsed());
         match result {
             Ok(outcome) => {
                 let seen = outcome.observed.join("; ");
@@ -377,6 +394,7 @@ impl Engine {
         let target = plan.link.target();
         let link = plan.link.clone();
         let wanted = bridge.to_string();
+        let clock = Instant::now();
         let call = tokio::task::spawn_blocking(move || link.ensure(&wanted, isolated));
         let timeout = self.inner.settings.driver_timeout;
         let result = match tokio::time::timeout(timeout, call).await {
@@ -388,6 +406,7 @@ impl Engine {
             }),
         };
         self.inner.metrics.driver_call(result.is_ok());
+        self.inner.metrics.driver_latency(plan.link.driver_kind(), clock.elapsed());
         match result {
             Ok(outcome) => {
                 let (step_outcome, detail, number) = if outcome.moved || outcome.isolation_changed {

@@ -96,11 +96,14 @@ impl Engine {
                     Ok(batch) if batch.is_empty() => break,
                     Ok(batch) => {
                         for record in batch {
-                            let id = record.id;
-                            if let Err(error) = self.process(record).await {
-                                tracing::error!(detection = id, %error, "could not process a detection; it stays queued");
-                                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                                break;
+                            let (id, source) = (record.id, record.detection.source.clone());
+                            match self.process(record).await {
+                                Ok(outcome) => self.inner.metrics.detection(&source, outcome),
+                                Err(error) => {
+                                    tracing::error!(detection = id, %error, "could not process a detection; it stays queued");
+                                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                                    break;
+                                }
                             }
                         }
                     }
@@ -131,7 +134,7 @@ impl Engine {
     }
 
     /// Decides one detection and records the outcome on it.
-    async fn process(&self, record: DetectionRecord) -> Result<(), EngineError> {
+    async fn process(&self, record: DetectionRecord) -> Result<&'static str, EngineError> {
         let store = &self.inner.store;
         let detection = &record.detection;
         let at = detection.observed_at_us.unwrap_or(detection.received_at_us);
@@ -170,7 +173,7 @@ impl Engine {
         if decision.action == PolicyAction::Ignore {
             let text = format!("ignored ({}): {}", decision.decided_by, decision.reason);
             store.settle_detection(record.id, &text, server_id, None).await?;
-            return Ok(());
+            return Ok("ignored");
         }
         if decision.shadow {
             let whom = server.as_ref().map(|s| s.name.clone()).unwrap_or_else(|| decision.subject.to_string());
@@ -178,7 +181,7 @@ impl Engine {
                 format!("shadow: would {} {whom} ({}): {}", decision.action, decision.decided_by, decision.reason);
             tracing::info!(detection = record.id, "{text}");
             store.settle_detection(record.id, &text, server_id, None).await?;
-            return Ok(());
+            return Ok("shadow");
         }
         let kind = kind_of(decision.action);
 
@@ -211,7 +214,7 @@ impl Engine {
             }
             let text = format!("attached to open action {} ({})", action.id, decision.decided_by);
             store.settle_detection(record.id, &text, Some(server.id), Some(action.id)).await?;
-            return Ok(());
+            return Ok("attached");
         }
         // The server as it is now: an action that ended since the resolution above has already
         // recorded where it put the server (the state is written before the action closes).
@@ -225,13 +228,13 @@ impl Engine {
             store
                 .settle_detection(record.id, "attached: the server is already quarantined", Some(server.id), action_id)
                 .await?;
-            return Ok(());
+            return Ok("attached");
         }
         if self.in_cooldown(&set, server.id).await? {
             store
                 .settle_detection(record.id, "cooldown: the server was released recently", Some(server.id), None)
                 .await?;
-            return Ok(());
+            return Ok("cooldown");
         }
 
         // A new action. It waits for approval when the policy says so, for `notify`, for a
@@ -284,7 +287,7 @@ impl Engine {
         tracing::info!(detection = record.id, action = action.id, server = %server.name, %kind, %state, "{text}");
         store.settle_detection(record.id, &text, Some(server.id), Some(action.id)).await?;
         self.inner.wake.notify_one();
-        Ok(())
+        Ok("new_action")
     }
 
     /// No server (or several) held the address: record a failed action with 67198 for an
@@ -296,12 +299,12 @@ impl Engine {
         address: IpAddr,
         resolution: &Resolution,
         decided_by: &str,
-    ) -> Result<(), EngineError> {
+    ) -> Result<&'static str, EngineError> {
         let store = &self.inner.store;
         if let Some(action) = store.unresolved_action(address).await? {
             let text = format!("attached to unresolved action {}", action.id);
             store.settle_detection(record.id, &text, None, Some(action.id)).await?;
-            return Ok(());
+            return Ok("attached");
         }
         let reason = match resolution {
             Resolution::Ambiguous(n) => format!("{n} servers held {address} at the detection's time"),
@@ -337,7 +340,7 @@ impl Engine {
         });
         tracing::warn!(action = action.id, %address, "{}: {reason}", message.text);
         store.settle_detection(record.id, &format!("unresolved: {reason}"), None, Some(action.id)).await?;
-        Ok(())
+        Ok("unresolved")
     }
 
     fn is_protected(&self, set: &PolicySet, server: &str) -> bool {

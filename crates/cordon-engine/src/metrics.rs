@@ -3,7 +3,9 @@
 //! A handful of atomics rendered by hand: no registry crate is needed for this few, and the
 //! names are part of Cordon's interface (docs/metrics.md lists them).
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -23,6 +25,47 @@ pub struct Metrics {
     http_forbidden: AtomicU64,
     breaker_trips: AtomicU64,
     drifts: AtomicU64,
+    /// Detections processed, by source and outcome (new_action, attached, ignored, shadow,
+    /// unresolved, cooldown).
+    detections: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Driver call latency, per driver kind.
+    driver_latency: Mutex<BTreeMap<&'static str, Histogram>>,
+    /// From a detection's arrival to its server verified in quarantine.
+    time_to_contain: Mutex<Histogram>,
+}
+
+/// Upper bounds of the histogram buckets, in seconds.
+const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0];
+
+/// A Prometheus histogram with fixed buckets.
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        for (bound, count) in BUCKETS.iter().zip(self.counts.iter_mut()) {
+            if seconds <= *bound {
+                *count += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += seconds;
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let separator = if labels.is_empty() { "" } else { "," };
+        for (bound, count) in BUCKETS.iter().zip(self.counts.iter()) {
+            let _ = writeln!(out, "{name}_bucket{{{labels}{separator}le=\"{bound}\"}} {count}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels}{separator}le=\"+Inf\"}} {}", self.count);
+        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{braces} {}", self.count);
+    }
 }
 
 const KINDS: usize = ActionKind::ALL.len();
@@ -49,6 +92,23 @@ impl Metrics {
         }
     }
 
+    /// One detection processed with this outcome.
+    pub fn detection(&self, source: &str, outcome: &'static str) {
+        let mut map = self.detections.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry((source.to_string(), outcome)).or_default() += 1;
+    }
+
+    /// One driver call took this long.
+    pub fn driver_latency(&self, driver: &'static str, elapsed: Duration) {
+        let mut map = self.driver_latency.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(driver).or_default().observe(elapsed.as_secs_f64());
+    }
+
+    /// A server was verified in quarantine this long after the detection that caused it arrived.
+    pub fn contained(&self, elapsed: Duration) {
+        self.time_to_contain.lock().unwrap_or_else(|p| p.into_inner()).observe(elapsed.as_secs_f64());
+    }
+
     pub fn drift_found(&self) {
         self.drifts.fetch_add(1, Relaxed);
     }
@@ -65,6 +125,51 @@ impl Metrics {
             403 => self.http_forbidden.fetch_add(1, Relaxed),
             _ => 0,
         };
+    }
+
+    /// The Prometheus text exposition of every counter. `actions` are the current counts by
+    /// kind and state (read from the store), `breaker_tripped` the circuit breaker's state.
+    pub fn render_with(
+        &self,
+        actions: &[(ActionKind, cordon_model::ActionState, u64)],
+        breaker_tripped: bool,
+    ) -> String {
+        let mut out = self.render();
+        let family = |out: &mut String, name: &str, help: &str, kind: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        family(&mut out, "cordon_actions", "Actions by kind and state, now.", "gauge");
+        for (kind, state, count) in actions {
+            let _ = writeln!(out, "cordon_actions{{kind=\"{kind}\",state=\"{state}\"}} {count}");
+        }
+        family(
+            &mut out,
+            "cordon_breaker_tripped",
+            "1 while the circuit breaker holds automatic actions for approval.",
+            "gauge",
+        );
+        let _ = writeln!(out, "cordon_breaker_tripped {}", u8::from(breaker_tripped));
+        family(&mut out, "cordon_detections_total", "Detections processed, by source and outcome.", "counter");
+        for ((source, outcome), count) in self.detections.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let source = source.replace('\\', "\\\\").replace('"', "\\\"");
+            let _ = writeln!(out, "cordon_detections_total{{source=\"{source}\",outcome=\"{outcome}\"}} {count}");
+        }
+        family(&mut out, "cordon_driver_call_seconds", "Driver call latency, by driver.", "histogram");
+        for (driver, histogram) in self.driver_latency.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            histogram.render(&mut out, "cordon_driver_call_seconds", &format!("driver=\"{driver}\""));
+        }
+        family(
+            &mut out,
+            "cordon_time_to_contain_seconds",
+            "From a detection's arrival to its server verified in quarantine.",
+            "histogram",
+        );
+        self.time_to_contain.lock().unwrap_or_else(|p| p.into_inner()).render(
+            &mut out,
+            "cordon_time_to_contain_seconds",
+            "",
+        );
+        out
     }
 
     /// The Prometheus text exposition of every counter.

@@ -334,6 +334,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn create_action(&self, action: &NewAction) -> Result<ActionRecord>;
     async fn action(&self, id: i64) -> Result<Option<ActionRecord>>;
     async fn list_actions(&self, filter: &ActionFilter) -> Result<Vec<ActionRecord>>;
+    /// How many actions there are of each kind in each state.
+    async fn count_actions(&self) -> Result<Vec<(ActionKind, ActionState, u64)>>;
     /// The newest action of every server that has one.
     async fn latest_actions(&self) -> Result<Vec<ActionRecord>>;
     /// The oldest open action of `kind` on the server, if any.

@@ -740,6 +740,25 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn count_actions(&self) -> Result<Vec<(ActionKind, ActionState, u64)>> {
+        self.run(|connection| {
+            let mut statement = connection
+                .prepare_cached("SELECT kind, state, COUNT(*) FROM actions GROUP BY kind, state ORDER BY kind, state")
+                .map_err(backend)?;
+            let rows = statement
+                .query_map([], |r| {
+                    Ok((
+                        parse_text(&r.get::<_, String>(0)?)?,
+                        parse_text(&r.get::<_, String>(1)?)?,
+                        r.get::<_, i64>(2)? as u64,
+                    ))
+                })
+                .map_err(backend)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(backend)
+        })
+        .await
+    }
+
     async fn latest_actions(&self) -> Result<Vec<ActionRecord>> {
         self.run(|connection| {
             many_actions(
