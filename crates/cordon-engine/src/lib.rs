@@ -17,6 +17,7 @@ mod import;
 mod ingest;
 pub mod metrics;
 mod reconcile;
+mod status;
 mod topology;
 
 use std::collections::HashSet;
@@ -34,6 +35,7 @@ pub use import::{ImportReport, ImportedNic, ImportedServer};
 pub use ingest::PolicySet;
 pub use metrics::Metrics;
 pub use reconcile::{Drift, OnDrift, ReconcileReport};
+pub use status::DriverHealth;
 pub use topology::{DomainPower, NetworkPlan, Topology};
 
 /// Who asked for something, for the audit trail.
@@ -80,6 +82,8 @@ pub struct EngineSettings {
     pub max_attempts: u32,
     /// The first pause before a retry; it doubles with each attempt (with jitter), up to a minute.
     pub retry_base: Duration,
+    /// The database, for `cordon status` (e.g. `sqlite:/var/lib/cordon/cordon.db`).
+    pub database: String,
 }
 
 impl EngineSettings {
@@ -90,6 +94,7 @@ impl EngineSettings {
             poll_interval: Duration::from_secs(1),
             max_attempts: 3,
             retry_base: Duration::from_secs(1),
+            database: String::new(),
         }
     }
 }
@@ -115,6 +120,7 @@ struct Inner {
     policy: std::sync::RwLock<Arc<PolicySet>>,
     /// Counts automatic actions; once tripped, new automatic actions wait for approval.
     breaker: Mutex<cordon_model::policy::CircuitBreaker>,
+    started_at: chrono::DateTime<chrono::Utc>,
     /// Where events go; listeners subscribe with [`Engine::subscribe`].
     events: tokio::sync::broadcast::Sender<EngineEvent>,
 }
@@ -132,12 +138,22 @@ impl Engine {
                 detections_wake: Notify::new(),
                 policy: std::sync::RwLock::new(Arc::new(PolicySet::default())),
                 events: tokio::sync::broadcast::channel(1024).0,
+                started_at: chrono::Utc::now(),
                 breaker: Mutex::new(cordon_model::policy::CircuitBreaker::new(
                     cordon_model::policy::Policy::default().max_auto_actions,
                     cordon_model::policy::Policy::default().window_secs,
                 )),
             }),
         }
+    }
+
+    /// When this engine started.
+    pub fn started_at(&self) -> chrono::DateTime<chrono::Utc> {
+        self.inner.started_at
+    }
+
+    pub fn settings(&self) -> &EngineSettings {
+        &self.inner.settings
     }
 
     /// Events as they happen (notifications subscribe here).
