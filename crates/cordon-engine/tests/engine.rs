@@ -864,3 +864,26 @@ async fn the_reconciler_reports_drift_and_enforce_puts_it_back() {
     assert_eq!(a.nics[0].current_ip, Some("10.99.0.100".parse().unwrap()), "with the same address");
     let _ = f.stop.send(true);
 }
+
+#[test]
+fn every_number_a_driver_error_carries_is_in_the_catalogue() {
+    let detail = || "x".to_string();
+    let errors = [
+        DriverError::Namespace { netns: detail(), detail: detail() },
+        DriverError::PortNotFound { port: detail() },
+        DriverError::BridgeNotFound { bridge: detail() },
+        DriverError::Netlink { operation: detail(), detail: detail() },
+        DriverError::ReadBackMismatch { port: detail(), expected: detail(), observed: detail() },
+        DriverError::HypervisorUnreachable { detail: detail() },
+        DriverError::DomainNotFound { domain: detail() },
+        DriverError::NicNotFound { domain: detail(), mac: detail() },
+        DriverError::BmcAuth { detail: detail() },
+        DriverError::BmcTimeout { detail: detail() },
+        DriverError::Bmc { detail: detail() },
+        DriverError::NotConfirmed { detail: detail() },
+    ];
+    for error in errors {
+        let number = error.message_number();
+        assert!(cordon_model::Message::find(number).is_some(), "{error:?} carries {number}, which docs/messages.md lacks");
+    }
+}
