@@ -20,6 +20,7 @@ PACKAGES=(
     openssl          # s_server/s_client: TLS traffic in the Suricata corpus test
     python3          # http.server and a tiny DNS responder in the lab's namespaces
     python3-venv     # the Redfish driver's tests install sushy-tools (BMC emulator) in a venv
+    python3-aiosmtpd # a real SMTP server on loopback for the notification tests (/usr/bin/python3)
     libvirt-daemon   # libvirtd (monolithic, 9.0): the libvirt hypervisor driver's tests
     libvirt-daemon-driver-qemu
     libvirt-dev      # libvirt.so + libvirt.pc: the `virt` crate links against it

@@ -84,11 +84,15 @@ pub async fn healthz() -> Json<serde_json::Value> {
 }
 
 pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
-    let mut text = state.engine.metrics().render();
+    let actions = state.engine.store().count_actions().await.unwrap_or_default();
+    let mut text = state.engine.metrics().render_with(&actions, state.engine.breaker_status().0);
     let sources: Vec<(String, std::sync::Arc<cordon_sources::SourceCounters>)> =
         state.ingest.counters.iter().map(|(name, counters)| (name.clone(), counters.clone())).collect();
     if !sources.is_empty() {
         text.push_str(&cordon_sources::render_metrics(&sources));
+    }
+    if let Some(notify) = &state.notify {
+        text.push_str(&notify.counters.render());
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
@@ -375,4 +379,46 @@ pub async fn cancel_action(
 pub async fn reconcile(State(state): State<ApiState>) -> ApiResult<Json<ReconcileView>> {
     let report = state.engine.reconcile(state.on_drift).await?;
     Ok(Json(ReconcileView::from(&report)))
+}
+
+pub async fn status(State(state): State<ApiState>) -> ApiResult<Json<StatusView>> {
+    let engine = &state.engine;
+    let mut actions = std::collections::BTreeMap::new();
+    for (_, action_state, count) in engine.store().count_actions().await? {
+        *actions.entry(action_state.to_string()).or_insert(0) += count;
+    }
+    let drivers = engine
+        .driver_health()
+        .await
+        .into_iter()
+        .map(|d| DriverHealthView { name: d.name, kind: d.kind, healthy: d.healthy, detail: d.detail })
+        .collect();
+    let mut sources: Vec<SourceStatusView> = state
+        .ingest
+        .counters
+        .iter()
+        .map(|(name, counters)| {
+            let snapshot = counters.snapshot();
+            SourceStatusView {
+                name: name.clone(),
+                received: snapshot.received,
+                accepted: snapshot.accepted,
+                skipped: snapshot.skipped,
+                rejected: snapshot.rejected,
+            }
+        })
+        .collect();
+    sources.sort_by(|a, b| a.name.cmp(&b.name));
+    let started = engine.started_at();
+    Ok(Json(StatusView {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        instance: engine.instance().to_string(),
+        started_at: started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        uptime_secs: (chrono::Utc::now() - started).num_seconds().max(0) as u64,
+        database: engine.settings().database.clone(),
+        actions,
+        breaker: breaker_view(&state),
+        drivers,
+        sources,
+    }))
 }

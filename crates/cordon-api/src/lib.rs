@@ -9,6 +9,7 @@
 mod auth;
 mod handlers;
 pub mod ingest;
+mod links;
 pub mod wire;
 
 use axum::Router;
@@ -56,8 +57,12 @@ pub const ROUTES: &[RouteSpec] = &[
     route(Method::POST, "/api/v1/sources/{name}/eve", Some(Role::Sensor)),
     route(Method::POST, "/api/v1/hypervisors/{name}/import", Some(Role::Admin)),
     route(Method::POST, "/api/v1/reconcile", Some(Role::Operator)),
+    route(Method::GET, "/api/v1/status", Some(Role::Viewer)),
     route(Method::GET, "/api/v1/breaker", Some(Role::Viewer)),
     route(Method::POST, "/api/v1/breaker/reset", Some(Role::Operator)),
+    // The signed link is the credential (no token): see `links`.
+    route(Method::GET, "/approve/{token}", None),
+    route(Method::POST, "/approve/{token}", None),
 ];
 
 /// What every handler can reach.
@@ -68,6 +73,8 @@ pub struct ApiState {
     pub on_drift: cordon_engine::OnDrift,
     /// The sources that may post detections, and their counters.
     pub ingest: std::sync::Arc<ingest::IngestSettings>,
+    /// Approval links and delivery counters, when `[notify]` is configured.
+    pub notify: Option<std::sync::Arc<cordon_notify::NotifyState>>,
 }
 
 /// The whole API. Serve it with `into_make_service_with_connect_info::<SocketAddr>()` so that
@@ -95,8 +102,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/sources/{name}/eve", guarded(Role::Sensor, post(ingest::post_eve)))
         .route("/api/v1/hypervisors/{name}/import", guarded(Role::Admin, post(import_servers)))
         .route("/api/v1/reconcile", guarded(Role::Operator, post(reconcile)))
+        .route("/api/v1/status", guarded(Role::Viewer, get(status)))
         .route("/api/v1/breaker", guarded(Role::Viewer, get(show_breaker)))
         .route("/api/v1/breaker/reset", guarded(Role::Operator, post(reset_breaker)))
+        .route("/approve/{token}", get(links::show).post(links::decide))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::count))

@@ -439,3 +439,36 @@ impl From<&cordon_engine::ReconcileReport> for ReconcileView {
         }
     }
 }
+
+/// `GET /api/v1/status`: is the manager healthy, and what is it doing.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StatusView {
+    pub version: String,
+    pub instance: String,
+    pub started_at: String,
+    pub uptime_secs: u64,
+    pub database: String,
+    /// Action counts by state.
+    pub actions: std::collections::BTreeMap<String, u64>,
+    pub breaker: BreakerView,
+    pub drivers: Vec<DriverHealthView>,
+    pub sources: Vec<SourceStatusView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DriverHealthView {
+    pub name: String,
+    pub kind: String,
+    /// Null when not checked (BMCs are never called by a status check).
+    pub healthy: Option<bool>,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SourceStatusView {
+    pub name: String,
+    pub received: u64,
+    pub accepted: u64,
+    pub skipped: u64,
+    pub rejected: u64,
+}

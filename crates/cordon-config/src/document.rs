@@ -108,6 +108,7 @@ pub(crate) struct Document {
     pub servers: Vec<Entry>,
     pub sources: Vec<Entry>,
     pub policy: Option<Entry>,
+    pub notify: Option<Entry>,
 }
 
 /// What a kind of table may hold.
@@ -293,7 +294,40 @@ const POLICY: Schema = Schema {
     table: None,
     refused: &[],
 };
-const SECTIONS: &[&str] = &["manager", "network", "switch", "hypervisor", "tenant", "server", "source", "policy"];
+const NOTIFY: Schema = Schema {
+    section: "notify",
+    header: "[notify]",
+    named: false,
+    fields: &[
+        ("smtp", Str),
+        ("starttls", Bool),
+        ("from", Str),
+        ("smtp_username", Str),
+        ("smtp_password_file", Str),
+        ("smtp_ca_file", Str),
+        ("webhooks", Strings),
+        ("operator_email", Str),
+        ("public_url", Str),
+        ("link_secret_file", Str),
+        ("link_ttl", Str),
+    ],
+    child: None,
+    table: None,
+    refused: &[
+        (
+            "smtp_password",
+            "a password is never written in the configuration: put it in a file only Cordon can read and name that \
+             file with smtp_password_file",
+        ),
+        (
+            "link_secret",
+            "a secret is never written in the configuration: put it in a file only Cordon can read and name that \
+             file with link_secret_file",
+        ),
+    ],
+};
+const SECTIONS: &[&str] =
+    &["manager", "network", "switch", "hypervisor", "tenant", "server", "source", "policy", "notify"];
 
 /// Reads the document; `None` (with the problems recorded) when the text is not valid TOML.
 pub(crate) fn read(text: &str, problems: &mut Problems) -> Option<Document> {
@@ -319,6 +353,7 @@ pub(crate) fn read(text: &str, problems: &mut Problems) -> Option<Document> {
             "server" => document.servers = read_array(None, value, &SERVER, problems),
             "source" => document.sources = read_array(None, value, &SOURCE, problems),
             "policy" => document.policy = read_table(POLICY.section.into(), value, &POLICY, problems),
+            "notify" => document.notify = read_table(NOTIFY.section.into(), value, &NOTIFY, problems),
             _ => problems.add(
                 Some(key.span().start),
                 display_key(name),

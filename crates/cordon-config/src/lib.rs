@@ -109,6 +109,9 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     /// The `[policy]` with its rules in file order; [`Policy::default`] when the section is absent.
     pub policy: Policy,
+    /// The `[notify]` section: how administrators and users are told what happened. Absent:
+    /// Cordon notifies nobody.
+    pub notify: Option<NotifyConfig>,
 }
 
 impl Config {
@@ -429,6 +432,68 @@ impl std::str::FromStr for CefProfile {
             .find(|profile| profile.as_str() == text)
             .ok_or_else(|| format!("`{text}` is not a CEF profile"))
     }
+}
+
+/// How long approval links stay valid when `[notify] link_ttl` is absent.
+pub const DEFAULT_LINK_TTL_SECS: u64 = 24 * 60 * 60;
+
+/// The `[notify]` section: e-mails through SMTP and JSON posted to webhooks. At least one of
+/// the two. Relative paths are resolved against the folder of the configuration file; the
+/// files are read by `cordon serve` at start, not when parsing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyConfig {
+    /// Where e-mails go out; absent: no e-mail (webhooks only).
+    pub smtp: Option<SmtpConfig>,
+    /// Every notification is posted as JSON to each of these `http(s)://` URLs.
+    pub webhooks: Vec<String>,
+    /// Who gets the e-mails that belong to no tenant (a server without a tenant, an address
+    /// that no server held).
+    pub operator_email: Option<String>,
+    /// Signed approval links in the e-mails; absent: the e-mails name the commands instead.
+    pub links: Option<LinksConfig>,
+}
+
+/// How Cordon reaches its SMTP server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpConfig {
+    /// As written: `smtp://host[:port]` or `smtps://host[:port]`.
+    pub url: String,
+    /// A name or an address (without the `[]` of IPv6).
+    pub host: String,
+    /// Default 25 for `smtp://` (587 with `starttls`), 465 for `smtps://`.
+    pub port: u16,
+    pub security: SmtpSecurity,
+    /// The sender address (`From:` and the envelope).
+    pub from: String,
+    /// Log in as this user, with the password in `password_file` (both or neither).
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// The CA certificate(s) the server's certificate is checked against, instead of the
+    /// system's (TLS only).
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Whether and how the SMTP connection is encrypted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    /// `smtp://` without `starttls`: plain text (loopback relays, labs). No login allowed.
+    Plain,
+    /// `smtp://` with `starttls = true`: the server must offer STARTTLS.
+    StartTls,
+    /// `smtps://`: TLS from the first byte.
+    Tls,
+}
+
+/// Signed approval links: `<public_url>/approve/<token>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinksConfig {
+    /// How administrators reach this Cordon's API, like `https://cordon.example:8080`, without
+    /// a trailing `/`.
+    pub public_url: String,
+    /// The file holding the key links are signed with (at least 32 bytes).
+    pub secret_file: PathBuf,
+    /// How long a link stays valid; default 24 h.
+    pub ttl_secs: u64,
 }
 
 /// One or more problems, each naming file, line and key; displayed one problem per line.

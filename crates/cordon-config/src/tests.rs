@@ -526,7 +526,7 @@ fn unknown_keys_are_errors_with_their_line() {
             "unknown section",
             &[("", "[managre]\nlisten = \"127.0.0.1:1\"\n")],
             "cordon.toml:121: managre: unknown section (expected one of: manager, network, switch, hypervisor, \
-             tenant, server, source, policy)",
+             tenant, server, source, policy, notify)",
         ),
         (
             "quoted unknown key",
@@ -2155,6 +2155,192 @@ cordon.toml:124: server \"bad name\".extra: unknown key (expected one of: name, 
     assert!(error.problems.iter().all(|p| p.file == Path::new("cordon.toml") && p.line.is_some()));
 }
 
+/// A complete `[notify]`, appended after the example's last line (120): its header is line 121.
+const NOTIFY: &str = r#"
+[notify]
+smtp = "smtp://mail.example.com:2525"
+starttls = true
+from = "cordon@example.com"
+smtp_username = "cordon"
+smtp_password_file = "secrets/smtp.password"
+webhooks = ["https://chat.example.com/hooks/cordon", "http://127.0.0.1:9000/"]
+operator_email = "noc@example.com"
+public_url = "https://cordon.example:8080/"
+link_secret_file = "/etc/cordon/link.secret"
+link_ttl = "12h"
+"#;
+
+#[test]
+fn notify_section_parses_with_defaults_and_resolved_paths() {
+    let config = parse(Path::new("/etc/cordon/cordon.toml"), &edited(&[("", NOTIFY)])).unwrap();
+    let notify = config.notify.unwrap();
+    let smtp = notify.smtp.unwrap();
+    assert_eq!((smtp.host.as_str(), smtp.port, smtp.security), ("mail.example.com", 2525, SmtpSecurity::StartTls));
+    assert_eq!(smtp.url, "smtp://mail.example.com:2525");
+    assert_eq!(smtp.from, "cordon@example.com");
+    assert_eq!(smtp.username.as_deref(), Some("cordon"));
+    assert_eq!(smtp.password_file, Some(PathBuf::from("/etc/cordon/secrets/smtp.password")));
+    assert_eq!(notify.webhooks, ["https://chat.example.com/hooks/cordon", "http://127.0.0.1:9000"]);
+    assert_eq!(notify.operator_email.as_deref(), Some("noc@example.com"));
+    let links = notify.links.unwrap();
+    assert_eq!(links.public_url, "https://cordon.example:8080");
+    assert_eq!(links.secret_file, PathBuf::from("/etc/cordon/link.secret"));
+    assert_eq!(links.ttl_secs, 12 * 3600);
+
+    // The smallest: plain SMTP on loopback, port 25 by default, no links; or webhooks only.
+    let plain = parse_ok(&edited(&[("", "[notify]\nsmtp = \"smtp://127.0.0.1\"\nfrom = \"c@example.com\"\n")]));
+    let notify = plain.notify.unwrap();
+    let smtp = notify.smtp.unwrap();
+    assert_eq!((smtp.port, smtp.security, notify.links), (25, SmtpSecurity::Plain, None));
+    let tls = parse_ok(&edited(&[("", "[notify]\nsmtp = \"smtps://[fd00::25]\"\nfrom = \"c@example.com\"\n")]));
+    let smtp = tls.notify.unwrap().smtp.unwrap();
+    assert_eq!((smtp.host.as_str(), smtp.port, smtp.security), ("fd00::25", 465, SmtpSecurity::Tls));
+    let hooks = parse_ok(&edited(&[("", "[notify]\nwebhooks = [\"https://h.example/x\"]\n")]));
+    assert!(hooks.notify.unwrap().smtp.is_none());
+    assert!(parse_ok(EXAMPLE).notify.is_none());
+    // Without public_url the link TTL defaults to a day, when links are configured.
+    let day = parse_ok(&edited(&[("", NOTIFY), ("link_ttl = \"12h\"\n", "")]));
+    assert_eq!(day.notify.unwrap().links.unwrap().ttl_secs, DEFAULT_LINK_TTL_SECS);
+}
+
+#[test]
+fn notify_rules() {
+    let base = edited(&[("", NOTIFY)]);
+    check_cases_on(
+        &base,
+        &[
+            (
+                "no from",
+                &[("from = \"cordon@example.com\"\n", "")],
+                "cordon.toml:121: notify.from: missing: the sender address of the e-mails (like cordon@example.com)",
+            ),
+            (
+                "bad from",
+                &[("\"cordon@example.com\"", "\"cordon\"")],
+                "cordon.toml:124: notify.from: `cordon` does not look like an e-mail address",
+            ),
+            (
+                "not smtp",
+                &[("smtp://mail.example.com:2525", "http://mail.example.com")],
+                "cordon.toml:122: notify.smtp: `http://mail.example.com` is not an SMTP server (expected smtp:// or smtps://; like smtp://127.0.0.1:25 or smtps://mail.example.com)",
+            ),
+            (
+                "bad port",
+                &[("mail.example.com:2525", "mail.example.com:99999")],
+                "cordon.toml:122: notify.smtp: `smtp://mail.example.com:99999` is not an SMTP server (the port is a number from 1 to 65535; like smtp://127.0.0.1:25 or smtps://mail.example.com)",
+            ),
+            (
+                "credentials in the URL",
+                &[("smtp://mail", "smtp://cordon:hunter2@mail")],
+                "cordon.toml:122: notify.smtp: the URL holds credentials (`user:password@`), which belong in smtp_username and smtp_password_file",
+            ),
+            (
+                "smtps with starttls",
+                &[("smtp://mail", "smtps://mail")],
+                "cordon.toml:122: notify.smtp: `smtps://mail.example.com:2525` is TLS from the first byte (smtps://): starttls = true only goes with smtp://",
+            ),
+            (
+                "password over plain SMTP",
+                &[("starttls = true\n", "")],
+                "cordon.toml:124: notify.smtp_username: logging in over plain SMTP would send the password unencrypted: set starttls = true or use smtps://",
+            ),
+            (
+                "username without password file",
+                &[("smtp_password_file = \"secrets/smtp.password\"\n", "")],
+                "cordon.toml:121: notify.smtp_password_file: missing: smtp_username needs smtp_password_file (a file holding the password)",
+            ),
+            (
+                "password file without username",
+                &[("smtp_username = \"cordon\"\n", "")],
+                "cordon.toml:125: notify.smtp_password_file: only with smtp_username",
+            ),
+            (
+                "the password itself",
+                &[("smtp_username = \"cordon\"\n", "smtp_username = \"cordon\"\nsmtp_password = \"hunter2\"\n")],
+                "cordon.toml:126: notify.smtp_password: a password is never written in the configuration: put it in a file only Cordon can read and name that file with smtp_password_file",
+            ),
+            (
+                "the link secret itself",
+                &[("link_ttl", "link_secret = \"abc\"\nlink_ttl")],
+                "cordon.toml:131: notify.link_secret: a secret is never written in the configuration: put it in a file only Cordon can read and name that file with link_secret_file",
+            ),
+            (
+                "bad webhook",
+                &[("\"http://127.0.0.1:9000/\"", "\"ftp://x\", \"https://u:p@h.example/\"")],
+                "cordon.toml:127: notify.webhooks[1]: `ftp://x` is not a webhook URL (expected http:// or https://; like https://host.example:8443/path)\n\
+                 cordon.toml:127: notify.webhooks[2]: a webhook URL must not hold credentials (`user:password@`)",
+            ),
+            (
+                "empty webhooks",
+                &[("[\"https://chat.example.com/hooks/cordon\", \"http://127.0.0.1:9000/\"]", "[]")],
+                "cordon.toml:127: notify.webhooks: must not be empty; remove the key to post to no webhook",
+            ),
+            (
+                "public_url without secret",
+                &[("link_secret_file = \"/etc/cordon/link.secret\"\n", "")],
+                "cordon.toml:121: notify.link_secret_file: missing: approval links need link_secret_file (a file holding the key links are signed with)",
+            ),
+            (
+                "secret without public_url",
+                &[("public_url = \"https://cordon.example:8080/\"\n", "")],
+                "cordon.toml:121: notify.public_url: missing: approval links need public_url (how administrators reach this Cordon, like https://cordon.example:8080)",
+            ),
+            (
+                "bad public_url",
+                &[("https://cordon.example:8080/", "cordon.example")],
+                "cordon.toml:129: notify.public_url: `cordon.example` is not a public URL (expected http:// or https://; like https://host.example:8443/path)",
+            ),
+            (
+                "bad ttl",
+                &[("\"12h\"", "\"0s\"")],
+                "cordon.toml:131: notify.link_ttl: `0s` is no time at all; the link_ttl must be longer than 0s",
+            ),
+            (
+                "bad operator",
+                &[("noc@example.com", "noc")],
+                "cordon.toml:128: notify.operator_email: `noc` does not look like an e-mail address",
+            ),
+            (
+                "unknown key",
+                &[("link_ttl", "ttl = 1\nlink_ttl")],
+                "cordon.toml:131: notify.ttl: unknown key (expected one of: smtp, starttls, from, smtp_username, smtp_password_file, smtp_ca_file, webhooks, operator_email, public_url, link_secret_file, link_ttl)",
+            ),
+        ],
+    );
+    // Without smtp: the SMTP keys and the links have nothing to go through.
+    check_cases(&[
+        (
+            "empty section",
+            &[("", "[notify]\n")],
+            "cordon.toml:121: notify.smtp: missing: [notify] needs smtp (an SMTP server, like smtp://127.0.0.1:25), webhooks, or both",
+        ),
+        (
+            "smtp keys without smtp",
+            &[("", "[notify]\nwebhooks = [\"https://h.example\"]\nfrom = \"c@example.com\"\nstarttls = true\n")],
+            "cordon.toml:123: notify.from: only with smtp (the SMTP server e-mails are sent through)\n\
+             cordon.toml:124: notify.starttls: only with smtp (the SMTP server e-mails are sent through)",
+        ),
+        (
+            "links without smtp",
+            &[(
+                "",
+                "[notify]\nwebhooks = [\"https://h.example\"]\npublic_url = \"https://c.example\"\nlink_secret_file = \"s\"\n",
+            )],
+            "cordon.toml:123: notify.public_url: approval links are sent by e-mail only: set smtp too, or remove the link keys",
+        ),
+        (
+            "ttl alone",
+            &[("", "[notify]\nsmtp = \"smtp://127.0.0.1\"\nfrom = \"c@example.com\"\nlink_ttl = \"1h\"\n")],
+            "cordon.toml:124: notify.link_ttl: only with public_url and link_secret_file",
+        ),
+        (
+            "ca file over plain SMTP",
+            &[("", "[notify]\nsmtp = \"smtp://127.0.0.1\"\nfrom = \"c@example.com\"\nsmtp_ca_file = \"ca.pem\"\n")],
+            "cordon.toml:124: notify.smtp_ca_file: only with TLS: set starttls = true or use smtps://",
+        ),
+    ]);
+}
+
 #[test]
 fn deeply_nested_input_does_not_overflow() {
     for text in
@@ -2196,6 +2382,9 @@ fn tomlish() -> impl Strategy<Value = String> {
         Just("window = \"10m\"\n".to_string()),
         Just("protected = true\n".to_string()),
         Just("[[hypervisor]]\n".to_string()),
+        Just("[notify]\n".to_string()),
+        Just("smtp = \"smtp://h:25\"\nfrom = \"a@b.example\"\n".to_string()),
+        Just("public_url = \"https://c\"\nlink_secret_file = \"s\"\n".to_string()),
         Just("driver = \"libvirt\"\nuri = \"qemu:///system\"\n".to_string()),
         Just("kind = \"virtual\"\nhypervisor = \"h\"\ndomain = \"d\"\n".to_string()),
         Just("[server.bmc]\n".to_string()),

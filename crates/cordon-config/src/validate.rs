@@ -13,9 +13,10 @@ use ipnet::IpNet;
 
 use crate::document::{Document, Entry, Leaf, List};
 use crate::{
-    BmcConfig, BmcDriverKind, CefProfile, Config, DEFAULT_DATA_DIR, DEFAULT_GRACEFUL_TIMEOUT_SECS, DEFAULT_LISTEN,
-    DEFAULT_REBOOT_DEADLINE_SECS, HypervisorConfig, HypervisorDriverKind, MAX_INTERFACE_NAME, ManagerConfig,
-    NetworkConfig, NicConfig, Problems, ServerConfig, SourceConfig, SourceKind, SwitchConfig, TenantConfig,
+    BmcConfig, BmcDriverKind, CefProfile, Config, DEFAULT_DATA_DIR, DEFAULT_GRACEFUL_TIMEOUT_SECS,
+    DEFAULT_LINK_TTL_SECS, DEFAULT_LISTEN, DEFAULT_REBOOT_DEADLINE_SECS, HypervisorConfig, HypervisorDriverKind,
+    LinksConfig, MAX_INTERFACE_NAME, ManagerConfig, NetworkConfig, NicConfig, NotifyConfig, Problems, ServerConfig,
+    SmtpConfig, SmtpSecurity, SourceConfig, SourceKind, SwitchConfig, TenantConfig,
 };
 
 /// The longest path of a unix socket (`sun_path` is 108 bytes, with the terminating NUL).
@@ -39,6 +40,10 @@ pub(crate) fn validate(path: &Path, document: &Document, problems: &mut Problems
         servers: servers.iter().filter_map(|s| s.name.clone()).collect(),
     };
     let policy = v.policy(document.policy.as_ref(), &names);
+    let notify = match &document.notify {
+        Some(entry) => v.notify(path, entry).map(Some),
+        None => Some(None),
+    };
 
     if !v.problems.is_empty() {
         return None;
@@ -53,6 +58,7 @@ pub(crate) fn validate(path: &Path, document: &Document, problems: &mut Problems
         servers: servers.iter().map(Server::build).collect::<Option<_>>()?,
         sources: sources.iter().map(Source::build).collect::<Option<_>>()?,
         policy: policy?,
+        notify: notify?,
     })
 }
 
@@ -1222,6 +1228,163 @@ impl Validator<'_> {
         })
     }
 
+    /// The `[notify]` section: SMTP and its credentials, webhooks, approval links.
+    fn notify(&mut self, config: &Path, entry: &Entry) -> Option<NotifyConfig> {
+        let file = |v: &mut Self, field: &str| -> Option<Option<PathBuf>> {
+            match entry.get(field) {
+                Some(leaf) => {
+                    v.check(entry, field, leaf, check_path).map(|text| Some(resolve_path(config, Path::new(&text))))
+                }
+                None => Some(None).filter(|_| entry.absent(field)),
+            }
+        };
+        let email = |v: &mut Self, field: &str| -> Option<Option<String>> {
+            match entry.get(field) {
+                Some(leaf) => v.check(entry, field, leaf, check_email).map(Some),
+                None => Some(None).filter(|_| entry.absent(field)),
+            }
+        };
+
+        // SMTP: the URL, then the keys that only make sense with it.
+        let starttls = entry.get_bool("starttls");
+        let smtp = match entry.get("smtp") {
+            Some(leaf) => {
+                self.parse_with(entry, "smtp", leaf, |text| parse_smtp(text, starttls.is_some_and(|f| f.value)))
+            }
+            None => None,
+        };
+        let from = email(self, "from");
+        let username = match entry.get("smtp_username") {
+            Some(leaf) => self.check(entry, "smtp_username", leaf, check_text).map(Some),
+            None => Some(None).filter(|_| entry.absent("smtp_username")),
+        };
+        let password_file = file(self, "smtp_password_file");
+        let ca_file = file(self, "smtp_ca_file");
+        let has_smtp = !entry.absent("smtp");
+        if has_smtp {
+            if entry.absent("from") {
+                self.at(
+                    entry.start,
+                    entry.key_of("from"),
+                    "missing: the sender address of the e-mails (like cordon@example.com)",
+                );
+            }
+        } else {
+            for field in ["starttls", "from", "smtp_username", "smtp_password_file", "smtp_ca_file"] {
+                if let Some(&at) = entry.present.get(field) {
+                    self.at(at, entry.key_of(field), "only with smtp (the SMTP server e-mails are sent through)");
+                }
+            }
+        }
+        match (entry.present.get("smtp_username"), entry.present.get("smtp_password_file")) {
+            (Some(_), None) => self.at(
+                entry.start,
+                entry.key_of("smtp_password_file"),
+                "missing: smtp_username needs smtp_password_file (a file holding the password)",
+            ),
+            (None, Some(&at)) => self.at(at, entry.key_of("smtp_password_file"), "only with smtp_username"),
+            _ => {}
+        }
+        if let (Some((SmtpSecurity::Plain, _, _)), Some(&at)) = (&smtp, entry.present.get("smtp_username")) {
+            self.at(
+                at,
+                entry.key_of("smtp_username"),
+                "logging in over plain SMTP would send the password unencrypted: set starttls = true or use smtps://",
+            );
+        }
+        if let (Some((SmtpSecurity::Plain, _, _)), Some(&at)) = (&smtp, entry.present.get("smtp_ca_file")) {
+            self.at(at, entry.key_of("smtp_ca_file"), "only with TLS: set starttls = true or use smtps://");
+        }
+
+        let webhooks = match entry.get_list("webhooks") {
+            Some(list) => {
+                self.non_empty(entry, "webhooks", list, "remove the key to post to no webhook").and_then(|list| {
+                    let urls: Vec<Option<String>> = list
+                        .items
+                        .iter()
+                        .enumerate()
+                        .map(|(index, leaf)| match parse_web_url(&leaf.value, "a webhook URL") {
+                            Ok(url) => Some(url),
+                            Err(detail) => {
+                                self.at(leaf.span.start, format!("{}[{index}]", entry.key_of("webhooks")), detail);
+                                None
+                            }
+                        })
+                        .collect();
+                    urls.into_iter().collect::<Option<Vec<_>>>()
+                })
+            }
+            None => Some(Vec::new()).filter(|_| entry.absent("webhooks")),
+        };
+        if !has_smtp && entry.absent("webhooks") {
+            self.at(
+                entry.start,
+                entry.key_of("smtp"),
+                "missing: [notify] needs smtp (an SMTP server, like smtp://127.0.0.1:25), webhooks, or both",
+            );
+        }
+        let operator_email = email(self, "operator_email");
+
+        // Approval links: public_url and link_secret_file together, and only with e-mail.
+        let public_url = match entry.get("public_url") {
+            Some(leaf) => self.parse_with(entry, "public_url", leaf, |t| parse_web_url(t, "a public URL")).map(Some),
+            None => Some(None).filter(|_| entry.absent("public_url")),
+        };
+        let secret_file = file(self, "link_secret_file");
+        let ttl_secs = self.duration(entry, "link_ttl", DEFAULT_LINK_TTL_SECS, false);
+        let links_wanted = ["public_url", "link_secret_file", "link_ttl"].iter().find_map(|f| entry.present.get(f));
+        match (entry.present.get("public_url"), entry.present.get("link_secret_file")) {
+            (Some(_), None) => self.at(
+                entry.start,
+                entry.key_of("link_secret_file"),
+                "missing: approval links need link_secret_file (a file holding the key links are signed with)",
+            ),
+            (None, Some(_)) => self.at(
+                entry.start,
+                entry.key_of("public_url"),
+                "missing: approval links need public_url (how administrators reach this Cordon, like \
+                 https://cordon.example:8080)",
+            ),
+            (None, None) => {
+                if let Some(&at) = entry.present.get("link_ttl") {
+                    self.at(at, entry.key_of("link_ttl"), "only with public_url and link_secret_file");
+                }
+            }
+            _ => {}
+        }
+        if let (Some(&at), false) = (links_wanted, has_smtp) {
+            let field = ["public_url", "link_secret_file", "link_ttl"]
+                .into_iter()
+                .find(|f| !entry.absent(f))
+                .unwrap_or("public_url");
+            self.at(
+                at,
+                entry.key_of(field),
+                "approval links are sent by e-mail only: set smtp too, or remove the link keys",
+            );
+        }
+
+        let smtp = match (has_smtp, smtp) {
+            (false, _) => None,
+            (true, Some((security, host, port))) => Some(SmtpConfig {
+                url: entry.get("smtp").map(|l| l.value.clone())?,
+                host,
+                port,
+                security,
+                from: from.flatten()?,
+                username: username?,
+                password_file: password_file?,
+                ca_file: ca_file?,
+            }),
+            (true, None) => return None,
+        };
+        let links = match (public_url?, secret_file?) {
+            (Some(public_url), Some(secret_file)) => Some(LinksConfig { public_url, secret_file, ttl_secs: ttl_secs? }),
+            _ => None,
+        };
+        Some(NotifyConfig { smtp, webhooks: webhooks?, operator_email: operator_email?, links })
+    }
+
     fn rule(
         &mut self,
         entry: &Entry,
@@ -1474,6 +1637,111 @@ fn parse_endpoint(text: &str, insecure: bool) -> Result<String, String> {
              = true to allow it (only on an isolated management network)"
         ));
     }
+    Ok(text.strip_suffix('/').unwrap_or(text).to_string())
+}
+
+/// `[notify] smtp`: `smtp://host[:port]` or `smtps://host[:port]`, giving (security, host, port).
+fn parse_smtp(text: &str, starttls: bool) -> Result<(SmtpSecurity, String, u16), String> {
+    let like = "like smtp://127.0.0.1:25 or smtps://mail.example.com";
+    let bad = |why: &str| format!("`{text}` is not an SMTP server ({why}; {like})");
+    if text.contains('@') {
+        return Err("the URL holds credentials (`user:password@`), which belong in smtp_username and \
+                    smtp_password_file"
+            .to_string());
+    }
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return Err(bad("expected smtp:// or smtps://"));
+    };
+    let security = match scheme.to_ascii_lowercase().as_str() {
+        "smtp" if starttls => SmtpSecurity::StartTls,
+        "smtp" => SmtpSecurity::Plain,
+        "smtps" if starttls => {
+            return Err(format!(
+                "`{text}` is TLS from the first byte (smtps://): starttls = true only goes with smtp://"
+            ));
+        }
+        "smtps" => SmtpSecurity::Tls,
+        _ => return Err(bad("expected smtp:// or smtps://")),
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    let (host, port) = split_authority(authority).map_err(|why| bad(&why))?;
+    let port = match port {
+        Some(port) => port,
+        None => match security {
+            SmtpSecurity::Plain => 25,
+            SmtpSecurity::StartTls => 587,
+            SmtpSecurity::Tls => 465,
+        },
+    };
+    Ok((security, host, port))
+}
+
+/// `host[:port]` or `[v6][:port]`: the host (without brackets) and the port if written.
+fn split_authority(authority: &str) -> Result<(String, Option<u16>), String> {
+    if authority.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("no spaces or control characters".to_string());
+    }
+    if authority.contains(['/', '?', '#']) {
+        return Err("only a host and a port".to_string());
+    }
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(bracketed) => {
+            let (address, after) = bracketed.split_once(']').ok_or("unclosed `[`")?;
+            if address.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err("not an IPv6 address between `[` and `]`".to_string());
+            }
+            let port = match after {
+                "" => None,
+                _ => Some(after.strip_prefix(':').ok_or("expected `:port` after `]`")?),
+            };
+            (address, port)
+        }
+        None => {
+            let (host, port) = match authority.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            };
+            if host.contains(['[', ']']) || port.is_some_and(|port| port.contains(':')) {
+                return Err("write an IPv6 address between `[` and `]`".to_string());
+            }
+            (host, port)
+        }
+    };
+    if host.is_empty() {
+        return Err("no host".to_string());
+    }
+    let port = match port {
+        Some(port) => match port.parse::<u16>() {
+            Ok(p) if p > 0 && port.bytes().all(|b| b.is_ascii_digit()) => Some(p),
+            _ => return Err("the port is a number from 1 to 65535".to_string()),
+        },
+        None => None,
+    };
+    Ok((host.to_string(), port))
+}
+
+/// An `http://` or `https://` URL with a host, given back without a trailing `/` (`what`
+/// names it in errors: a webhook, Cordon's public URL).
+fn parse_web_url(text: &str, what: &str) -> Result<String, String> {
+    let bad = |why: &str| format!("`{text}` is not {what} ({why}; like https://host.example:8443/path)");
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return Err(bad("expected http:// or https://"));
+    };
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return Err(bad("expected http:// or https://"));
+    }
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad("no spaces or control characters"));
+    }
+    if text.contains('#') {
+        return Err(bad("no `#fragment`"));
+    }
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    if authority.contains('@') {
+        return Err(format!("{what} must not hold credentials (`user:password@`)"));
+    }
+    split_authority(authority).map_err(|why| bad(&why))?;
     Ok(text.strip_suffix('/').unwrap_or(text).to_string())
 }
 

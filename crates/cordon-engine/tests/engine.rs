@@ -884,6 +884,9 @@ fn every_number_a_driver_error_carries_is_in_the_catalogue() {
     ];
     for error in errors {
         let number = error.message_number();
-        assert!(cordon_model::Message::find(number).is_some(), "{error:?} carries {number}, which docs/messages.md lacks");
+        assert!(
+            cordon_model::Message::find(number).is_some(),
+            "{error:?} carries {number}, which docs/messages.md lacks"
+        );
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use cordon_api::wire::{
     ActRequest, ActionView, ApproveRequest, BreakerView, DetectionPost, DetectionView, ImportRequest, ImportView,
-    IngestResponse, ReconcileView, ServerView, SubmitResponse,
+    IngestResponse, ReconcileView, ServerView, StatusView, SubmitResponse,
 };
 use cordon_model::{Message, messages};
 
@@ -87,6 +87,15 @@ enum Command {
     /// Compare every server's recorded network with what the switches and hypervisors report,
     /// now, and print the differences (drift). With `on_drift = "enforce"` it also puts them back.
     Reconcile {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Whether the manager runs: version, database, drivers (checked now), sources, circuit
+    /// breaker and actions per state. Exits non-zero when the manager cannot be reached or a
+    /// driver is unhealthy.
+    Status {
         #[command(flatten)]
         api: ApiArgs,
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
@@ -375,6 +384,20 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Report(args) => report(args).await,
+        Command::Status { api, output } => {
+            let status: StatusView = Client::new(&api)?.get("/api/v1/status").await?;
+            output::print(output, &status, output::status_detail)?;
+            let unhealthy: Vec<&str> =
+                status.drivers.iter().filter(|d| d.healthy == Some(false)).map(|d| d.name.as_str()).collect();
+            if unhealthy.is_empty() {
+                Ok(())
+            } else {
+                Err(Failure::new(
+                    &messages::DRIVER_FAILURE,
+                    &[("driver", &"status"), ("switch", &unhealthy.join(", ")), ("detail", &"unhealthy (see above)")],
+                ))
+            }
+        }
         Command::Reconcile { api, output } => {
             let report: ReconcileView = Client::new(&api)?.post("/api/v1/reconcile", &()).await?;
             output::print(output, &report, output::reconcile_table)

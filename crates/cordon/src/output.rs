@@ -1,6 +1,6 @@
 //! Human tables and JSON for the operator commands.
 
-use cordon_api::wire::{ActionView, BreakerView, DetectionView, ImportView, ReconcileView, ServerView};
+use cordon_api::wire::{ActionView, BreakerView, DetectionView, ImportView, ReconcileView, ServerView, StatusView};
 use serde::Serialize;
 
 use crate::cli::{Failure, Format};
@@ -242,6 +242,54 @@ pub fn reconcile_table(report: &ReconcileView) -> String {
     }
     for line in &report.unobserved {
         out.push_str(&format!("could not observe {line}\n"));
+    }
+    out
+}
+
+pub fn status_detail(s: &StatusView) -> String {
+    let mut out = format!(
+        "cordon {} running as instance {} since {} ({} s)\ndatabase: {}\n{}",
+        s.version,
+        s.instance,
+        s.started_at,
+        s.uptime_secs,
+        s.database,
+        breaker_detail(&s.breaker)
+    );
+    let actions: Vec<String> = s.actions.iter().map(|(state, n)| format!("{state} {n}")).collect();
+    out.push_str(&format!("actions: {}\n", if actions.is_empty() { "none".to_string() } else { actions.join(", ") }));
+    if !s.drivers.is_empty() {
+        out.push_str("\nDrivers:\n");
+        let rows: Vec<Vec<String>> = s
+            .drivers
+            .iter()
+            .map(|d| {
+                let health = match d.healthy {
+                    Some(true) => "ok",
+                    Some(false) => "FAILING",
+                    None => "-",
+                };
+                vec![d.name.clone(), d.kind.clone(), health.to_string(), d.detail.clone()]
+            })
+            .collect();
+        out.push_str(&render(&["NAME", "KIND", "HEALTH", "DETAIL"], &rows));
+    }
+    if !s.sources.is_empty() {
+        out.push_str("\nSources:\n");
+        let rows: Vec<Vec<String>> = s
+            .sources
+            .iter()
+            .map(|x| {
+                vec![
+                    x.name.clone(),
+                    x.received.to_string(),
+                    x.accepted.to_string(),
+                    x.skipped.to_string(),
+                    x.rejected.to_string(),
+                ]
+            })
+            .collect();
+        out.push_str(&render(&["NAME", "RECEIVED", "ACCEPTED", "SKIPPED", "REJECTED"], &rows));
     }
     out
 }

@@ -76,8 +76,20 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
 
     let topology = topology(&config)
         .map_err(|detail| Failure::new(&messages::INVALID_CONFIGURATION, &[("detail", &detail)]).usage())?;
-    let engine = Engine::new(store.clone(), topology, EngineSettings::new(instance.clone()));
+    let mut settings = EngineSettings::new(instance.clone());
+    settings.database = format!("sqlite:{}", data_dir.join("cordon.db").display());
+    let engine = Engine::new(store.clone(), topology, settings);
     engine.set_policy(crate::sources::policy_set(&config));
+    // Notifications: their secrets are read now, so that a missing file stops the start.
+    let notifier = match &config.notify {
+        Some(notify) => Some(
+            cordon_notify::NotifySettings::from_config(notify, &config.tenants, &instance)
+                .and_then(cordon_notify::Notifier::new)
+                .map_err(|detail| Failure::new(&messages::INVALID_CONFIGURATION, &[("detail", &detail)]).usage())?,
+        ),
+        None => None,
+    };
+    let notify_state = notifier.as_ref().map(cordon_notify::Notifier::state);
     let resumed =
         engine.recover().await.map_err(|e| Failure { number: e.number(), text: e.text, remedy: None, exit_code: 1 })?;
     if resumed > 0 {
@@ -111,6 +123,13 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
     note(&*store, messages::CORDON_STARTED.number, started, &instance).await;
 
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
+    // Subscribed to the engine's events here, before anything can emit one.
+    let notify_task = notifier.map(|notifier| {
+        let mut stop = stop.clone();
+        tokio::spawn(notifier.run(engine.clone(), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }))
+    });
     let ingest = crate::sources::start(&config, &engine, &stop).await?;
     tokio::spawn(crate::sources::watch_policy(config.path.clone(), engine.clone(), stop.clone()));
     // The reconciler: at start and on a timer, the records against the network.
@@ -152,6 +171,7 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
         engine,
         ingest: std::sync::Arc::new(ingest),
         on_drift: cordon_engine::OnDrift::Report,
+        notify: notify_state,
     });
     let mut http_stop = stop.clone();
     let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(
@@ -168,6 +188,9 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
     let _ = engine_task.await;
     let _ = detections_task.await;
     let _ = reconciler_task.await;
+    if let Some(task) = notify_task {
+        let _ = task.await;
+    }
     result.map_err(|e| Failure::new(&messages::INTERNAL_ERROR, &[("detail", &e)]))
 }
 

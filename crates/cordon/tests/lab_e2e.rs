@@ -221,3 +221,65 @@ fn refusals_are_numbered_and_change_nothing() {
     let out = std::process::Command::new(CORDON).args(["explain", "12345"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn status_metrics_and_drift_on_the_lab() {
+    let lab = Lab::up(&format!("s{}", std::process::id() % 100_000));
+    let data = lab.dir.path().join("data");
+    let manager = Manager::start(&lab.config(), &data);
+
+    // Status: running, the switch checked now, actions counted.
+    let status = manager.json(&["status", "-o", "json"]);
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    assert!(status["database"].as_str().unwrap().starts_with("sqlite:"), "{status}");
+    let switch = status["drivers"].as_array().unwrap().iter().find(|d| d["name"] == "tor-1").cloned().unwrap();
+    assert_eq!((switch["kind"].as_str(), switch["healthy"].as_bool()), (Some("linux-bridge"), Some(true)), "{status}");
+    assert!(manager.cordon(&["status"]).status.success());
+
+    // Drift: a quarantined server's port put back by hand is found by the reconciler.
+    assert!(manager.cordon(&["quarantine", "sbc-01", "--wait"]).status.success());
+    lab.move_by_hand("p-sbc-01", "br-office", false);
+    let report = manager.json(&["reconcile", "-o", "json"]);
+    let drifts = report["drifts"].as_array().unwrap();
+    assert_eq!(drifts.len(), 1, "{report}");
+    assert_eq!((drifts[0]["server"].as_str(), drifts[0]["target"].as_str()), (Some("sbc-01"), Some("tor-1/p-sbc-01")));
+    assert!(manager.log().contains("number=41009"), "the drift is logged with its number");
+    assert_eq!(lab.port("p-sbc-01"), ("br-office".to_string(), false), "report changes nothing");
+
+    // Every metric family the issue names is served.
+    let token = std::fs::read_to_string(&manager.token_file).unwrap();
+    let metrics = std::process::Command::new("curl")
+        .args(["-sf", "-H"])
+        .arg(format!("Authorization: Bearer {}", token.trim()))
+        .arg(format!("{}/metrics", manager.url))
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.stdout).into_owned();
+    for family in [
+        "cordon_detections_total",
+        "cordon_actions",
+        "cordon_driver_call_seconds",
+        "cordon_time_to_contain_seconds",
+        "cordon_drift_total",
+        "cordon_breaker_tripped",
+    ] {
+        assert!(metrics.contains(&format!("# TYPE {family} ")), "{family} is missing:\n{metrics}");
+    }
+    assert!(metrics.contains("cordon_drift_total 1"), "{metrics}");
+    assert!(metrics.contains("cordon_actions{kind=\"quarantine\",state=\"succeeded\"} 1"), "{metrics}");
+    assert!(metrics.contains("cordon_driver_call_seconds_count{driver=\"linux-bridge\"} 1"), "{metrics}");
+
+    // A stopped manager: status says so, non-zero.
+    let url = manager.url.clone();
+    let token_file = manager.token_file.clone();
+    manager.kill();
+    let out = std::process::Command::new(CORDON)
+        .args(["status"])
+        .env("CORDON_URL", &url)
+        .env("CORDON_TOKEN_FILE", &token_file)
+        .env_remove("CORDON_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("60031") && stderr(&out).contains("cannot reach"), "{}", stderr(&out));
+}
