@@ -164,6 +164,14 @@ pub struct ManagerConfig {
     /// How long a reboot may take, from the request until something observable confirmed the
     /// restart; default 300 s, longer than `graceful_timeout_secs`.
     pub reboot_deadline_secs: u64,
+    /// How many times an action is attempted in all when its failures may pass; default 3.
+    pub max_attempts: u32,
+    /// The first pause before an automatic retry (doubling, with jitter); default 1 s.
+    pub retry_backoff_secs: u64,
+    /// How often the reconciler compares the records with the network; default 30 s.
+    pub reconcile_interval_secs: u64,
+    /// `on_drift = "enforce"`: the reconciler puts drifted servers back (default `"report"`).
+    pub on_drift_enforce: bool,
 }
 
 /// One `[[network]]`.

@@ -372,13 +372,51 @@ impl Validator<'_> {
             Some(e) => self.reboot_times(e),
             None => (Some(DEFAULT_GRACEFUL_TIMEOUT_SECS), Some(DEFAULT_REBOOT_DEADLINE_SECS)),
         };
+        let (max_attempts, retry_backoff_secs, reconcile_interval_secs, on_drift_enforce) = match entry {
+            Some(e) => self.recovery(e),
+            None => (Some(3), Some(1), Some(30), Some(false)),
+        };
         Some(ManagerConfig {
             listen: listen?,
             data_dir: data_dir?,
             instance: instance?,
             graceful_timeout_secs: graceful_timeout_secs?,
             reboot_deadline_secs: reboot_deadline_secs?,
+            max_attempts: max_attempts?,
+            retry_backoff_secs: retry_backoff_secs?,
+            reconcile_interval_secs: reconcile_interval_secs?,
+            on_drift_enforce: on_drift_enforce?,
         })
+    }
+
+    /// `max_attempts`, `retry_backoff`, `reconcile_interval` and `on_drift` of `[manager]`.
+    fn recovery(&mut self, entry: &Entry) -> (Option<u32>, Option<u64>, Option<u64>, Option<bool>) {
+        let max_attempts = match entry.get_int("max_attempts") {
+            Some(number) => {
+                let attempts = u32::try_from(number.value).ok().filter(|n| (1..=100).contains(n));
+                if attempts.is_none() {
+                    let detail = format!("`{}` is out of range: from 1 (no automatic retry) to 100", number.value);
+                    self.at(number.start, entry.key_of("max_attempts"), detail);
+                }
+                attempts
+            }
+            None => Some(3).filter(|_| entry.absent("max_attempts")),
+        };
+        let retry_backoff = self.duration(entry, "retry_backoff", 1, false);
+        let reconcile_interval = self.duration(entry, "reconcile_interval", 30, false);
+        let on_drift = match entry.get("on_drift") {
+            Some(leaf) => match leaf.value.as_str() {
+                "report" => Some(false),
+                "enforce" => Some(true),
+                other => {
+                    let detail = format!("`{other}` is not a known choice (expected one of: report, enforce)");
+                    self.at(leaf.span.start, entry.key_of("on_drift"), detail);
+                    None
+                }
+            },
+            None => Some(false),
+        };
+        (max_attempts, retry_backoff, reconcile_interval, on_drift)
     }
 
     /// `graceful_timeout` and `reboot_deadline` of `[manager]`: the deadline must leave time

@@ -16,9 +16,6 @@ use tokio::net::TcpListener;
 
 use crate::cli::Failure;
 
-/// How often the reconciler compares the records with the network.
-const RECONCILE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
-
 pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
     let config = cordon_config::load(config_path).map_err(|error| {
         Failure::new(&messages::INVALID_CONFIGURATION, &[("detail", &format!("\n{error}"))]).usage()
@@ -78,6 +75,10 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
         .map_err(|detail| Failure::new(&messages::INVALID_CONFIGURATION, &[("detail", &detail)]).usage())?;
     let mut settings = EngineSettings::new(instance.clone());
     settings.database = format!("sqlite:{}", data_dir.join("cordon.db").display());
+    settings.max_attempts = config.manager.max_attempts;
+    settings.retry_base = std::time::Duration::from_secs(config.manager.retry_backoff_secs);
+    let on_drift =
+        if config.manager.on_drift_enforce { cordon_engine::OnDrift::Enforce } else { cordon_engine::OnDrift::Report };
     let engine = Engine::new(store.clone(), topology, settings);
     engine.set_policy(crate::sources::policy_set(&config));
     // Notifications: their secrets are read now, so that a missing file stops the start.
@@ -136,7 +137,7 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
     let reconciler_task = {
         let engine = engine.clone();
         let mut stop = stop.clone();
-        let (interval, on_drift) = (RECONCILE_INTERVAL, cordon_engine::OnDrift::Report);
+        let interval = std::time::Duration::from_secs(config.manager.reconcile_interval_secs);
         tokio::spawn(async move {
             engine
                 .run_reconciler(interval, on_drift, async move {
@@ -170,7 +171,7 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
     let app = cordon_api::router(cordon_api::ApiState {
         engine,
         ingest: std::sync::Arc::new(ingest),
-        on_drift: cordon_engine::OnDrift::Report,
+        on_drift,
         notify: notify_state,
     });
     let mut http_stop = stop.clone();

@@ -226,6 +226,9 @@ fn refusals_are_numbered_and_change_nothing() {
 fn status_metrics_and_drift_on_the_lab() {
     let lab = Lab::up(&format!("s{}", std::process::id() % 100_000));
     let data = lab.dir.path().join("data");
+    let base = std::fs::read_to_string(lab.config()).unwrap();
+    let with = |settings: &str| base.replacen("[manager]\n", &format!("[manager]\n{settings}"), 1);
+    std::fs::write(lab.config(), with("reconcile_interval = \"1s\"\n")).unwrap();
     let manager = Manager::start(&lab.config(), &data);
 
     // Status: running, the switch checked now, actions counted.
@@ -239,6 +242,8 @@ fn status_metrics_and_drift_on_the_lab() {
     // Drift: a quarantined server's port put back by hand is found by the reconciler.
     assert!(manager.cordon(&["quarantine", "sbc-01", "--wait"]).status.success());
     lab.move_by_hand("p-sbc-01", "br-office", false);
+    // Within one reconciler period (1 s here), without anyone asking.
+    manager.wait_until(5, "the periodic reconciler's drift message", |m| m.log().contains("number=41009"));
     let report = manager.json(&["reconcile", "-o", "json"]);
     let drifts = report["drifts"].as_array().unwrap();
     assert_eq!(drifts.len(), 1, "{report}");
@@ -265,9 +270,18 @@ fn status_metrics_and_drift_on_the_lab() {
     ] {
         assert!(metrics.contains(&format!("# TYPE {family} ")), "{family} is missing:\n{metrics}");
     }
-    assert!(metrics.contains("cordon_drift_total 1"), "{metrics}");
+    assert!(metrics.contains("cordon_drift_total "), "{metrics}");
     assert!(metrics.contains("cordon_actions{kind=\"quarantine\",state=\"succeeded\"} 1"), "{metrics}");
     assert!(metrics.contains("cordon_driver_call_seconds_count{driver=\"linux-bridge\"} 1"), "{metrics}");
+
+    // With `on_drift = "enforce"` the reconciler puts the port back into quarantine by itself.
+    manager.kill();
+    std::fs::write(lab.config(), with("reconcile_interval = \"1s\"\non_drift = \"enforce\"\n")).unwrap();
+    let manager = Manager::start(&lab.config(), &data);
+    manager
+        .wait_until(15, "the port back in quarantine", |_| lab.port("p-sbc-01") == ("br-quarantine".to_string(), true));
+    let actions = manager.json(&["actions", "list", "-o", "json"]);
+    assert_eq!(actions[0]["requested_by"], "reconciler", "{actions}");
 
     // A stopped manager: status says so, non-zero.
     let url = manager.url.clone();
