@@ -310,12 +310,15 @@ impl Engine {
             Resolution::Ambiguous(n) => format!("{n} servers held {address} at the detection's time"),
             _ => format!("no managed server held {address} at the detection's time"),
         };
+        // Created failed in one commit: a crash can never leave an action without a server
+        // open (no worker would ever finish it).
+        let message = EngineError::message_ref(&messages::SERVER_NOT_FOUND_BY_ADDRESS, &[("address", &address)]);
         let action = store
             .create_action(&NewAction {
                 kind,
                 server_id: None,
                 address: Some(address),
-                state: ActionState::Pending,
+                state: ActionState::Failed,
                 reason: Some(format!(
                     "{} [{}] {}: {reason}",
                     record.detection.source, record.detection.severity, record.detection.signature
@@ -324,12 +327,9 @@ impl Engine {
                 requested_by: "policy".into(),
                 instance: self.inner.settings.instance.clone(),
                 decided_by: Some(decided_by.to_string()),
-                message: None,
+                message: Some(message.clone()),
             })
             .await?;
-        let message = EngineError::message_ref(&messages::SERVER_NOT_FOUND_BY_ADDRESS, &[("address", &address)]);
-        let running = store.transition_action(action.id, action.generation, ActionCommand::Start, None).await?;
-        store.transition_action(running.id, running.generation, ActionCommand::Fail, Some(message.clone())).await?;
         self.note(&message, None, Some(action.id)).await?;
         self.emit(crate::EngineEvent::Failed {
             action: action.id,

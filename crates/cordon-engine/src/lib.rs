@@ -352,6 +352,28 @@ impl Engine {
             tracing::warn!(action = action.id, "action was running when Cordon stopped: resuming it");
             self.inner.store.transition_action(action.id, action.generation, ActionCommand::Backoff, None).await?;
         }
+        // An action without a server cannot run; one left open (by an older version, or a crash
+        // between commits) is failed with the message that says why.
+        for action in self.inner.store.runnable_actions().await? {
+            if action.server_id.is_some() {
+                continue;
+            }
+            let address = action.address.map(|a| a.to_string()).unwrap_or_else(|| "unknown".into());
+            let message = EngineError::message_ref(&messages::SERVER_NOT_FOUND_BY_ADDRESS, &[("address", &address)]);
+            let mut current = action;
+            if current.state == ActionState::Pending {
+                current = self
+                    .inner
+                    .store
+                    .transition_action(current.id, current.generation, ActionCommand::Start, None)
+                    .await?;
+            }
+            self.inner
+                .store
+                .transition_action(current.id, current.generation, ActionCommand::Fail, Some(message))
+                .await?;
+            tracing::warn!(action = current.id, "an action without a server was left open: failed with 67198");
+        }
         self.inner.wake.notify_one();
         Ok(running.len())
     }
