@@ -42,7 +42,7 @@ impl Engine {
             Err(other) => return Err(other.into()),
         };
         self.note(&started, Some(server.id), Some(action.id)).await?;
-        tracing::info!(action = action.id, server = %server.name, %kind, attempt = action.attempts, "action started");
+        tracing::debug!(action = action.id, server = %server.name, %kind, attempt = action.attempts, "action started");
         let clock = Instant::now();
 
         // The network part (quarantine or unquarantine), then the power part (reboot).
@@ -118,7 +118,7 @@ impl Engine {
                 if kind.quarantines() {
                     self.observe_time_to_contain(action.id).await;
                 }
-                tracing::info!(action = action.id, server = %server.name, %kind, elapsed_ms = elapsed.as_secs_f64() * 1e3, "{}", message.text);
+                tracing::debug!(action = action.id, elapsed_ms = elapsed.as_secs_f64() * 1e3, "action took");
             }
             Err(failure) if may_pass(failure.message.number) && action.attempts < self.inner.settings.max_attempts => {
                 let delay = backoff(self.inner.settings.retry_base, action.attempts);
@@ -134,7 +134,6 @@ impl Engine {
                 let due = Utc::now().timestamp_micros() + delay.as_micros() as i64;
                 store.defer_action(action.id, action.generation, due, message.clone()).await?;
                 self.note(&message, Some(server.id), Some(action.id)).await?;
-                tracing::warn!(action = action.id, server = %server.name, %kind, number = message.number, "{}", message.text);
             }
             Err(failure) => {
                 store
@@ -149,7 +148,6 @@ impl Engine {
                     text: failure.message.text.clone(),
                 });
                 self.inner.metrics.action_finished(kind, false, elapsed);
-                tracing::error!(action = action.id, server = %server.name, %kind, number = failure.message.number, "{}", failure.message.text);
             }
         }
         Ok(())

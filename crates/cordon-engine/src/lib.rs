@@ -428,6 +428,13 @@ impl Engine {
         server_id: Option<i64>,
         action_id: Option<i64>,
     ) -> Result<(), EngineError> {
+        // Every recorded message also goes to the structured log, with its number.
+        let number = message.number;
+        match number / 10_000 {
+            2 => tracing::info!(number, action = action_id, "{}", message.text),
+            4 => tracing::warn!(number, action = action_id, "{}", message.text),
+            _ => tracing::error!(number, action = action_id, "{}", message.text),
+        }
         self.inner
             .store
             .record_message(&NewMessage {
