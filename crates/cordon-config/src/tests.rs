@@ -1379,20 +1379,20 @@ fn bmc_rules() {
             "plain HTTP endpoint",
             &[("endpoint = \"https://127.0.0.1:8443\"", "endpoint = \"http://127.0.0.1:8000\"")],
             "cordon.toml:60: server \"sbc-02\".bmc.endpoint: `http://127.0.0.1:8000` is plain HTTP, which would send \
-             the BMC's password unencrypted: use https://, or set insecure = true to allow it (only on an isolated \
-             management network)",
+             the BMC's password unencrypted: use https:// (insecure = true only skips checking the BMC's \
+             certificate)",
         ),
         (
             "plain HTTP endpoint with insecure = false",
             &[("endpoint = \"https://127.0.0.1:8443\"", "endpoint = \"http://127.0.0.1:8000\"\ninsecure = false")],
             "cordon.toml:60: server \"sbc-02\".bmc.endpoint: `http://127.0.0.1:8000` is plain HTTP, which would send \
-             the BMC's password unencrypted: use https://, or set insecure = true to allow it (only on an isolated \
-             management network)",
+             the BMC's password unencrypted: use https:// (insecure = true only skips checking the BMC's \
+             certificate)",
         ),
         (
             "insecure as a string",
-            &[("endpoint = \"https://127.0.0.1:8443\"", "endpoint = \"http://127.0.0.1:8000\"\ninsecure = \"yes\"")],
-            "cordon.toml:61: server \"sbc-02\".bmc.insecure: expected a boolean (true or false), found a string",
+            &[("username = \"admin\"", "username = \"admin\"\ninsecure = \"yes\"")],
+            "cordon.toml:63: server \"sbc-02\".bmc.insecure: expected a boolean (true or false), found a string",
         ),
         (
             "system outside /redfish/v1/",
@@ -1498,12 +1498,15 @@ fn bmc_rules() {
 #[test]
 fn bmc_values() {
     let bmc = |edits: &[(&str, &str)]| parse_ok(&edited(edits)).server("sbc-02").unwrap().bmc.clone().unwrap();
-    // Plain HTTP with insecure; a trailing slash is dropped.
-    let plain = bmc(&[
+    // Plain HTTP is refused even with insecure (the Redfish driver never sends a password in clear).
+    let plain = edited(&[
         ("endpoint = \"https://127.0.0.1:8443\"", "endpoint = \"http://127.0.0.1:8000/\"\ninsecure = true"),
         ("ca_file = \"/etc/cordon/bmc-ca.pem\"", ""),
     ]);
-    assert_eq!((plain.endpoint.as_str(), plain.insecure, plain.ca_file), ("http://127.0.0.1:8000", true, None));
+    assert!(parse(Path::new("cordon.toml"), &plain).is_err());
+    // A trailing slash is dropped.
+    let slash = bmc(&[("endpoint = \"https://127.0.0.1:8443\"", "endpoint = \"https://127.0.0.1:8443/\"")]);
+    assert_eq!(slash.endpoint, "https://127.0.0.1:8443");
     // insecure over HTTPS too (an unverified certificate).
     let unverified = bmc(&[("username = \"admin\"", "username = \"admin\"\ninsecure = true")]);
     assert_eq!((unverified.endpoint.as_str(), unverified.insecure), ("https://127.0.0.1:8443", true));

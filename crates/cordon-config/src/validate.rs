@@ -785,15 +785,13 @@ impl Validator<'_> {
         let driver = self
             .required(entry, "driver", "every BMC needs a driver (redfish)")
             .and_then(|leaf| self.choice(entry, "driver", leaf, BmcDriverKind::ALL));
-        // A mistyped `insecure` is already reported; do not also blame an http:// endpoint on it.
-        let insecure = entry.get_bool("insecure").is_some_and(|flag| flag.value) || entry.mistyped.contains("insecure");
         let endpoint = self
             .required(
                 entry,
                 "endpoint",
                 "a BMC needs its endpoint, the base URL of its Redfish service, like https://10.0.0.5",
             )
-            .and_then(|leaf| self.parse_with(entry, "endpoint", leaf, |text| parse_endpoint(text, insecure)));
+            .and_then(|leaf| self.parse_with(entry, "endpoint", leaf, parse_endpoint));
         let system = self
             .required(
                 entry,
@@ -1605,9 +1603,9 @@ fn format_duration(seconds: u64) -> String {
     }
 }
 
-/// A BMC's endpoint: `https://host[:port]`, or `http://` with `insecure`; given back without a
+/// A BMC's endpoint: `https://host[:port]` (plain HTTP is refused); given back without a
 /// trailing `/`.
-fn parse_endpoint(text: &str, insecure: bool) -> Result<String, String> {
+fn parse_endpoint(text: &str) -> Result<String, String> {
     let like = "like https://10.0.0.5 or https://bmc-07.example.com:8443";
     let bad = |why: &str| format!("`{text}` is not a BMC endpoint ({why}; {like})");
     if text.contains('@') {
@@ -1669,10 +1667,11 @@ fn parse_endpoint(text: &str, insecure: bool) -> Result<String, String> {
     {
         return Err(bad("the port is a number from 1 to 65535"));
     }
-    if plain && !insecure {
+    if plain {
+        // Even `insecure = true` does not allow it: that only skips checking the certificate.
         return Err(format!(
-            "`{text}` is plain HTTP, which would send the BMC's password unencrypted: use https://, or set insecure \
-             = true to allow it (only on an isolated management network)"
+            "`{text}` is plain HTTP, which would send the BMC's password unencrypted: use https:// (insecure = true \
+             only skips checking the BMC's certificate)"
         ));
     }
     Ok(text.strip_suffix('/').unwrap_or(text).to_string())

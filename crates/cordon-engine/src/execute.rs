@@ -393,15 +393,32 @@ impl Engine {
         let link = plan.link.clone();
         let wanted = bridge.to_string();
         let clock = Instant::now();
-        let call = tokio::task::spawn_blocking(move || link.ensure(&wanted, isolated));
+        let mut call = tokio::task::spawn_blocking(move || link.ensure(&wanted, isolated));
         let timeout = self.inner.settings.driver_timeout;
-        let result = match tokio::time::timeout(timeout, call).await {
+        let result = match tokio::time::timeout(timeout, &mut call).await {
             Ok(Ok(result)) => result,
             Ok(Err(join)) => Err(DriverError::Netlink { operation: "driver call".into(), detail: join.to_string() }),
-            Err(_) => Err(DriverError::Netlink {
-                operation: "driver call".into(),
-                detail: format!("no answer within {timeout:?}"),
-            }),
+            Err(_) => {
+                // The blocking call cannot be stopped: when it returns late it may still have
+                // changed the network. Then compare the records with the network at once, so
+                // that the change is reported (or undone with `on_drift = "enforce"`).
+                let engine = self.clone();
+                let target = plan.link.target();
+                tokio::spawn(async move {
+                    let _ = call.await;
+                    tracing::warn!(%target, "a driver call answered after its deadline; reconciling");
+                    if let Err(error) = engine.reconcile(crate::OnDrift::Report).await {
+                        tracing::error!(%error, "reconcile after a late driver answer failed");
+                    }
+                });
+                let detail = format!("no answer within {timeout:?}");
+                Err(match &plan.link {
+                    crate::topology::Link::VmNic { .. } => DriverError::HypervisorUnreachable { detail },
+                    crate::topology::Link::Port { .. } => {
+                        DriverError::Netlink { operation: "driver call".into(), detail }
+                    }
+                })
+            }
         };
         self.inner.metrics.driver_call(result.is_ok());
         self.inner.metrics.driver_latency(plan.link.driver_kind(), clock.elapsed());
