@@ -2436,16 +2436,27 @@ fn manager_recovery_settings() {
     let parse = |extra: &str| parse(Path::new("cordon.toml"), &format!("[manager]\n{extra}\n"));
     let defaults = parse("").unwrap().manager;
     assert_eq!(
-        (defaults.max_attempts, defaults.retry_backoff_secs, defaults.reconcile_interval_secs, defaults.on_drift_enforce),
+        (
+            defaults.max_attempts,
+            defaults.retry_backoff_secs,
+            defaults.reconcile_interval_secs,
+            defaults.on_drift_enforce
+        ),
         (3, 1, 30, false)
     );
     let set = parse("max_attempts = 5\nretry_backoff = \"2s\"\nreconcile_interval = \"1m\"\non_drift = \"enforce\"")
         .unwrap()
         .manager;
-    assert_eq!((set.max_attempts, set.retry_backoff_secs, set.reconcile_interval_secs, set.on_drift_enforce), (5, 2, 60, true));
+    assert_eq!(
+        (set.max_attempts, set.retry_backoff_secs, set.reconcile_interval_secs, set.on_drift_enforce),
+        (5, 2, 60, true)
+    );
     let error = parse("max_attempts = 0").unwrap_err().to_string();
     assert_eq!(error, "cordon.toml:2: manager.max_attempts: `0` is out of range: from 1 (no automatic retry) to 100");
     let error = parse("on_drift = \"fix\"").unwrap_err().to_string();
-    assert_eq!(error, "cordon.toml:2: manager.on_drift: `fix` is not a known choice (expected one of: report, enforce)");
+    assert_eq!(
+        error,
+        "cordon.toml:2: manager.on_drift: `fix` is not a known choice (expected one of: report, enforce)"
+    );
     assert!(parse("reconcile_interval = \"0s\"").is_err());
 }
