@@ -73,6 +73,19 @@ fn read_secret(path: &PathBuf) -> Result<Vec<u8>, Failure> {
     })
 }
 
+/// Runs a source until shutdown; a source that stops with an error says so in the log.
+fn spawn_source<F>(source: &str, what: &'static str, run: F)
+where
+    F: std::future::Future<Output = Result<(), cordon_sources::SourceError>> + Send + 'static,
+{
+    let source = source.to_string();
+    tokio::spawn(async move {
+        if let Err(error) = run.await {
+            tracing::error!(%source, %error, "the {what} stopped");
+        }
+    });
+}
+
 /// Starts every configured source as a task; returns what the API needs for HTTP sources.
 pub async fn start(config: &Config, engine: &Engine, stop: &watch::Receiver<bool>) -> Result<IngestSettings, Failure> {
     let sink: Arc<dyn DetectionSink> = Arc::new(EngineSink { engine: engine.clone() });
@@ -103,13 +116,7 @@ pub async fn start(config: &Config, engine: &Engine, stop: &watch::Receiver<bool
                         sink.clone(),
                         counters.clone(),
                     );
-                    let stop = stop.clone();
-                    let label = name.clone();
-                    tokio::spawn(async move {
-                        if let Err(error) = follower.run(stop).await {
-                            tracing::error!(source = %label, %error, "the file follower stopped");
-                        }
-                    });
+                    spawn_source(&name, "file follower", follower.run(stop.clone()));
                     tracing::info!(source = %name, path = %path.display(), "following Suricata EVE file");
                 }
                 if let Some(socket) = socket {
@@ -120,13 +127,7 @@ pub async fn start(config: &Config, engine: &Engine, stop: &watch::Receiver<bool
                         sink.clone(),
                         counters.clone(),
                     );
-                    let stop = stop.clone();
-                    let label = name.clone();
-                    tokio::spawn(async move {
-                        if let Err(error) = listener.run(stop).await {
-                            tracing::error!(source = %label, %error, "the EVE socket listener stopped");
-                        }
-                    });
+                    spawn_source(&name, "EVE socket listener", listener.run(stop.clone()));
                     tracing::info!(source = %name, socket = %socket.display(), "listening for Suricata EVE on a Unix socket");
                 }
             }
@@ -147,12 +148,7 @@ pub async fn start(config: &Config, engine: &Engine, stop: &watch::Receiver<bool
                     .await
                     .map_err(|e| bind_failure(&e))?;
                     tracing::info!(source = %name, listen = %bound.local_addr(), "listening for CEF syslog over UDP");
-                    let stop = stop.clone();
-                    tokio::spawn(async move {
-                        if let Err(error) = bound.run(stop).await {
-                            tracing::error!(%error, "a syslog UDP listener stopped");
-                        }
-                    });
+                    spawn_source(&name, "syslog UDP listener", bound.run(stop.clone()));
                 }
                 if let Some(address) = listen_tcp {
                     let bound = SyslogTcpSource::new(
@@ -167,12 +163,7 @@ pub async fn start(config: &Config, engine: &Engine, stop: &watch::Receiver<bool
                     .await
                     .map_err(|e| bind_failure(&e))?;
                     tracing::info!(source = %name, listen = %bound.local_addr(), "listening for CEF syslog over TCP");
-                    let stop = stop.clone();
-                    tokio::spawn(async move {
-                        if let Err(error) = bound.run(stop).await {
-                            tracing::error!(%error, "a syslog TCP listener stopped");
-                        }
-                    });
+                    spawn_source(&name, "syslog TCP listener", bound.run(stop.clone()));
                 }
             }
             SourceKind::Webhook { token_file, hmac_secret_file } => {
