@@ -349,31 +349,6 @@ fn port_moved_back_before_read_back_fails_60011_and_retry_succeeds() {
 const VM: &str = "vpc-001";
 const VM_MAC: &str = "52:54:00:00:00:11";
 
-/// A tiny domain, as in tests/libvirt_e2e.rs: no disk, ACPI on, iPXE ROM off.
-fn domain_xml(name: &str, mac: &str, bridge: &str) -> String {
-    format!(
-        "<domain type='qemu'>
-  <name>{name}</name>
-  <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type></os>
-  <features><acpi/></features>
-  <devices>
-    <emulator>{emulator}</emulator>
-    <interface type='bridge'>
-      <mac address='{mac}'/>
-      <source bridge='{bridge}'/>
-      <model type='virtio'/>
-      <rom enabled='no'/>
-    </interface>
-    <video><model type='none'/></video>
-    <memballoon model='none'/>
-  </devices>
-</domain>",
-        emulator = libvirtd::QEMU
-    )
-}
-
 /// (bridge, isolated) of the VM's NIC in its live definition, read with the test's own
 /// connection (opened and closed here, never while libvirtd is stopped).
 fn vm_nic(daemon: &Libvirtd) -> (String, bool) {
@@ -398,7 +373,8 @@ fn stopped_libvirtd_fails_60014_and_retry_succeeds() {
     let (mut daemon, _) = Libvirtd::start(&lab.switch(), &cache);
     {
         let connection = virt::connect::Connect::open(Some(&daemon.uri)).expect("the test's connection");
-        let vm = connection.define_domain_xml(&domain_xml(VM, VM_MAC, "br-office")).expect("define vpc-001");
+        let vm =
+            connection.define_domain_xml(&libvirtd::tiny_domain_xml(VM, VM_MAC, "br-office")).expect("define vpc-001");
         vm.create().expect("start vpc-001");
         drop(vm);
         drop(connection);

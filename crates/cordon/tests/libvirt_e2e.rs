@@ -37,32 +37,6 @@ const VM_IP: &str = "10.10.0.21";
 const OFF_VM: &str = "vpc-002";
 const OFF_VM_MAC: &str = "52:54:00:00:00:12";
 
-/// A tiny domain, as in the driver crate's tests: no disk, ACPI on (libvirt 9 would pass
-/// QEMU 10 the refused `-no-acpi`), iPXE ROM off (it would burn a core for ~17 s per boot).
-fn domain_xml(name: &str, mac: &str, bridge: &str) -> String {
-    format!(
-        "<domain type='qemu'>
-  <name>{name}</name>
-  <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type></os>
-  <features><acpi/></features>
-  <devices>
-    <emulator>{emulator}</emulator>
-    <interface type='bridge'>
-      <mac address='{mac}'/>
-      <source bridge='{bridge}'/>
-      <model type='virtio'/>
-      <rom enabled='no'/>
-    </interface>
-    <video><model type='none'/></video>
-    <memballoon model='none'/>
-  </devices>
-</domain>",
-        emulator = libvirtd::QEMU
-    )
-}
-
 /// A NIC as the test reads it from a definition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct XmlNic {
@@ -252,10 +226,10 @@ fn virtual_server_through_a_real_libvirtd() {
     let (mut daemon, daemon_start) = Libvirtd::start(&lab.switch(), &cache);
     let vms = Vms::open(&daemon);
     let clock = Instant::now();
-    let vm = vms.connection.define_domain_xml(&domain_xml(VM, VM_MAC, OFFICE)).expect("define vpc-001");
+    let vm = vms.connection.define_domain_xml(&libvirtd::tiny_domain_xml(VM, VM_MAC, OFFICE)).expect("define vpc-001");
     vm.create().expect("start vpc-001");
     drop(vm);
-    vms.connection.define_domain_xml(&domain_xml(OFF_VM, OFF_VM_MAC, OFFICE)).expect("define vpc-002");
+    vms.connection.define_domain_xml(&libvirtd::tiny_domain_xml(OFF_VM, OFF_VM_MAC, OFFICE)).expect("define vpc-002");
     daemon.collect_qemu_pids();
     let vm_start = clock.elapsed();
     assert_vm_nic(&lab, &vms, OFFICE, false);
