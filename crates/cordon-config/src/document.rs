@@ -142,6 +142,7 @@ const MANAGER: Schema = Schema {
         ("retry_backoff", Str),
         ("reconcile_interval", Str),
         ("on_drift", Str),
+        ("driver_timeout", Str),
     ],
     child: None,
     table: None,

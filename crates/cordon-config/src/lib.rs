@@ -172,6 +172,8 @@ pub struct ManagerConfig {
     pub reconcile_interval_secs: u64,
     /// `on_drift = "enforce"`: the reconciler puts drifted servers back (default `"report"`).
     pub on_drift_enforce: bool,
+    /// How long one switch or hypervisor call may take before its step fails; default 10 s.
+    pub driver_timeout_secs: u64,
 }
 
 /// One `[[network]]`.

@@ -501,7 +501,7 @@ fn unknown_keys_are_errors_with_their_line() {
             "typo in manager",
             &[("listen =", "lisen =")],
             "cordon.toml:2: manager.lisen: unknown key (expected one of: listen, data_dir, instance, graceful_timeout, \
-             reboot_deadline, max_attempts, retry_backoff, reconcile_interval, on_drift)",
+             reboot_deadline, max_attempts, retry_backoff, reconcile_interval, on_drift, driver_timeout)",
         ),
         (
             "typo in a network",
@@ -532,7 +532,7 @@ fn unknown_keys_are_errors_with_their_line() {
             "quoted unknown key",
             &[("[manager]\n", "[manager]\n\"my key\" = \"x\"\n")],
             "cordon.toml:2: manager.\"my key\": unknown key (expected one of: listen, data_dir, instance, graceful_timeout, \
-             reboot_deadline, max_attempts, retry_backoff, reconcile_interval, on_drift)",
+             reboot_deadline, max_attempts, retry_backoff, reconcile_interval, on_drift, driver_timeout)",
         ),
     ]);
 }
@@ -2459,4 +2459,6 @@ fn manager_recovery_settings() {
         "cordon.toml:2: manager.on_drift: `fix` is not a known choice (expected one of: report, enforce)"
     );
     assert!(parse("reconcile_interval = \"0s\"").is_err());
+    assert_eq!(defaults.driver_timeout_secs, 10);
+    assert_eq!(parse("driver_timeout = \"3s\"").unwrap().manager.driver_timeout_secs, 3);
 }

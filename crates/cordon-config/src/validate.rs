@@ -376,6 +376,10 @@ impl Validator<'_> {
             Some(e) => self.recovery(e),
             None => (Some(3), Some(1), Some(30), Some(false)),
         };
+        let driver_timeout_secs = match entry {
+            Some(e) => self.duration(e, "driver_timeout", 10, false),
+            None => Some(10),
+        };
         Some(ManagerConfig {
             listen: listen?,
             data_dir: data_dir?,
@@ -386,6 +390,7 @@ impl Validator<'_> {
             retry_backoff_secs: retry_backoff_secs?,
             reconcile_interval_secs: reconcile_interval_secs?,
             on_drift_enforce: on_drift_enforce?,
+            driver_timeout_secs: driver_timeout_secs?,
         })
     }
 

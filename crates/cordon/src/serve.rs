@@ -76,6 +76,7 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
     let mut settings = EngineSettings::new(instance.clone());
     settings.database = format!("sqlite:{}", data_dir.join("cordon.db").display());
     settings.max_attempts = config.manager.max_attempts;
+    settings.driver_timeout = std::time::Duration::from_secs(config.manager.driver_timeout_secs);
     settings.retry_base = std::time::Duration::from_secs(config.manager.retry_backoff_secs);
     let on_drift =
         if config.manager.on_drift_enforce { cordon_engine::OnDrift::Enforce } else { cordon_engine::OnDrift::Report };

@@ -7,7 +7,7 @@
 //!   moved back to br-office by a racing `ip -batch` between the driver's apply and its
 //!   read-back (60011);
 //! - libvirt: libvirtd stopped with SIGSTOP (60014 "hypervisor kvm-1 cannot be reached: no answer
-//!   within 10s", from the engine's 10 s driver-call limit; the late answer after SIGCONT is
+//!   within 3s", from the engine's `driver_timeout`; the late answer after SIGCONT is
 //!   reconciled at once and reported as drift, 41009);
 //! - Redfish: sushy-emulator stopped with SIGSTOP (60018, after the 10 s request timeout), and a
 //!   local TLS proxy in front of sushy answering 503 (60019), then forwarding.
@@ -380,7 +380,7 @@ fn stopped_libvirtd_fails_60014_and_retry_succeeds() {
         drop(connection);
     }
     daemon.collect_qemu_pids();
-    manager_keys(&lab, ONE_ATTEMPT);
+    manager_keys(&lab, &format!("{ONE_ATTEMPT}driver_timeout = \"3s\"\n"));
     let mut text = std::fs::read_to_string(lab.config()).unwrap();
     text.push_str(&format!(
         "\n[[hypervisor]]\nname = \"kvm-1\"\ndriver = \"libvirt\"\nuri = {}\nnetns = {}\n\n\
@@ -398,15 +398,14 @@ fn stopped_libvirtd_fails_60014_and_retry_succeeds() {
     let ready = begun.elapsed();
 
     let mut paused = Paused::stop(daemon.pid().expect("libvirtd runs"));
-    // The engine gives a driver call 10 s (crates/cordon-engine/src/execute.rs, before
-    // libvirt's keepalive would give up after ~15-20 s) and reports a hypervisor that does not
-    // answer in time as 60014.
+    // The engine gives a driver call `driver_timeout` (3 s here; libvirt's keepalive would give
+    // up after ~15-20 s) and reports a hypervisor that does not answer in time as 60014.
     let (id, action, failed_in) =
         fails_with(&manager, &["quarantine", VM, "--reason", "fault e2e", "--wait", "--timeout", "60"], 60014);
     let port_step = step(&action, "ensure_port_on_bridge");
     assert_eq!((port_step["outcome"].as_str(), port_step["message_number"].as_u64()), (Some("failed"), Some(60014)));
     let text = action["message"]["text"].as_str().unwrap();
-    assert!(text.contains("kvm-1") && text.contains("no answer within 10s"), "{text}");
+    assert!(text.contains("kvm-1") && text.contains("no answer within 3s"), "{text}");
     eprintln!("stopped libvirtd: failed in {} with {}", secs(failed_in), action["message"]["text"]);
     assert_eq!(server_state(&manager, VM), pair("quarantine_failed", "office"));
 
