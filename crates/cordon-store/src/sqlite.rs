@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0003_virtual_servers.sql"),
     include_str!("../migrations/sqlite/0004_server_origin.sql"),
     include_str!("../migrations/sqlite/0005_retry_schedule.sql"),
+    include_str!("../migrations/sqlite/0006_lookup_indexes.sql"),
 ];
 
 #[derive(Debug, Clone)]
