@@ -165,8 +165,7 @@ fn ddi_messages(n: usize) -> Vec<String> {
         .collect()
 }
 
-/// One EVE line of `kind`, shaped like Suricata 7's output (the same shapes as
-/// `crates/cordon-ingest/benches/parse.rs`).
+/// One EVE line of `kind`, shaped like Suricata 7's output.
 fn eve_line(kind: &str, rng: &mut Rng) -> String {
     let src = format!("10.10.{}.{}", rng.below(4), rng.below(254) + 1);
     let dst = format!("203.0.113.{}", rng.below(254) + 1);
