@@ -16,6 +16,7 @@ Runs, from the repository root (any cwd works), each phase timed:
   test        cargo nextest run --workspace --locked --no-fail-fast   (if cargo-nextest exists)
               cargo test --workspace --locked --no-fail-fast          (otherwise)
   netns-leaks fails if the tests left network namespaces behind (prints and deletes them)
+  fuzz        scripts/fuzz.sh --seconds 15: every fuzz target for a short, fixed time
 
 Arguments after `--` go to the test runner (e.g. `scripts/test.sh -- quarantine` to filter).
 Every phase runs even when an earlier one failed, except that clippy and test are skipped
@@ -179,6 +180,7 @@ else
     skip test "build failed"
 fi
 phase netns-leaks check_netns_leaks || true
+phase fuzz scripts/fuzz.sh --seconds "${CORDON_FUZZ_SECONDS:-15}" || true
 
 summary
 exit "$FAILED"

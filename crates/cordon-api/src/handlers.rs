@@ -36,6 +36,11 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, &messages::FORBIDDEN, text.to_string())
     }
 
+    /// A refusal with its own status and numbered message.
+    pub fn refused(status: StatusCode, message: &'static Message, text: String) -> Self {
+        Self::new(status, message, text)
+    }
+
     pub fn bad_request(detail: &dyn std::fmt::Display) -> Self {
         Self::new(StatusCode::BAD_REQUEST, &messages::BAD_REQUEST, messages::BAD_REQUEST.render(&[("detail", detail)]))
     }

@@ -2,21 +2,23 @@
 //! as NDJSON. A sensor is told "accepted" only once its detections are committed.
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
-use cordon_model::{Detection, Parsed, Role, ThreatSeverity, messages};
+use cordon_ingest::webhook;
+use cordon_model::{Parsed, Role, messages};
+use cordon_sources::Denied;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::ApiState;
 use crate::auth::hash_token;
 use crate::handlers::ApiError;
-use crate::wire::{DetectionPost, IngestResponse};
+use crate::replay::{ReplayGuard, Verdict};
+use crate::wire::IngestResponse;
 
 /// How a webhook source proves who it is.
 #[derive(Clone)]
@@ -48,6 +50,8 @@ pub struct IngestSettings {
     pub max_skew_secs: i64,
     /// Per-source counters, shared with the metrics.
     pub counters: HashMap<String, Arc<cordon_sources::SourceCounters>>,
+    /// Signatures accepted within the skew window, to refuse replays.
+    pub replays: Arc<ReplayGuard>,
 }
 
 type HmacSha256 = Hmac<Sha256>;
@@ -61,13 +65,14 @@ pub fn sign(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-fn verify(secret: &[u8], timestamp: &str, body: &[u8], signature_hex: &str) -> bool {
-    let Ok(expected) = hex::decode(signature_hex) else { return false };
-    let Ok(mut mac) = HmacSha256::new_from_slice(secret) else { return false };
+/// The signature's bytes when it is the right one for this timestamp and body.
+fn verify(secret: &[u8], timestamp: &str, body: &[u8], signature_hex: &str) -> Option<[u8; 32]> {
+    let expected: [u8; 32] = hex::decode(signature_hex).ok()?.try_into().ok()?;
+    let mut mac = HmacSha256::new_from_slice(secret).ok()?;
     mac.update(timestamp.as_bytes());
     mac.update(b".");
     mac.update(body);
-    mac.verify_slice(&expected).is_ok()
+    mac.verify_slice(&expected).is_ok().then_some(expected)
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -99,69 +104,72 @@ async fn api_token_allows(state: &ApiState, headers: &HeaderMap) -> Result<(), A
     }
 }
 
-/// A webhook's own credentials, or else an API token with the sensor role.
+/// A webhook's own credentials, or else an API token with the sensor role. A refusal is counted
+/// against the source (`cordon_source_denied_total`) when the body names a configured one.
 async fn authenticate_webhook(
     state: &ApiState,
     source: &str,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(), ApiError> {
-    match state.ingest.webhooks.get(source) {
+    let denied = |why: Denied| {
+        if let Some(counters) = state.ingest.counters.get(source) {
+            counters.add_denied(why);
+        }
+    };
+    let result = match state.ingest.webhooks.get(source) {
         Some(WebhookAuth::Hmac(secret)) if headers.contains_key("x-cordon-signature") => {
-            let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-            let timestamp = header("x-cordon-timestamp");
-            let signature = header("x-cordon-signature");
-            let Some(signature) = signature.strip_prefix("sha256=") else { return Err(ApiError::unauthenticated()) };
-            let Ok(seconds) = timestamp.parse::<i64>() else { return Err(ApiError::unauthenticated()) };
-            let skew = chrono::Utc::now().timestamp().abs_diff(seconds);
-            if skew > state.ingest.max_skew_secs.unsigned_abs() || !verify(secret, &timestamp, body, signature) {
-                return Err(ApiError::unauthenticated());
-            }
-            Ok(())
+            check_signature(state, source, secret, headers, body)
         }
         Some(WebhookAuth::Token(expected))
             if bearer(headers).is_some_and(|t| same(t.as_bytes(), expected.as_bytes())) =>
         {
             Ok(())
         }
-        _ => api_token_allows(state, headers).await,
-    }
+        _ => api_token_allows(state, headers).await.map_err(|error| (Denied::Auth, error)),
+    };
+    result.map_err(|(why, error)| {
+        denied(why);
+        error
+    })
 }
 
-fn parse_post(post: &DetectionPost, received_at_us: i64) -> Result<Detection, String> {
-    let address = |text: &str, what: &str| {
-        text.trim().parse::<IpAddr>().map_err(|_| format!("{what} `{text}` is not an IP address"))
-    };
-    let subject = address(&post.subject, "subject")?;
-    let peer = post.peer.as_deref().map(|p| address(p, "peer")).transpose()?;
-    let severity: ThreatSeverity = post.severity.parse().map_err(|e: cordon_model::ParseError| e.to_string())?;
-    let observed_at_us = match &post.observed_at {
-        Some(text) => Some(
-            chrono::DateTime::parse_from_rfc3339(text)
-                .map_err(|_| format!("observed_at `{text}` is not an RFC 3339 time"))?
-                .timestamp_micros(),
-        ),
-        None => None,
-    };
-    if post.signature.trim().is_empty() {
-        return Err("signature is empty".into());
+/// An HMAC-signed request: right signature, timestamp within the skew, never seen before.
+fn check_signature(
+    state: &ApiState,
+    source: &str,
+    secret: &[u8],
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), (Denied, ApiError)> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let timestamp = header("x-cordon-timestamp");
+    let signature = header("x-cordon-signature");
+    let refused = || (Denied::Auth, ApiError::unauthenticated());
+    let signature = signature.strip_prefix("sha256=").ok_or_else(refused)?;
+    let seconds = timestamp.parse::<i64>().map_err(|_| refused())?;
+    let now = chrono::Utc::now().timestamp();
+    let skew = state.ingest.max_skew_secs;
+    if now.abs_diff(seconds) > skew.unsigned_abs() {
+        return Err(refused());
     }
-    Ok(Detection {
-        received_at_us,
-        observed_at_us,
-        source: post.source.clone(),
-        sensor: post.sensor.clone(),
-        subject,
-        peer,
-        src_ip: Some(subject),
-        dest_ip: peer,
-        target_ip: None,
-        signature_id: post.signature_id.clone(),
-        signature: post.signature.clone(),
-        category: post.category.clone(),
-        severity,
-        raw: serde_json::to_string(post).unwrap_or_default(),
-    })
+    let signature = verify(secret, &timestamp, body, signature).ok_or_else(refused)?;
+    match state.ingest.replays.check(signature, seconds, now, skew) {
+        Verdict::Fresh => Ok(()),
+        Verdict::Replay => {
+            let text = messages::WEBHOOK_REPLAY.render(&[("source", &source), ("timestamp", &seconds)]);
+            tracing::warn!(number = messages::WEBHOOK_REPLAY.number, source, "{text}");
+            Err((Denied::Replay, ApiError::refused(StatusCode::CONFLICT, &messages::WEBHOOK_REPLAY, text)))
+        }
+        Verdict::Full => {
+            let text = messages::WEBHOOK_REPLAY_CACHE_FULL.render(&[("source", &source)]);
+            tracing::warn!(number = messages::WEBHOOK_REPLAY_CACHE_FULL.number, source, "{text}");
+            Err((
+                Denied::RateLimit,
+                ApiError::refused(StatusCode::SERVICE_UNAVAILABLE, &messages::WEBHOOK_REPLAY_CACHE_FULL, text),
+            ))
+        }
+    }
 }
 
 /// `POST /api/v1/detections`: one detection as JSON from a webhook source.
@@ -170,18 +178,15 @@ pub async fn post_detection(
     request: Request,
 ) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
     let headers = request.headers().clone();
-    let body: Bytes = axum::body::to_bytes(request.into_body(), 1 << 20)
+    let body: Bytes = axum::body::to_bytes(request.into_body(), webhook::MAX_BODY_BYTES)
         .await
         .map_err(|e| ApiError::bad_request(&format!("body unreadable or over 1 MiB: {e}")))?;
     // The source is named inside the body, so read it before authenticating against it; nothing
     // is stored before authentication succeeds.
-    let post: Result<DetectionPost, _> = serde_json::from_slice(&body);
+    let post = webhook::parse_post(&body);
     let source = match &post {
         Ok(post) => post.source.clone(),
-        Err(_) => serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v.get("source").and_then(|s| s.as_str()).map(str::to_string))
-            .unwrap_or_default(),
+        Err(_) => webhook::source_of(&body).unwrap_or_default(),
     };
     authenticate_webhook(&state, &source, &headers, &body).await?;
     let counters = state.ingest.counters.get(&source).cloned();
@@ -196,11 +201,11 @@ pub async fn post_detection(
         tracing::debug!(source = %source, "{}", messages::INPUT_REJECTED.render(&[("source", &source), ("detail", &detail)]));
         ApiError::bad_request(&detail)
     };
-    let post = post.map_err(|e| reject(format!("not a detection: {e}")))?;
+    let post = post.map_err(reject)?;
     if !state.ingest.webhooks.contains_key(&post.source) {
         return Err(reject(format!("`{}` is not a configured webhook source", post.source)));
     }
-    let detection = parse_post(&post, chrono::Utc::now().timestamp_micros()).map_err(reject)?;
+    let detection = webhook::to_detection(&post, chrono::Utc::now().timestamp_micros()).map_err(reject)?;
     let ids = state.engine.accept_detections(&[detection], None).await?;
     if let Some(counters) = &counters {
         counters.add_accepted(ids.len() as u64);

@@ -10,6 +10,7 @@ mod auth;
 mod handlers;
 pub mod ingest;
 mod links;
+mod replay;
 pub mod wire;
 
 use axum::Router;

@@ -255,33 +255,9 @@ pub struct DetectionView {
     pub decision: Option<String>,
 }
 
-/// Body of `POST /api/v1/detections` (a webhook or `cordon report`): one detection.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct DetectionPost {
-    /// A configured source of type `webhook`.
-    pub source: String,
-    /// The host at risk.
-    pub subject: String,
-    #[serde(default)]
-    pub peer: Option<String>,
-    pub signature: String,
-    #[serde(default)]
-    pub signature_id: Option<String>,
-    #[serde(default)]
-    pub category: Option<String>,
-    /// `info`, `low`, `medium`, `high` or `critical`.
-    pub severity: String,
-    /// When the sensor saw it (RFC 3339); default: now.
-    #[serde(default)]
-    pub observed_at: Option<String>,
-    /// Which sensor or endpoint reported it.
-    #[serde(default)]
-    pub sensor: Option<String>,
-    /// The infected file, for antivirus reports.
-    #[serde(default)]
-    pub file: Option<String>,
-}
+/// Body of `POST /api/v1/detections` (a webhook or `cordon report`): one detection. Parsed by
+/// `cordon_ingest::webhook`, next to the other parsers of untrusted input.
+pub use cordon_ingest::webhook::DetectionPost;
 
 /// Answer to a detection post: everything counted, the accepted ones committed.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

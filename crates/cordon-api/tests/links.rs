@@ -81,7 +81,7 @@ impl Fixture {
             webhooks: HashMap::new(),
             eve_sources: HashSet::new(),
             max_skew_secs: 300,
-            counters: HashMap::new(),
+            ..Default::default()
         };
         let app = router(ApiState {
             engine: engine.clone(),

@@ -24,6 +24,7 @@ use cordon_model::{
     ActionCommand, ActionKind, ActionState, AddressPool, NetworkRole, Policy, PolicyAction, Role, ServerKind,
     ServerState, Severity, ThreatSeverity,
 };
+use cordon_sources::Denied;
 use cordon_sources::SourceCounters;
 use cordon_store::{
     Inventory, MessageRef, NetworkSpec, NewAction, NewMessage, NewStep, NicSpec, ServerSpec, SqliteStore, StepOutcome,
@@ -187,6 +188,7 @@ impl Fixture {
             eve_sources: HashSet::from([EVE_SOURCE.to_string()]),
             max_skew_secs: MAX_SKEW_SECS,
             counters: counters.clone(),
+            replays: Default::default(),
         };
         let app = router(ApiState {
             engine: engine.clone(),
@@ -1402,7 +1404,10 @@ async fn webhook_credentials_are_checked() {
         // The source is read from the body: another source's token does not carry over.
         ("a source token for an unknown source", vec![("authorization", &source_token)], &nope),
     ];
+    let mut denied: std::collections::HashMap<&str, u64> = Default::default();
     for (case, headers, body) in cases {
+        let source = [TOKEN_SOURCE, HMAC_SOURCE].into_iter().find(|s| body == detection_body(s));
+        *denied.entry(source.unwrap_or("none")).or_default() += 1;
         let reply = fixture.post_detection(&headers, body).await;
         assert_error(&reply, StatusCode::UNAUTHORIZED, &messages::UNAUTHENTICATED);
         assert_eq!(reply.headers.get(header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()), Some("Bearer"), "{case}");
@@ -1410,17 +1415,52 @@ async fn webhook_credentials_are_checked() {
 
     // An API token whose role may not post detections.
     for role in [Role::Viewer, Role::Operator] {
+        *denied.entry(TOKEN_SOURCE).or_default() += 1;
         let reply = fixture.post_detection(&[("authorization", &fixture.bearer(role))], &hooks).await;
         assert_error(&reply, StatusCode::FORBIDDEN, &messages::FORBIDDEN);
         let text = reply.json()["error"]["text"].as_str().unwrap().to_string();
         assert!(text.contains(&format!("role {role}")) && text.contains("role sensor is required"), "{text}");
     }
 
-    // Nothing was stored or counted before authentication.
+    // Nothing was stored or read before authentication; each refusal is counted as denied
+    // (reason auth) for the source the body names.
     assert!(fixture.store.list_detections(&Default::default()).await.unwrap().is_empty());
     for source in [TOKEN_SOURCE, HMAC_SOURCE] {
-        assert_eq!(fixture.counters[source].snapshot(), Default::default(), "{source}");
+        let snapshot = fixture.counters[source].snapshot();
+        assert_eq!((snapshot.received, snapshot.accepted, snapshot.rejected, snapshot.bytes), (0, 0, 0, 0));
+        assert_eq!(snapshot.denied(Denied::Auth), denied[source], "{source}");
+        assert_eq!(snapshot.denied(Denied::Replay), 0, "{source}");
     }
+}
+
+#[tokio::test]
+async fn a_replayed_signature_is_refused_and_counted() {
+    let fixture = Fixture::new().await;
+    let now = Utc::now().timestamp();
+    let body = detection_body(HMAC_SOURCE);
+    let (timestamp, signature) = signature_headers(HMAC_SECRET, now, &body);
+    let headers = [(TIMESTAMP, timestamp.as_str()), (SIGNATURE, signature.as_str())];
+    accepted(&fixture.post_detection(&headers, &body).await, 1, 1, 0, 0);
+
+    // The same request again, byte for byte, within the skew: a replay.
+    for _ in 0..2 {
+        let reply = fixture.post_detection(&headers, &body).await;
+        assert_error(&reply, StatusCode::CONFLICT, &messages::WEBHOOK_REPLAY);
+    }
+    // The same body signed anew (another timestamp) is a new request.
+    let (timestamp, signature) = signature_headers(HMAC_SECRET, now - 1, &body);
+    let reply = fixture.post_detection(&[(TIMESTAMP, &timestamp), (SIGNATURE, &signature)], &body).await;
+    accepted(&reply, 1, 1, 0, 0);
+
+    assert_eq!(fixture.store.list_detections(&Default::default()).await.unwrap().len(), 2);
+    let snapshot = fixture.counters[HMAC_SOURCE].snapshot();
+    assert_eq!((snapshot.received, snapshot.accepted), (2, 2));
+    assert_eq!(snapshot.denied(Denied::Replay), 2);
+    let metrics = fixture.get("/metrics", "/metrics", Role::Viewer).await.text();
+    assert!(
+        metrics.contains(&format!("cordon_source_denied_total{{source=\"{HMAC_SOURCE}\",reason=\"replay\"}} 2")),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

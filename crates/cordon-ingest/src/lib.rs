@@ -8,12 +8,14 @@
 //! - [`cef`]: ArcSight Common Event Format.
 //! - [`cef_syslog`]: CEF over syslog (generic, or Trend Micro Deep Discovery Inspector) into
 //!   detections.
+//! - [`webhook`]: one detection posted as JSON.
 
 pub mod cef;
 pub mod cef_syslog;
 pub mod eve;
 pub mod syslog;
 mod time;
+pub mod webhook;
 
 #[cfg(test)]
 mod proptests;

@@ -180,6 +180,12 @@ catalogue! {
     NOTIFICATIONS_MISSED = 41032, "notifications_missed",
         "the notifier fell behind and missed {count} engine events",
         "Notifications for those events were not sent: look at `cordon actions list` for what happened meanwhile. A slow SMTP server or webhook is the usual cause.";
+    WEBHOOK_REPLAY = 41090, "webhook_replay",
+        "webhook source {source}: a request signed at {timestamp} was seen before and is refused as a replay",
+        "A sender must sign every request anew (new timestamp, new signature); a sender that retries after a timeout must re-sign. Counted in cordon_source_denied_total with reason replay.";
+    WEBHOOK_REPLAY_CACHE_FULL = 41091, "webhook_replay_cache_full",
+        "webhook source {source}: too many signed requests within the allowed skew to remember; request refused",
+        "A sender floods Cordon with signed requests (over a million within the skew window); find it with cordon_source_denied_total (reason rate_limit). Senders should retry later.";
     INVALID_CONFIGURATION = 60001, "invalid_configuration",
         "invalid configuration: {detail}",
         "Fix the file at the line and key named, then start Cordon again. `cordon serve --config FILE --check` validates without starting.";

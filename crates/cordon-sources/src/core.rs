@@ -132,6 +132,12 @@ impl Core {
     }
 
     /// Counts a line or frame refused (too long, or not cut right), with the reason.
+    /// Input refused because of who sent it: counted as rejected and as denied for `why`.
+    pub(crate) fn denied(&self, why: crate::Denied, reason: &str) {
+        self.counters.add_denied(why);
+        self.refused(reason);
+    }
+
     pub(crate) fn refused(&self, reason: &str) {
         self.counters.add_received(1);
         self.counters.add_rejected();

@@ -24,6 +24,34 @@ pub struct SourceCounters {
     connections: AtomicU64,
     connections_open: AtomicU64,
     connections_refused: AtomicU64,
+    denied: [AtomicU64; Denied::ALL.len()],
+}
+
+/// Why input from a sender was refused before it was read (who sent it, not what it says).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// The peer is outside the source's `allowed_peers`.
+    Peer,
+    /// A missing or wrong token or signature, or a signed timestamp too far from now.
+    Auth,
+    /// A signature seen before, within the allowed skew: a replay.
+    Replay,
+    /// Over the source's rate limit.
+    RateLimit,
+}
+
+impl Denied {
+    pub const ALL: [Denied; 4] = [Denied::Peer, Denied::Auth, Denied::Replay, Denied::RateLimit];
+
+    /// The `reason` label in the metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Denied::Peer => "peer",
+            Denied::Auth => "auth",
+            Denied::Replay => "replay",
+            Denied::RateLimit => "rate_limit",
+        }
+    }
 }
 
 /// The counters of one source at one moment.
@@ -49,6 +77,14 @@ pub struct CounterSnapshot {
     pub connections_open: u64,
     /// Connections refused (over the cap); also counted in `rejected`.
     pub connections_refused: u64,
+    /// Input refused because of who sent it, by reason (in the order of [`Denied::ALL`]).
+    pub denied: [u64; Denied::ALL.len()],
+}
+
+impl CounterSnapshot {
+    pub fn denied(&self, reason: Denied) -> u64 {
+        self.denied[reason as usize]
+    }
 }
 
 impl SourceCounters {
@@ -66,6 +102,7 @@ impl SourceCounters {
             connections: load(&self.connections),
             connections_open: load(&self.connections_open),
             connections_refused: load(&self.connections_refused),
+            denied: std::array::from_fn(|i| load(&self.denied[i])),
         }
     }
 
@@ -93,6 +130,10 @@ impl SourceCounters {
     }
     pub fn add_rejected(&self) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Counts input refused because of who sent it (also logged by the caller).
+    pub fn add_denied(&self, reason: Denied) {
+        self.denied[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
     pub fn add_bytes(&self, n: u64) {
         self.bytes.fetch_add(n, Ordering::Relaxed);
@@ -158,6 +199,24 @@ pub fn render_metrics(sources: &[(String, Arc<SourceCounters>)]) -> String {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (source, snap) in &snaps {
             let _ = writeln!(out, "{name}{{source=\"{source}\"}} {}", get(snap));
+        }
+        if i == 2 {
+            // After rejected, the refusals by reason.
+            let name = "cordon_source_denied_total";
+            let _ = writeln!(
+                out,
+                "# HELP {name} Input refused because of who sent it, by reason (peer, auth, replay, rate_limit).\n# TYPE {name} counter"
+            );
+            for (source, snap) in &snaps {
+                for reason in Denied::ALL {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{source=\"{source}\",reason=\"{}\"}} {}",
+                        reason.as_str(),
+                        snap.denied(reason)
+                    );
+                }
+            }
         }
         if i == 1 {
             // After accepted, the family with a second label.

@@ -25,7 +25,7 @@ mod unix;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use counters::{CounterSnapshot, SourceCounters, render_metrics};
+pub use counters::{CounterSnapshot, Denied, SourceCounters, render_metrics};
 pub use file::FileFollower;
 pub use syslog::{BoundTcp, BoundUdp, DEFAULT_IDLE_TIMEOUT, MAX_FRAME, SyslogTcpSource, SyslogUdpSource};
 pub use unix::{DEFAULT_MAX_CONNECTIONS, UnixStreamSource};

@@ -117,7 +117,10 @@ impl BoundUdp {
                         taken += 1;
                         core.counters.add_bytes(n as u64);
                         if !self.allowed.admits(peer) {
-                            core.refused(&format!("datagram from {peer}, which is not in allowed_peers"));
+                            core.denied(
+                                crate::Denied::Peer,
+                                &format!("datagram from {peer}, which is not in allowed_peers"),
+                            );
                         } else if n == UDP_BUFFER {
                             core.refused(&format!("datagram from {peer} truncated"));
                         } else {
@@ -235,7 +238,7 @@ impl BoundTcp {
                 () = conns.reap() => {}
                 accepted = self.listener.accept() => match accepted {
                     Ok((_, peer)) if !self.allowed.admits(peer) => {
-                        self.core.refused(&format!("connection from {peer}, which is not in allowed_peers"));
+                        self.core.denied(crate::Denied::Peer, &format!("connection from {peer}, which is not in allowed_peers"));
                     }
                     Ok((stream, peer)) => {
                         conns.admit(stream, peer.to_string(), FrameDecoder::new(MAX_FRAME), shutdown.clone());

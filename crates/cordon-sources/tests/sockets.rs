@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{RecordingSink, alerts, eventually, parser, text};
-use cordon_sources::{SourceCounters, SourceError, SyslogTcpSource, SyslogUdpSource, UnixStreamSource, render_metrics};
+use cordon_sources::{
+    Denied, SourceCounters, SourceError, SyslogTcpSource, SyslogUdpSource, UnixStreamSource, render_metrics,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket, UnixStream};
 use tokio::sync::watch;
@@ -314,6 +316,16 @@ cordon_source_skipped_total{source="syslog-udp",kind="flow"} 2
 # TYPE cordon_source_rejected_total counter
 cordon_source_rejected_total{source="ids-1"} 0
 cordon_source_rejected_total{source="syslog-udp"} 1
+# HELP cordon_source_denied_total Input refused because of who sent it, by reason (peer, auth, replay, rate_limit).
+# TYPE cordon_source_denied_total counter
+cordon_source_denied_total{source="ids-1",reason="peer"} 0
+cordon_source_denied_total{source="ids-1",reason="auth"} 0
+cordon_source_denied_total{source="ids-1",reason="replay"} 0
+cordon_source_denied_total{source="ids-1",reason="rate_limit"} 0
+cordon_source_denied_total{source="syslog-udp",reason="peer"} 0
+cordon_source_denied_total{source="syslog-udp",reason="auth"} 0
+cordon_source_denied_total{source="syslog-udp",reason="replay"} 0
+cordon_source_denied_total{source="syslog-udp",reason="rate_limit"} 0
 # HELP cordon_source_bytes_total Bytes read by the source.
 # TYPE cordon_source_bytes_total counter
 cordon_source_bytes_total{source="ids-1"} 0
@@ -346,6 +358,7 @@ async fn syslog_peers_outside_allowed_peers_are_refused_and_counted() {
     let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     client.send_to(b"alert 10.0.0.1 refused", addr).await.unwrap();
     eventually("the refusal", || counters.snapshot().rejected == 1).await;
+    assert_eq!(counters.snapshot().denied(Denied::Peer), 1);
     assert!(sink.raws().is_empty());
     stop(tx, task).await;
 
@@ -374,6 +387,7 @@ async fn syslog_peers_outside_allowed_peers_are_refused_and_counted() {
     let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buffer)).await;
     assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the connection is closed: {read:?}");
     eventually("the refusal", || counters.snapshot().rejected == 1).await;
+    assert_eq!(counters.snapshot().denied(Denied::Peer), 1);
     assert!(sink.raws().is_empty());
     stop(tx, task).await;
 }
