@@ -304,6 +304,49 @@ pub async fn list_detections(
     Ok(Json(detections.iter().map(DetectionView::from).collect()))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    limit: Option<u32>,
+}
+
+pub async fn list_audit(
+    State(state): State<ApiState>,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> ApiResult<Json<Vec<AuditView>>> {
+    let Query(query) = query.map_err(|rejection| ApiError::bad_request(&rejection.body_text()))?;
+    let rows = state.engine.audit_trail(query.limit.unwrap_or(100).min(100_000)).await?;
+    Ok(Json(rows.iter().map(AuditView::from).collect()))
+}
+
+pub async fn verify_audit(State(state): State<ApiState>) -> ApiResult<Json<AuditVerifyView>> {
+    let verdict = state.engine.verify_audit().await?;
+    let summary = verdict.verified;
+    let (number, text) = match &verdict.broken {
+        None => (
+            messages::AUDIT_VERIFIED.number,
+            messages::AUDIT_VERIFIED.render(&[
+                ("rows", &summary.rows),
+                ("id", &summary.head_id),
+                ("hash", &summary.head_hash),
+            ]),
+        ),
+        Some(broken) => (
+            messages::AUDIT_CHAIN_BROKEN.number,
+            messages::AUDIT_CHAIN_BROKEN.render(&[("id", &broken.id), ("detail", &broken.detail)]),
+        ),
+    };
+    Ok(Json(AuditVerifyView {
+        ok: verdict.broken.is_none(),
+        rows: summary.rows,
+        head_id: summary.head_id,
+        head_hash: summary.head_hash,
+        broken_at: verdict.broken.map(|b| b.id),
+        number,
+        text,
+    }))
+}
+
 pub async fn approve_action(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,

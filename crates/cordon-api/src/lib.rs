@@ -60,6 +60,8 @@ pub const ROUTES: &[RouteSpec] = &[
     route(Method::POST, "/api/v1/reconcile", Some(Role::Operator)),
     route(Method::GET, "/api/v1/status", Some(Role::Viewer)),
     route(Method::GET, "/api/v1/breaker", Some(Role::Viewer)),
+    route(Method::GET, "/api/v1/audit", Some(Role::Viewer)),
+    route(Method::GET, "/api/v1/audit/verify", Some(Role::Viewer)),
     route(Method::POST, "/api/v1/breaker/reset", Some(Role::Operator)),
     // The signed link is the credential (no token): see `links`.
     route(Method::GET, "/approve/{token}", None),
@@ -106,6 +108,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/status", guarded(Role::Viewer, get(status)))
         .route("/api/v1/breaker", guarded(Role::Viewer, get(show_breaker)))
         .route("/api/v1/breaker/reset", guarded(Role::Operator, post(reset_breaker)))
+        .route("/api/v1/audit", guarded(Role::Viewer, get(list_audit)))
+        .route("/api/v1/audit/verify", guarded(Role::Viewer, get(verify_audit)))
         .route("/approve/{token}", get(links::show).post(links::decide))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -291,6 +291,58 @@ pub struct BreakerView {
     pub window_secs: u64,
 }
 
+/// One row of the audit trail (`GET /api/v1/audit`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditView {
+    pub id: i64,
+    pub at: String,
+    /// Who: `token:NAME`, `user:NAME`, or `cordon` for a state change the engine made.
+    pub actor: String,
+    /// From where: the caller's address, or `engine`, `policy`, ...
+    pub origin: String,
+    pub verb: String,
+    pub target: String,
+    pub detail: String,
+    pub instance: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl From<&cordon_store::AuditRecord> for AuditView {
+    fn from(record: &cordon_store::AuditRecord) -> Self {
+        let e = &record.entry;
+        AuditView {
+            id: record.id,
+            at: record.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            actor: e.actor.clone(),
+            origin: e.origin.clone(),
+            verb: e.verb.clone(),
+            target: e.target.clone(),
+            detail: e.detail.clone(),
+            instance: e.instance.clone(),
+            prev_hash: record.prev_hash.clone(),
+            hash: record.hash.clone(),
+        }
+    }
+}
+
+/// The verdict of `GET /api/v1/audit/verify`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditVerifyView {
+    /// The whole chain verifies.
+    pub ok: bool,
+    /// Rows verified (up to the break, when there is one).
+    pub rows: u64,
+    /// The last verified row and its hash: keep them elsewhere to notice rows cut off the end.
+    pub head_id: i64,
+    pub head_hash: String,
+    /// The first row that does not verify.
+    pub broken_at: Option<i64>,
+    /// Message 21095 when the chain verifies, 60094 when it is broken.
+    pub number: u32,
+    pub text: String,
+}
+
 impl From<&cordon_store::DetectionRecord> for DetectionView {
     fn from(record: &cordon_store::DetectionRecord) -> Self {
         let d = &record.detection;

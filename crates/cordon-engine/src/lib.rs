@@ -421,6 +421,34 @@ impl Engine {
         }
     }
 
+    /// The newest `limit` rows of the audit trail.
+    pub async fn audit_trail(&self, limit: u32) -> Result<Vec<cordon_store::AuditRecord>, EngineError> {
+        Ok(self.inner.store.list_audit(limit).await?)
+    }
+
+    /// Verifies the whole audit chain; a break is logged as message 60094 and returned.
+    pub async fn verify_audit(&self) -> Result<cordon_store::AuditVerdict, EngineError> {
+        let verdict = cordon_store::verify_audit(self.inner.store.as_ref()).await?;
+        let summary = &verdict.verified;
+        match &verdict.broken {
+            None => tracing::info!(
+                number = messages::AUDIT_VERIFIED.number,
+                "{}",
+                messages::AUDIT_VERIFIED.render(&[
+                    ("rows", &summary.rows),
+                    ("id", &summary.head_id),
+                    ("hash", &summary.head_hash)
+                ])
+            ),
+            Some(broken) => tracing::error!(
+                number = messages::AUDIT_CHAIN_BROKEN.number,
+                "{}",
+                messages::AUDIT_CHAIN_BROKEN.render(&[("id", &broken.id), ("detail", &broken.detail)])
+            ),
+        }
+        Ok(verdict)
+    }
+
     /// Records a numbered message.
     async fn note(
         &self,

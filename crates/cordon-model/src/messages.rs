@@ -141,6 +141,9 @@ catalogue! {
     LINK_DECISION = 21031, "link_decision",
         "action {action}: {choice} through an approval link by {recipient}",
         "None: informational. The decision is in the action's audit trail as `link:<address>`.";
+    AUDIT_VERIFIED = 21095, "audit_verified",
+        "the audit trail verifies: {rows} rows, head row {id} with hash {hash}",
+        "None. Keep the head (row and hash) somewhere Cordon cannot write: rows cut off the end of the trail can only be noticed against a head recorded earlier.";
     SERVER_RETIRED = 40001, "server_retired",
         "server {server} is no longer in the configuration: kept and flagged retired",
         "If the server was removed on purpose, nothing to do. If it still has open actions, check or finish them; Cordon never deletes a server's history.";
@@ -273,6 +276,9 @@ catalogue! {
     LINKS_DISABLED = 60073, "links_disabled",
         "approval links are not enabled on this Cordon",
         "Set `public_url` and `link_secret_file` in `[notify]` and restart Cordon; meanwhile decide with `cordon actions approve|reject ID`.";
+    AUDIT_CHAIN_BROKEN = 60094, "audit_chain_broken",
+        "the audit trail is broken at row {id}: {detail}",
+        "The database was changed outside Cordon. Keep a copy of the database file for the incident review and compare the trail with a backup; the rows before {id} are intact. `cordon audit list` shows the rows around it.";
     INTERNAL_ERROR = 60099, "internal_error",
         "internal error: {detail}",
         "This is a bug in Cordon. The action's journal says how far it got; report the detail.";

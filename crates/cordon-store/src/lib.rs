@@ -8,6 +8,7 @@
 //! which applies the model's state machine and compares-and-swaps the generation, so two
 //! writers can never both move one action.
 
+mod audit;
 mod sqlite;
 
 use std::net::IpAddr;
@@ -18,6 +19,7 @@ use cordon_model::{
     ServerKind, ServerState,
 };
 
+pub use audit::{AUDIT_GENESIS, AuditBreak, AuditSummary, AuditVerdict, AuditVerifier, audit_hash, verify_audit};
 pub use sqlite::SqliteStore;
 
 pub type Timestamp = DateTime<Utc>;
@@ -292,11 +294,16 @@ pub struct AuditEntry {
     pub instance: String,
 }
 
+/// One row of the hash-chained audit trail (see [`audit`](crate::AuditVerifier)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRecord {
     pub id: i64,
     pub at: Timestamp,
     pub entry: AuditEntry,
+    /// The hash of the row before (the genesis hash for the first row).
+    pub prev_hash: String,
+    /// [`audit_hash`] of this row.
+    pub hash: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -411,8 +418,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn messages_for_action(&self, action_id: i64) -> Result<Vec<MessageRecord>>;
     async fn recent_messages(&self, limit: u32) -> Result<Vec<MessageRecord>>;
 
+    /// Appends a row to the hash chain. Architecture invariant: the store also appends one, in
+    /// the same transaction, for every change of an action's or a server's state and of a NIC's
+    /// position, so that the trail holds every state change with the change itself.
     async fn append_audit(&self, entry: &AuditEntry) -> Result<AuditRecord>;
+    /// Newest first, at most `limit`.
     async fn list_audit(&self, limit: u32) -> Result<Vec<AuditRecord>>;
+    /// Rows with an id above `after_id`, oldest first, at most `limit` (for verification).
+    async fn audit_rows(&self, after_id: i64, limit: u32) -> Result<Vec<AuditRecord>>;
 
     async fn create_token(&self, name: &str, role: Role, hash: &str) -> Result<TokenRecord>;
     /// The live (not revoked) token with this hash.

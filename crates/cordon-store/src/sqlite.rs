@@ -24,11 +24,17 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0004_server_origin.sql"),
     include_str!("../migrations/sqlite/0005_retry_schedule.sql"),
     include_str!("../migrations/sqlite/0006_lookup_indexes.sql"),
+    include_str!("../migrations/sqlite/0007_audit_chain.sql"),
 ];
+
+/// The migration (1-based) after which rows written before the chain existed are sealed.
+const AUDIT_CHAIN_MIGRATION: usize = 7;
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     connection: Arc<Mutex<Connection>>,
+    /// The instance named in the audit rows the store writes for state changes.
+    instance: Arc<str>,
 }
 
 fn backend(error: impl std::fmt::Display) -> StoreError {
@@ -83,7 +89,13 @@ impl SqliteStore {
             .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
             .map_err(backend)?;
         migrate(&mut connection)?;
-        Ok(SqliteStore { connection: Arc::new(Mutex::new(connection)) })
+        Ok(SqliteStore { connection: Arc::new(Mutex::new(connection)), instance: Arc::from("cordon") })
+    }
+
+    /// Names the instance in the audit rows written for state changes (default `cordon`).
+    pub fn with_instance(mut self, instance: &str) -> Self {
+        self.instance = Arc::from(instance);
+        self
     }
 
     async fn run<T, F>(&self, work: F) -> Result<T>
@@ -119,6 +131,9 @@ fn migrate(connection: &mut Connection) -> Result<()> {
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         let tx = connection.transaction().map_err(backend)?;
         tx.execute_batch(sql).map_err(|e| backend(format!("migration {}: {e}", index + 1)))?;
+        if index + 1 == AUDIT_CHAIN_MIGRATION {
+            seal_audit(&tx)?;
+        }
         tx.execute(
             "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
             params![index as i64 + 1, now()],
@@ -477,15 +492,117 @@ fn sync_nics(tx: &Transaction<'_>, server_id: i64, server: &ServerSpec) -> rusql
 }
 
 /// Applies `command` (and a new kind, if given) if the action is still at `generation`.
-fn transition(
-    connection: &mut Connection,
+/// Chains the audit rows written before the chain existed, in id order (once, in the migration
+/// that adds the columns: sealing later would hide a row whose hash was removed).
+fn seal_audit(tx: &Connection) -> Result<()> {
+    let rows = {
+        let mut statement = tx
+            .prepare("SELECT id, at, actor, origin, verb, target, detail, instance FROM audit ORDER BY id")
+            .map_err(backend)?;
+        statement
+            .query_map([], audit_row_unsealed)
+            .map_err(backend)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(backend)?
+    };
+    let mut previous = AUDIT_GENESIS.to_string();
+    for (id, at, entry) in rows {
+        let hash = audit_hash(&previous, id, at.timestamp_micros(), &entry);
+        tx.execute("UPDATE audit SET prev_hash = ?2, hash = ?3 WHERE id = ?1", params![id, previous, hash])
+            .map_err(backend)?;
+        previous = hash;
+    }
+    Ok(())
+}
+
+fn audit_row_unsealed(r: &Row<'_>) -> rusqlite::Result<(i64, Timestamp, AuditEntry)> {
+    Ok((
+        r.get(0)?,
+        parse_time(&r.get::<_, String>(1)?)?,
+        AuditEntry {
+            actor: r.get(2)?,
+            origin: r.get(3)?,
+            verb: r.get(4)?,
+            target: r.get(5)?,
+            detail: r.get(6)?,
+            instance: r.get(7)?,
+        },
+    ))
+}
+
+const AUDIT_COLUMNS: &str = "id, at, actor, origin, verb, target, detail, instance, prev_hash, hash";
+
+fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
+    let (id, at, entry) = audit_row_unsealed(r)?;
+    Ok(AuditRecord {
+        id,
+        at,
+        entry,
+        prev_hash: r.get::<_, Option<String>>(8)?.unwrap_or_default(),
+        hash: r.get::<_, Option<String>>(9)?.unwrap_or_default(),
+    })
+}
+
+/// Appends one row to the audit chain inside the caller's transaction, which must hold the
+/// write lock (IMMEDIATE) or be the only writer, so that two rows never claim one predecessor.
+fn append_audit_in(tx: &Connection, entry: &AuditEntry) -> Result<AuditRecord> {
+    let last: Option<(i64, Option<String>)> = tx
+        .query_row("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(backend)?;
+    let (id, prev_hash) = match last {
+        Some((id, hash)) => (id + 1, hash.unwrap_or_default()),
+        None => (1, AUDIT_GENESIS.to_string()),
+    };
+    // Stored at microsecond precision, hashed from the same microseconds.
+    let at = DateTime::from_timestamp_micros(now_us()).unwrap_or_default();
+    let hash = audit_hash(&prev_hash, id, at.timestamp_micros(), entry);
+    tx.execute(
+        "INSERT INTO audit (id, at, actor, origin, verb, target, detail, instance, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            id,
+            at.to_rfc3339_opts(SecondsFormat::Micros, true),
+            entry.actor,
+            entry.origin,
+            entry.verb,
+            entry.target,
+            entry.detail,
+            entry.instance,
+            prev_hash,
+            hash
+        ],
+    )
+    .map_err(backend)?;
+    Ok(AuditRecord { id, at, entry: entry.clone(), prev_hash, hash })
+}
+
+/// The audit row of a change the store made itself (a state change).
+fn state_change(instance: &str, verb: &str, target: String, detail: String) -> AuditEntry {
+    AuditEntry {
+        actor: "cordon".into(),
+        origin: "engine".into(),
+        verb: verb.into(),
+        target,
+        detail,
+        instance: instance.into(),
+    }
+}
+
+/// One compare-and-swap move of an action's state.
+struct Transition {
     id: i64,
     generation: i64,
     command: ActionCommand,
+    /// Sets the kind in the same step (approval as another kind).
     kind: Option<ActionKind>,
     message: Option<MessageRef>,
+    /// For `backoff`: not runnable before then (Unix microseconds).
     not_before_us: Option<i64>,
-) -> Result<ActionRecord> {
+}
+
+fn transition(connection: &mut Connection, instance: &str, change: Transition) -> Result<ActionRecord> {
+    let Transition { id, generation, command, kind, message, not_before_us } = change;
     let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
     let current: Option<(String, i64)> = tx
         .query_row("SELECT state, generation FROM actions WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -513,6 +630,14 @@ fn transition(
     )
     .map_err(backend)?;
     let record = one_action(&tx, id)?.ok_or_else(|| StoreError::NotFound { what: format!("action {id}") })?;
+    let mut detail = format!("{state} -> {next} ({command})");
+    if let Some(kind) = kind {
+        detail.push_str(&format!(", as {kind}"));
+    }
+    if let Some(message) = &message {
+        detail.push_str(&format!(", message {}", message.number));
+    }
+    append_audit_in(&tx, &state_change(instance, "action_state", format!("action {id}"), detail))?;
     tx.commit().map_err(backend)?;
     Ok(record)
 }
@@ -581,36 +706,64 @@ impl Store for SqliteStore {
     }
 
     async fn set_server_state(&self, server_id: i64, state: ServerState) -> Result<()> {
+        let instance = self.instance.clone();
         self.run(move |connection| {
-            let changed = connection
-                .execute(
-                    "UPDATE servers SET state = ?2, updated_at = ?3 WHERE id = ?1",
-                    params![server_id, state.as_str(), now()],
-                )
+            let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
+            let before: Option<(String, String)> = tx
+                .query_row("SELECT name, state FROM servers WHERE id = ?1", [server_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
                 .map_err(backend)?;
-            if changed == 0 {
+            let Some((name, before)) = before else {
                 return Err(StoreError::NotFound { what: format!("server {server_id}") });
+            };
+            tx.execute(
+                "UPDATE servers SET state = ?2, updated_at = ?3 WHERE id = ?1",
+                params![server_id, state.as_str(), now()],
+            )
+            .map_err(backend)?;
+            if before != state.as_str() {
+                let detail = format!("{before} -> {state}");
+                append_audit_in(&tx, &state_change(&instance, "server_state", format!("server {name}"), detail))?;
             }
-            Ok(())
+            tx.commit().map_err(backend)
         })
         .await
     }
 
     async fn record_nic_position(&self, server_id: i64, mac: MacAddr, network: &str, ip: Option<IpAddr>) -> Result<()> {
         let network = network.to_string();
+        let instance = self.instance.clone();
         self.run(move |connection| {
-            let tx = connection.transaction().map_err(backend)?;
-            let changed = tx
-                .execute(
-                    "UPDATE nics SET current_network = ?3, current_ip = ?4 WHERE server_id = ?1 AND mac = ?2",
-                    params![server_id, mac.to_string(), network, ip.map(|i| i.to_string())],
+            let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
+            let before: Option<(String, String, Option<String>)> = tx
+                .query_row(
+                    "SELECT s.name, n.current_network, n.current_ip FROM nics n JOIN servers s ON s.id = n.server_id
+                     WHERE n.server_id = ?1 AND n.mac = ?2",
+                    params![server_id, mac.to_string()],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
+                .optional()
                 .map_err(backend)?;
-            if changed == 0 {
+            let Some((name, before_network, before_ip)) = before else {
                 return Err(StoreError::NotFound { what: format!("NIC {mac} of server {server_id}") });
-            }
+            };
+            let ip_text = ip.map(|i| i.to_string());
+            tx.execute(
+                "UPDATE nics SET current_network = ?3, current_ip = ?4 WHERE server_id = ?1 AND mac = ?2",
+                params![server_id, mac.to_string(), network, ip_text],
+            )
+            .map_err(backend)?;
             tx.execute("UPDATE servers SET updated_at = ?2 WHERE id = ?1", params![server_id, now()])
                 .map_err(backend)?;
+            if (before_network.as_str(), before_ip.as_deref()) != (network.as_str(), ip_text.as_deref()) {
+                let shown = |net: &str, ip: Option<&str>| format!("{net} {}", ip.unwrap_or("(no address)"));
+                let detail = format!(
+                    "NIC {mac}: {} -> {}",
+                    shown(&before_network, before_ip.as_deref()),
+                    shown(&network, ip_text.as_deref())
+                );
+                append_audit_in(&tx, &state_change(&instance, "nic_position", format!("server {name}"), detail))?;
+            }
             tx.commit().map_err(backend)
         })
         .await
@@ -696,7 +849,8 @@ impl Store for SqliteStore {
         let action = action.clone();
         self.run(move |connection| {
             let at = now();
-            connection
+            let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
+            tx
                 .execute(
                     "INSERT INTO actions (kind, state, generation, server_id, address, reason, trigger, requested_by, instance, attempts, decided_by,
                      message_number, message_text, created_at, updated_at)
@@ -717,8 +871,28 @@ impl Store for SqliteStore {
                     ],
                 )
                 .map_err(backend)?;
-            let id = connection.last_insert_rowid();
-            one_action(connection, id)?.ok_or_else(|| StoreError::NotFound { what: format!("action {id}") })
+            let id = tx.last_insert_rowid();
+            let record = one_action(&tx, id)?.ok_or_else(|| StoreError::NotFound { what: format!("action {id}") })?;
+            let on = match (&record.server_name, record.address) {
+                (Some(server), _) => format!("server {server}"),
+                (None, Some(address)) => format!("address {address} (no server)"),
+                (None, None) => "no server".to_string(),
+            };
+            let mut detail = format!("{} on {on}, {}, by {}", record.kind, record.state, record.trigger);
+            if let Some(reason) = &record.reason {
+                detail.push_str(&format!(": {reason}"));
+            }
+            let entry = AuditEntry {
+                actor: record.requested_by.clone(),
+                origin: record.trigger.clone(),
+                verb: "action_created".into(),
+                target: format!("action {id}"),
+                detail,
+                instance: record.instance.clone(),
+            };
+            append_audit_in(&tx, &entry)?;
+            tx.commit().map_err(backend)?;
+            Ok(record)
         })
         .await
     }
@@ -806,7 +980,9 @@ impl Store for SqliteStore {
         command: ActionCommand,
         message: Option<MessageRef>,
     ) -> Result<ActionRecord> {
-        self.run(move |connection| transition(connection, id, generation, command, None, message, None)).await
+        let instance = self.instance.clone();
+        let change = Transition { id, generation, command, kind: None, message, not_before_us: None };
+        self.run(move |connection| transition(connection, &instance, change)).await
     }
 
     async fn defer_action(
@@ -816,10 +992,17 @@ impl Store for SqliteStore {
         not_before_us: i64,
         message: MessageRef,
     ) -> Result<ActionRecord> {
-        self.run(move |connection| {
-            transition(connection, id, generation, ActionCommand::Backoff, None, Some(message), Some(not_before_us))
-        })
-        .await
+        let instance = self.instance.clone();
+        let command = ActionCommand::Backoff;
+        let change = Transition {
+            id,
+            generation,
+            command,
+            kind: None,
+            message: Some(message),
+            not_before_us: Some(not_before_us),
+        };
+        self.run(move |connection| transition(connection, &instance, change)).await
     }
 
     async fn transition_action_as(
@@ -830,7 +1013,9 @@ impl Store for SqliteStore {
         kind: ActionKind,
         message: Option<MessageRef>,
     ) -> Result<ActionRecord> {
-        self.run(move |connection| transition(connection, id, generation, command, Some(kind), message, None)).await
+        let instance = self.instance.clone();
+        let change = Transition { id, generation, command, kind: Some(kind), message, not_before_us: None };
+        self.run(move |connection| transition(connection, &instance, change)).await
     }
 
     async fn open_actions(&self, server_id: i64) -> Result<Vec<ActionRecord>> {
@@ -860,6 +1045,7 @@ impl Store for SqliteStore {
     }
 
     async fn change_action_kind(&self, id: i64, generation: i64, kind: ActionKind) -> Result<ActionRecord> {
+        let instance = self.instance.clone();
         self.run(move |connection| {
             let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
             let current: Option<(String, i64)> = tx
@@ -882,6 +1068,8 @@ impl Store for SqliteStore {
             )
             .map_err(backend)?;
             let record = one_action(&tx, id)?.ok_or_else(|| StoreError::NotFound { what: format!("action {id}") })?;
+            let detail = format!("kind now {kind} ({state})");
+            append_audit_in(&tx, &state_change(&instance, "action_kind", format!("action {id}"), detail))?;
             tx.commit().map_err(backend)?;
             Ok(record)
         })
@@ -1131,14 +1319,10 @@ impl Store for SqliteStore {
     async fn append_audit(&self, entry: &AuditEntry) -> Result<AuditRecord> {
         let entry = entry.clone();
         self.run(move |connection| {
-            let at = now();
-            connection
-                .execute(
-                    "INSERT INTO audit (at, actor, origin, verb, target, detail, instance) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![at, entry.actor, entry.origin, entry.verb, entry.target, entry.detail, entry.instance],
-                )
-                .map_err(backend)?;
-            Ok(AuditRecord { id: connection.last_insert_rowid(), at: parse_time(&at).map_err(backend)?, entry })
+            let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
+            let record = append_audit_in(&tx, &entry)?;
+            tx.commit().map_err(backend)?;
+            Ok(record)
         })
         .await
     }
@@ -1146,27 +1330,21 @@ impl Store for SqliteStore {
     async fn list_audit(&self, limit: u32) -> Result<Vec<AuditRecord>> {
         self.run(move |connection| {
             let mut statement = connection
-                .prepare_cached(
-                    "SELECT id, at, actor, origin, verb, target, detail, instance FROM audit ORDER BY id DESC LIMIT ?1",
-                )
+                .prepare_cached(&format!("SELECT {AUDIT_COLUMNS} FROM audit ORDER BY id DESC LIMIT ?1"))
                 .map_err(backend)?;
-            let rows = statement
-                .query_map([limit], |r| {
-                    Ok(AuditRecord {
-                        id: r.get(0)?,
-                        at: parse_time(&r.get::<_, String>(1)?)?,
-                        entry: AuditEntry {
-                            actor: r.get(2)?,
-                            origin: r.get(3)?,
-                            verb: r.get(4)?,
-                            target: r.get(5)?,
-                            detail: r.get(6)?,
-                            instance: r.get(7)?,
-                        },
-                    })
-                })
+            let rows = statement.query_map([limit], audit_row).map_err(backend)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn audit_rows(&self, after_id: i64, limit: u32) -> Result<Vec<AuditRecord>> {
+        self.run(move |connection| {
+            let mut statement = connection
+                .prepare_cached(&format!("SELECT {AUDIT_COLUMNS} FROM audit WHERE id > ?1 ORDER BY id LIMIT ?2"))
                 .map_err(backend)?;
-            rows.collect::<rusqlite::Result<_>>().map_err(backend)
+            let rows = statement.query_map(params![after_id, limit], audit_row).map_err(backend)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)
         })
         .await
     }

@@ -324,3 +324,155 @@ async fn imported_servers_are_added_once_and_never_retired_by_the_configuration(
         assert!(!store.server_by_name("vpc-001").await.unwrap().unwrap().retired);
     }
 }
+
+#[tokio::test]
+async fn state_changes_and_operator_actions_are_chained_in_the_audit() {
+    for (backend, store) in stores() {
+        store.sync_inventory(&inventory(&[A])).await.unwrap();
+        let a = store.server_by_name("a").await.unwrap().unwrap();
+        let action = store.create_action(&new_action(a.id, ActionKind::Quarantine)).await.unwrap();
+        let running = store.transition_action(action.id, action.generation, ActionCommand::Start, None).await.unwrap();
+        let mac = a.nics[0].mac;
+        store.record_nic_position(a.id, mac, "quarantine", Some(ip("10.99.0.100"))).await.unwrap();
+        // The same position again is no change, and leaves no row.
+        store.record_nic_position(a.id, mac, "quarantine", Some(ip("10.99.0.100"))).await.unwrap();
+        store.set_server_state(a.id, ServerState::Quarantined).await.unwrap();
+        let message = MessageRef { number: 21002, text: "done".into() };
+        store.transition_action(action.id, running.generation, ActionCommand::Succeed, Some(message)).await.unwrap();
+        let entry = AuditEntry {
+            actor: "token:admin".into(),
+            origin: "127.0.0.1".into(),
+            verb: "check".into(),
+            target: format!("action {}", action.id),
+            detail: "".into(),
+            instance: "i1".into(),
+        };
+        store.append_audit(&entry).await.unwrap();
+
+        let mut rows = store.list_audit(100).await.unwrap();
+        rows.reverse();
+        let lines: Vec<String> = rows
+            .iter()
+            .map(|r| format!("{} {} {} | {}", r.entry.actor, r.entry.verb, r.entry.target, r.entry.detail))
+            .collect();
+        let id = action.id;
+        assert_eq!(
+            lines,
+            [
+                format!("tester action_created action {id} | quarantine on server a, pending, by api: test"),
+                format!("cordon action_state action {id} | pending -> running (start)"),
+                "cordon nic_position server a | NIC 02:00:00:00:00:01: office 10.10.0.11 -> quarantine 10.99.0.100"
+                    .into(),
+                "cordon server_state server a | operational -> quarantined".into(),
+                format!("cordon action_state action {id} | running -> succeeded (succeed), message 21002"),
+                format!("token:admin check action {id} | "),
+            ],
+            "{backend}"
+        );
+        assert_eq!(rows[0].prev_hash, AUDIT_GENESIS, "{backend}");
+        for pair in rows.windows(2) {
+            assert_eq!(pair[1].prev_hash, pair[0].hash, "{backend}");
+        }
+        assert_eq!(store.audit_rows(rows[3].id, 2).await.unwrap(), rows[4..6].to_vec(), "{backend}");
+        let verdict = verify_audit(store.as_ref()).await.unwrap();
+        assert_eq!(verdict.broken, None, "{backend}");
+        let summary = verdict.verified;
+        assert_eq!((summary.rows, summary.head_id), (6, rows[5].id), "{backend}");
+        assert_eq!(summary.head_hash, rows[5].hash, "{backend}");
+    }
+}
+
+/// Runs SQL on the database file with the sqlite3 shell, as someone covering their tracks would.
+fn tamper(path: &std::path::Path, sql: &str) {
+    let status = std::process::Command::new("sqlite3")
+        .arg(path)
+        .arg(sql)
+        .status()
+        .expect("sqlite3 is installed by scripts/install-deps.sh");
+    assert!(status.success(), "{sql}");
+}
+
+#[tokio::test]
+async fn sqlite_audit_verification_names_the_row_after_tampering() {
+    let dir = tempfile::tempdir().unwrap();
+    let pristine = dir.path().join("pristine.db");
+    {
+        let store = SqliteStore::open(&pristine).unwrap();
+        for n in 1..=6 {
+            let entry = AuditEntry {
+                actor: format!("user{n}"),
+                origin: "192.0.2.1".into(),
+                verb: "quarantine".into(),
+                target: format!("server s{n}"),
+                detail: "".into(),
+                instance: "i1".into(),
+            };
+            store.append_audit(&entry).await.unwrap();
+        }
+        assert_eq!(verify_audit(&store).await.unwrap().verified.rows, 6);
+    }
+    let cases = [
+        ("an edited row", "UPDATE audit SET actor = 'nobody' WHERE id = 3", 3, "does not match its hash"),
+        (
+            "an edited row with its hash recomputed elsewhere",
+            "UPDATE audit SET actor = 'nobody', hash = 'f00d' WHERE id = 3",
+            3,
+            "does not match its hash",
+        ),
+        ("a deleted row", "DELETE FROM audit WHERE id = 3", 4, "does not follow row 2"),
+        ("the first row deleted", "DELETE FROM audit WHERE id = 1", 2, "does not follow the start of the trail"),
+        (
+            "two swapped rows",
+            "UPDATE audit SET id = -3 WHERE id = 3; UPDATE audit SET id = 3 WHERE id = 4; UPDATE audit SET id = 4 WHERE id = -3",
+            3,
+            "does not match its hash",
+        ),
+    ];
+    for (case, sql, row, detail) in cases {
+        let path = dir.path().join("tampered.db");
+        std::fs::copy(&pristine, &path).unwrap();
+        tamper(&path, sql);
+        let store = SqliteStore::open(&path).unwrap();
+        let verdict = verify_audit(&store).await.unwrap();
+        let broken = verdict.broken.expect(case);
+        assert_eq!(broken.id, row, "{case}: {broken}");
+        let intact = if case.contains("deleted") { row - 2 } else { row - 1 };
+        assert_eq!(verdict.verified.rows as i64, intact, "{case}");
+        assert!(broken.detail.contains(detail), "{case}: {broken}");
+        drop(store);
+        std::fs::remove_file(&path).unwrap();
+        let _ = std::fs::remove_file(dir.path().join("tampered.db-wal"));
+        let _ = std::fs::remove_file(dir.path().join("tampered.db-shm"));
+    }
+}
+
+#[tokio::test]
+async fn audit_rows_written_before_the_chain_are_sealed_by_the_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        store
+            .append_audit(&AuditEntry {
+                actor: "a".into(),
+                origin: "o".into(),
+                verb: "v".into(),
+                target: "t".into(),
+                detail: "".into(),
+                instance: "i".into(),
+            })
+            .await
+            .unwrap();
+    }
+    // Back to the schema before the chain: no hash columns, migration 7 not applied.
+    tamper(
+        &path,
+        "ALTER TABLE audit DROP COLUMN prev_hash; ALTER TABLE audit DROP COLUMN hash;
+         INSERT INTO audit (at, actor, origin, verb, target, detail, instance)
+             VALUES ('2026-01-01T00:00:00.000000Z', 'b', 'o', 'v', 't', '', 'i');
+         DELETE FROM schema_migrations WHERE version >= 7;",
+    );
+    let store = SqliteStore::open(&path).unwrap();
+    let verdict = verify_audit(&store).await.unwrap();
+    assert_eq!((verdict.verified.rows, verdict.broken), (2, None));
+}

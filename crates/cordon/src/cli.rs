@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use cordon_api::wire::{
-    ActRequest, ActionView, ApproveRequest, BreakerView, DetectionPost, DetectionView, ImportRequest, ImportView,
-    IngestResponse, ReconcileView, ServerView, StatusView, SubmitResponse,
+    ActRequest, ActionView, ApproveRequest, AuditVerifyView, AuditView, BreakerView, DetectionPost, DetectionView,
+    ImportRequest, ImportView, IngestResponse, ReconcileView, ServerView, StatusView, SubmitResponse,
 };
 use cordon_model::{Message, messages};
 
@@ -77,6 +77,10 @@ enum Command {
     /// Show or reset the circuit breaker that holds automatic actions for approval.
     #[command(subcommand)]
     Breaker(BreakerCommand),
+    /// Read and verify the audit trail: who did what, when, from where and why, and every state
+    /// change, each row chained to the one before by its hash.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Report a detection to Cordon from an endpoint (for clamd's VirusEvent).
     ///
     /// In clamd.conf: `VirusEvent /usr/bin/cordon report --url https://cordon:8080
@@ -178,6 +182,31 @@ enum BreakerCommand {
     Reset {
         #[command(flatten)]
         api: ApiArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// The newest rows, newest first.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Check the whole hash chain. Exits non-zero (message 60094) and names the first row that
+    /// does not verify when a row was changed, deleted or moved after it was written.
+    ///
+    /// Prints the head (last row and its hash): record it somewhere Cordon cannot write, since
+    /// rows cut off the end of the trail can only be noticed against an earlier head.
+    Verify {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
     },
 }
 
@@ -382,6 +411,23 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             let breaker: BreakerView = Client::new(&api)?.post("/api/v1/breaker/reset", &()).await?;
             print!("{}", output::breaker_detail(&breaker));
             Ok(())
+        }
+        Command::Audit(AuditCommand::List { limit, api, output }) => {
+            let rows: Vec<AuditView> = Client::new(&api)?.get(&format!("/api/v1/audit?limit={limit}")).await?;
+            output::print(output, &rows[..], output::audit_table)
+        }
+        Command::Audit(AuditCommand::Verify { api, output }) => {
+            let verdict: AuditVerifyView = Client::new(&api)?.get("/api/v1/audit/verify").await?;
+            if verdict.ok || output == Format::Json {
+                output::print(output, &verdict, output::audit_verdict)?;
+            }
+            match verdict.broken_at {
+                None => Ok(()),
+                Some(id) => {
+                    let detail = verdict.text.split_once(": ").map_or(verdict.text.as_str(), |(_, d)| d);
+                    Err(Failure::new(&messages::AUDIT_CHAIN_BROKEN, &[("id", &id), ("detail", &detail)]))
+                }
+            }
         }
         Command::Report(args) => report(args).await,
         Command::Status { api, output } => {

@@ -1,6 +1,9 @@
 //! Human tables and JSON for the operator commands.
 
-use cordon_api::wire::{ActionView, BreakerView, DetectionView, ImportView, ReconcileView, ServerView, StatusView};
+use cordon_api::wire::{
+    ActionView, AuditVerifyView, AuditView, BreakerView, DetectionView, ImportView, ReconcileView, ServerView,
+    StatusView,
+};
 use serde::Serialize;
 
 use crate::cli::{Failure, Format};
@@ -184,6 +187,28 @@ pub fn detections_table(detections: &[DetectionView]) -> String {
         })
         .collect();
     render(&["ID", "RECEIVED", "SOURCE", "SUBJECT", "SEVERITY", "SERVER", "ACTION", "SIGNATURE", "DECISION"], &rows)
+}
+
+pub fn audit_table(rows: &[AuditView]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.to_string(),
+                r.at.clone(),
+                r.actor.clone(),
+                r.origin.clone(),
+                r.verb.clone(),
+                r.target.clone(),
+                r.detail.clone(),
+            ]
+        })
+        .collect();
+    render(&["ID", "AT", "ACTOR", "ORIGIN", "VERB", "TARGET", "DETAIL"], &rows)
+}
+
+pub fn audit_verdict(v: &AuditVerifyView) -> String {
+    format!("{} {}\nhead: row {} {}\n", v.number, v.text, v.head_id, v.head_hash)
 }
 
 pub fn breaker_detail(b: &BreakerView) -> String {

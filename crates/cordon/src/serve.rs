@@ -40,9 +40,10 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
         .mode(0o700)
         .create(data_dir)
         .map_err(|e| store_failure(&format!("cannot create {}: {e}", data_dir.display())))?;
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(&data_dir.join("cordon.db")).map_err(|e| store_failure(&e))?);
     let instance = config.manager.instance.clone();
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&data_dir.join("cordon.db")).map_err(|e| store_failure(&e))?.with_instance(&instance),
+    );
 
     let report = store.sync_inventory(&inventory(&config)).await.map_err(|e| store_failure(&e))?;
     let synced = messages::INVENTORY_SYNCED.render(&[
