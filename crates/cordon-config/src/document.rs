@@ -143,10 +143,17 @@ const MANAGER: Schema = Schema {
         ("reconcile_interval", Str),
         ("on_drift", Str),
         ("driver_timeout", Str),
+        ("tls_cert_file", Str),
+        ("tls_key_file", Str),
+        ("allow_plain_http", Bool),
     ],
     child: None,
     table: None,
-    refused: &[],
+    refused: &[(
+        "tls_key",
+        "a private key is never written in the configuration: put it in a file only Cordon can read and name that \
+         file with tls_key_file",
+    )],
 };
 const NETWORK: Schema = Schema {
     section: "network",
@@ -258,7 +265,18 @@ const SOURCE: Schema = Schema {
     ],
     child: None,
     table: None,
-    refused: &[],
+    refused: &[
+        (
+            "token",
+            "a token is never written in the configuration: put it in a file only Cordon can read and name that file \
+             with token_file",
+        ),
+        (
+            "hmac_secret",
+            "a secret is never written in the configuration: put it in a file only Cordon can read and name that \
+             file with hmac_secret_file",
+        ),
+    ],
 };
 const RULE: Schema = Schema {
     section: "rule",

@@ -115,6 +115,39 @@ pub struct Config {
 }
 
 impl Config {
+    /// Every file the configuration names that holds a secret (a private key, a token, a
+    /// password, a signing key), with the key that names it, e.g. `[manager] tls_key_file`.
+    /// `serve` refuses to start when one of them is readable by group or others.
+    pub fn secret_files(&self) -> Vec<(String, &Path)> {
+        let mut files = Vec::new();
+        if let Some(tls) = &self.manager.tls {
+            files.push(("[manager] tls_key_file".to_string(), tls.key_file.as_path()));
+        }
+        for source in &self.sources {
+            if let SourceKind::Webhook { token_file, hmac_secret_file } = &source.kind {
+                for (key, file) in [("token_file", token_file), ("hmac_secret_file", hmac_secret_file)] {
+                    if let Some(file) = file {
+                        files.push((format!("[[source]] {} {key}", source.name), file.as_path()));
+                    }
+                }
+            }
+        }
+        for server in &self.servers {
+            if let Some(bmc) = &server.bmc {
+                files.push((format!("[server.bmc] of {} password_file", server.name), bmc.password_file.as_path()));
+            }
+        }
+        if let Some(notify) = &self.notify {
+            if let Some(file) = notify.smtp.as_ref().and_then(|smtp| smtp.password_file.as_ref()) {
+                files.push(("[notify] smtp_password_file".to_string(), file.as_path()));
+            }
+            if let Some(links) = &notify.links {
+                files.push(("[notify] link_secret_file".to_string(), links.secret_file.as_path()));
+            }
+        }
+        files
+    }
+
     pub fn network(&self, name: &str) -> Option<&NetworkConfig> {
         self.networks.iter().find(|n| n.name == name)
     }
@@ -174,6 +207,18 @@ pub struct ManagerConfig {
     pub on_drift_enforce: bool,
     /// How long one switch or hypervisor call may take before its step fails; default 10 s.
     pub driver_timeout_secs: u64,
+    /// `tls_cert_file` and `tls_key_file` (both or neither): the API and console speak HTTPS.
+    pub tls: Option<TlsFiles>,
+    /// `allow_plain_http = true`: plain HTTP on an address other than loopback (default false:
+    /// `serve` refuses, message 60091).
+    pub allow_plain_http: bool,
+}
+
+/// The certificate chain and private key (PEM) of the API's TLS listener; reloaded on SIGHUP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 /// One `[[network]]`.

@@ -16,7 +16,7 @@ use crate::{
     BmcConfig, BmcDriverKind, CefProfile, Config, DEFAULT_DATA_DIR, DEFAULT_GRACEFUL_TIMEOUT_SECS,
     DEFAULT_LINK_TTL_SECS, DEFAULT_LISTEN, DEFAULT_REBOOT_DEADLINE_SECS, HypervisorConfig, HypervisorDriverKind,
     LinksConfig, MAX_INTERFACE_NAME, ManagerConfig, NetworkConfig, NicConfig, NotifyConfig, Problems, ServerConfig,
-    SmtpConfig, SmtpSecurity, SourceConfig, SourceKind, SwitchConfig, TenantConfig,
+    SmtpConfig, SmtpSecurity, SourceConfig, SourceKind, SwitchConfig, TenantConfig, TlsFiles,
 };
 
 /// The longest path of a unix socket (`sun_path` is 108 bytes, with the terminating NUL).
@@ -380,6 +380,11 @@ impl Validator<'_> {
             Some(e) => self.duration(e, "driver_timeout", 10, false),
             None => Some(10),
         };
+        let tls = match entry {
+            Some(e) => self.tls(path, e),
+            None => Some(None),
+        };
+        let allow_plain_http = entry.and_then(|e| e.get_bool("allow_plain_http")).is_some_and(|flag| flag.value);
         Some(ManagerConfig {
             listen: listen?,
             data_dir: data_dir?,
@@ -391,7 +396,40 @@ impl Validator<'_> {
             reconcile_interval_secs: reconcile_interval_secs?,
             on_drift_enforce: on_drift_enforce?,
             driver_timeout_secs: driver_timeout_secs?,
+            tls: tls?,
+            allow_plain_http,
         })
+    }
+
+    /// `tls_cert_file` and `tls_key_file` of `[manager]`: both or neither.
+    fn tls(&mut self, config: &Path, entry: &Entry) -> Option<Option<TlsFiles>> {
+        let mut file = |field: &str| match entry.get(field) {
+            Some(leaf) => {
+                self.check(entry, field, leaf, check_path).map(|text| Some(resolve_path(config, Path::new(&text))))
+            }
+            None => Some(None),
+        };
+        let (cert, key) = (file("tls_cert_file")?, file("tls_key_file")?);
+        match (cert, key) {
+            (Some(cert_file), Some(key_file)) => Some(Some(TlsFiles { cert_file, key_file })),
+            (None, None) => Some(None),
+            (Some(_), None) => {
+                self.at(
+                    entry.start,
+                    entry.key_of("tls_key_file"),
+                    "missing: tls_cert_file needs tls_key_file (its private key)",
+                );
+                None
+            }
+            (None, Some(_)) => {
+                self.at(
+                    entry.start,
+                    entry.key_of("tls_cert_file"),
+                    "missing: tls_key_file needs tls_cert_file (its certificate chain)",
+                );
+                None
+            }
+        }
     }
 
     /// `max_attempts`, `retry_backoff`, `reconcile_interval` and `on_drift` of `[manager]`.

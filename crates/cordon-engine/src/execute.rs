@@ -56,7 +56,8 @@ impl Engine {
         let mut outcome = Ok(String::new());
         if let Some((transitional, reached)) = moves {
             store.set_server_state(server.id, transitional).await?;
-            outcome = match self.inner.topology.plan(&server) {
+            let plan = self.refuse_infrastructure(&server, kind).and_then(|()| self.inner.topology.plan(&server));
+            outcome = match plan {
                 Ok(plans) => self.run_steps(&action, &server.name, &plans).await?,
                 Err(refused) => {
                     Err(StepFailure { message: MessageRef { number: refused.number(), text: refused.text } })

@@ -237,6 +237,14 @@ impl Engine {
             return Ok("cooldown");
         }
 
+        // Never isolate what Cordon itself depends on, whatever the policy says.
+        if let Err(refused) = self.refuse_infrastructure(&server, kind) {
+            let message = cordon_store::MessageRef { number: refused.number(), text: refused.text.clone() };
+            self.note(&message, Some(server.id), None).await?;
+            let text = format!("refused: {}", refused.text);
+            store.settle_detection(record.id, &text, Some(server.id), None).await?;
+            return Ok("refused");
+        }
         // A new action. It waits for approval when the policy says so, for `notify`, for a
         // protected server, and when the circuit breaker has tripped.
         let protected = self.is_protected(&set, &server.name);

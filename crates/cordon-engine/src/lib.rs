@@ -84,6 +84,10 @@ pub struct EngineSettings {
     pub retry_base: Duration,
     /// The database, for `cordon status` (e.g. `sqlite:/var/lib/cordon/cordon.db`).
     pub database: String,
+    /// Addresses that must never be cut off, each with what it is: the manager's own, the
+    /// hypervisors' and BMCs' endpoints, the database host. A server holding one is never
+    /// quarantined, not even by hand (60093).
+    pub infrastructure: Vec<(std::net::IpAddr, String)>,
 }
 
 impl EngineSettings {
@@ -95,6 +99,7 @@ impl EngineSettings {
             max_attempts: 3,
             retry_base: Duration::from_secs(1),
             database: String::new(),
+            infrastructure: Vec::new(),
         }
     }
 }
@@ -215,6 +220,7 @@ impl Engine {
                 _ => {}
             }
         }
+        self.refuse_infrastructure(&server, request.kind)?;
         if request.kind != ActionKind::Reboot {
             inner.topology.check_movable(&server)?;
         }
@@ -419,6 +425,25 @@ impl Engine {
         if let Err(error) = self.note(&MessageRef { number, text }, None, None).await {
             tracing::warn!(%error, "could not record message {number}");
         }
+    }
+
+    /// Refuses to isolate a server that holds an address Cordon itself or its drivers depend on
+    /// (message 60093): cutting it off would cut Cordon off from the network it manages.
+    pub(crate) fn refuse_infrastructure(&self, server: &ServerRecord, kind: ActionKind) -> Result<(), EngineError> {
+        if !kind.quarantines() {
+            return Ok(());
+        }
+        let infrastructure = &self.inner.settings.infrastructure;
+        for address in server.nics.iter().flat_map(|nic| [nic.operational_ip, nic.current_ip]).flatten() {
+            if let Some((_, what)) = infrastructure.iter().find(|(held, _)| *held == address) {
+                return Err(EngineError::new(
+                    ErrorKind::Unprocessable,
+                    &messages::INFRASTRUCTURE_REFUSED,
+                    &[("server", &server.name), ("address", &address), ("what", what)],
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The newest `limit` rows of the audit trail.

@@ -890,3 +890,36 @@ fn every_number_a_driver_error_carries_is_in_the_catalogue() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_holding_an_infrastructure_address_is_never_quarantined() {
+    let store = memory_store();
+    store.sync_inventory(&inventory(&[A, B])).await.unwrap();
+    let switch = MemorySwitch::with_ports(&["p-a", "p-b"]);
+    let f = fixture_with_settings("10.99.0.100-10.99.0.101", store, switch, |settings| {
+        settings.infrastructure = vec![(A.2.parse().unwrap(), "the BMC endpoint of server z".into())];
+    });
+
+    // By hand: refused with its number, nothing recorded.
+    let error = f.engine.request(request(ActionKind::Quarantine, "a")).await.unwrap_err();
+    assert_eq!(error.number(), cordon_model::messages::INFRASTRUCTURE_REFUSED.number);
+    assert!(error.text.contains("holds 10.10.0.11, which is the BMC endpoint of server z"), "{}", error.text);
+    let error = f.engine.request(request(ActionKind::QuarantineReboot, "a")).await.unwrap_err();
+    assert_eq!(error.number(), cordon_model::messages::INFRASTRUCTURE_REFUSED.number);
+    assert!(f.engine.store().list_actions(&ActionFilter::default()).await.unwrap().is_empty());
+
+    // By policy: the detection is settled as refused, with the message recorded; no action.
+    f.engine.set_policy(policy(vec![quarantine_rule(PolicyMode::Auto)]));
+    f.engine.accept_detections(&[alert(A.2, "ET TROJAN beacon")], None).await.unwrap();
+    process_all(&f).await;
+    assert!(f.engine.store().list_actions(&ActionFilter::default()).await.unwrap().is_empty());
+    let detections = f.engine.store().list_detections(&Default::default()).await.unwrap();
+    assert!(detections[0].decision.as_deref().unwrap().starts_with("refused: server a holds 10.10.0.11"));
+    let recorded = f.engine.store().recent_messages(10).await.unwrap();
+    assert!(recorded.iter().any(|m| m.message.number == cordon_model::messages::INFRASTRUCTURE_REFUSED.number));
+
+    // Other servers are not affected.
+    let b = f.engine.request(request(ActionKind::Quarantine, "b")).await.unwrap();
+    assert_eq!(settle(&f.engine, b.action.id).await.state, ActionState::Succeeded);
+    let _ = f.stop.send(true);
+}

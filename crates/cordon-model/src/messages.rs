@@ -144,6 +144,9 @@ catalogue! {
     AUDIT_VERIFIED = 21095, "audit_verified",
         "the audit trail verifies: {rows} rows, head row {id} with hash {hash}",
         "None. Keep the head (row and hash) somewhere Cordon cannot write: rows cut off the end of the trail can only be noticed against a head recorded earlier.";
+    TLS_RELOADED = 21096, "tls_reloaded",
+        "SIGHUP: the TLS certificate was reloaded from {cert}",
+        "None: new connections use the new certificate; open ones keep theirs.";
     SERVER_RETIRED = 40001, "server_retired",
         "server {server} is no longer in the configuration: kept and flagged retired",
         "If the server was removed on purpose, nothing to do. If it still has open actions, check or finish them; Cordon never deletes a server's history.";
@@ -189,6 +192,12 @@ catalogue! {
     WEBHOOK_REPLAY_CACHE_FULL = 41091, "webhook_replay_cache_full",
         "webhook source {source}: too many signed requests within the allowed skew to remember; request refused",
         "A sender floods Cordon with signed requests (over a million within the skew window); find it with cordon_source_denied_total (reason rate_limit). Senders should retry later.";
+    TLS_RELOAD_FAILED = 41092, "tls_reload_failed",
+        "SIGHUP: cannot reload the TLS certificate {cert} and key {key}: {detail}; the previous certificate stays in use",
+        "Fix the files (PEM certificate chain, PEM private key that matches it, readable by Cordon) and send SIGHUP again.";
+    PLAIN_HTTP_ALLOWED = 41093, "plain_http_allowed",
+        "the API listens on {listen} with plain HTTP (allow_plain_http = true): tokens, passwords and session cookies cross the network unencrypted",
+        "Set tls_cert_file and tls_key_file in [manager], or listen on loopback behind a TLS proxy.";
     INVALID_CONFIGURATION = 60001, "invalid_configuration",
         "invalid configuration: {detail}",
         "Fix the file at the line and key named, then start Cordon again. `cordon serve --config FILE --check` validates without starting.";
@@ -276,6 +285,18 @@ catalogue! {
     LINKS_DISABLED = 60073, "links_disabled",
         "approval links are not enabled on this Cordon",
         "Set `public_url` and `link_secret_file` in `[notify]` and restart Cordon; meanwhile decide with `cordon actions approve|reject ID`.";
+    SECRET_FILE_EXPOSED = 60090, "secret_file_exposed",
+        "{key} {path} is readable by group or others (mode {mode}): Cordon will not start",
+        "Make the file readable by Cordon's user only: `chmod 600 {path}` (and chown it to that user). A secret others can read is no longer a secret.";
+    PLAIN_HTTP_REFUSED = 60091, "plain_http_refused",
+        "the API would listen on {listen}, which is not loopback, with plain HTTP: Cordon will not start",
+        "Set tls_cert_file and tls_key_file in [manager] (the CLI then takes --ca-file), or listen on 127.0.0.1 behind a TLS proxy, or, on a network you trust, set allow_plain_http = true.";
+    TLS_LOAD_FAILED = 60092, "tls_load_failed",
+        "cannot load the TLS certificate {cert} and key {key}: {detail}",
+        "tls_cert_file must hold the PEM certificate chain (server certificate first) and tls_key_file its PEM private key; both readable by Cordon.";
+    INFRASTRUCTURE_REFUSED = 60093, "infrastructure_refused",
+        "server {server} holds {address}, which is {what}: Cordon refuses to quarantine it",
+        "Cutting that address off would cut Cordon off from what it manages. If the server really is compromised, isolate it another way (by hand, on its switch) and investigate; if the inventory is wrong, correct the server's address in the configuration.";
     AUDIT_CHAIN_BROKEN = 60094, "audit_chain_broken",
         "the audit trail is broken at row {id}: {detail}",
         "The database was changed outside Cordon. Keep a copy of the database file for the incident review and compare the trail with a backup; the rows before {id} are intact. `cordon audit list` shows the rows around it.";

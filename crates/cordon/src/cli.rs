@@ -350,6 +350,10 @@ pub struct ApiArgs {
     /// A file holding the API token (used when CORDON_TOKEN is not set).
     #[arg(long, env = "CORDON_TOKEN_FILE", global = true)]
     pub token_file: Option<PathBuf>,
+    /// For an https:// URL: the CA certificate(s), PEM, that Cordon's certificate must chain to
+    /// (then only these are trusted; without it, the system's CAs).
+    #[arg(long, env = "CORDON_CA_FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -33,11 +33,22 @@ impl Client {
                 None => None,
             },
         };
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| Failure::new(&messages::INTERNAL_ERROR, &[("detail", &e)]))?;
+        let mut builder =
+            reqwest::Client::builder().timeout(Duration::from_secs(30)).connect_timeout(Duration::from_secs(5));
+        if let Some(path) = &args.ca_file {
+            let unreadable = |detail: String| {
+                Failure::new(&messages::API_UNREACHABLE, &[("url", &args.url), ("detail", &detail)]).usage()
+            };
+            let pem = std::fs::read(path)
+                .map_err(|e| unreadable(format!("cannot read --ca-file {}: {e}", path.display())))?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| unreadable(format!("--ca-file {} holds no PEM certificate: {e}", path.display())))?;
+            if certificates.is_empty() {
+                return Err(unreadable(format!("--ca-file {} holds no PEM certificate", path.display())));
+            }
+            builder = builder.tls_certs_only(certificates);
+        }
+        let http = builder.build().map_err(|e| Failure::new(&messages::INTERNAL_ERROR, &[("detail", &e)]))?;
         Ok(Client { http, base: args.url.trim_end_matches('/').to_string(), token })
     }
 

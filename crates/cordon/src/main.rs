@@ -2,6 +2,7 @@
 
 mod cli;
 mod client;
+mod infrastructure;
 mod output;
 mod serve;
 mod sources;

@@ -21,6 +21,9 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
         Failure::new(&messages::INVALID_CONFIGURATION, &[("detail", &format!("\n{error}"))]).usage()
     })?;
     if check_only {
+        // What would stop `serve` from starting is reported by `--check` too.
+        refuse_exposed_secrets(&config)?;
+        refuse_plain_http(&config)?;
         println!(
             "configuration {} is valid: {} networks, {} switches, {} tenants, {} servers; data in {}",
             config.path.display(),
@@ -33,6 +36,8 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
         return Ok(());
     }
     init_logging();
+    refuse_exposed_secrets(&config)?;
+    refuse_plain_http(&config)?;
     let store_failure = |detail: &dyn std::fmt::Display| Failure::new(&messages::STORE_FAILURE, &[("detail", detail)]);
     let data_dir = &config.manager.data_dir;
     std::fs::DirBuilder::new()
@@ -79,6 +84,7 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
     settings.max_attempts = config.manager.max_attempts;
     settings.driver_timeout = std::time::Duration::from_secs(config.manager.driver_timeout_secs);
     settings.retry_base = std::time::Duration::from_secs(config.manager.retry_backoff_secs);
+    settings.infrastructure = crate::infrastructure::addresses(&config);
     let on_drift =
         if config.manager.on_drift_enforce { cordon_engine::OnDrift::Enforce } else { cordon_engine::OnDrift::Report };
     let engine = Engine::new(store.clone(), topology, settings);
@@ -99,6 +105,10 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
         tracing::warn!(resumed, "resuming actions left running by the previous process");
     }
 
+    let tls = match &config.manager.tls {
+        Some(files) => Some((load_tls(files).await?, files.clone())),
+        None => None,
+    };
     let listener = TcpListener::bind(config.manager.listen).await.map_err(|e| {
         Failure::new(
             &messages::INVALID_CONFIGURATION,
@@ -177,11 +187,30 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
         notify: notify_state,
     });
     let mut http_stop = stop.clone();
-    let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(
-        async move {
-            let _ = http_stop.wait_for(|s| *s).await;
-        },
-    );
+    let make_service = app.into_make_service_with_connect_info::<SocketAddr>();
+    let served: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match tls {
+        None => Box::pin(
+            axum::serve(listener, make_service)
+                .with_graceful_shutdown(async move {
+                    let _ = http_stop.wait_for(|s| *s).await;
+                })
+                .into_future(),
+        ),
+        Some((rustls, files)) => {
+            tokio::spawn(reload_tls_on_hangup(rustls.clone(), files, stop.clone()));
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            tokio::spawn(async move {
+                let _ = http_stop.wait_for(|s| *s).await;
+                stopper.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+            });
+            let listener =
+                listener.into_std().map_err(|e| Failure::new(&messages::INTERNAL_ERROR, &[("detail", &e)]))?;
+            let server = axum_server::from_tcp_rustls(listener, rustls)
+                .map_err(|e| Failure::new(&messages::INTERNAL_ERROR, &[("detail", &e)]))?;
+            Box::pin(server.handle(handle).serve(make_service))
+        }
+    };
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down: finishing running steps");
@@ -195,6 +224,76 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
         let _ = task.await;
     }
     result.map_err(|e| Failure::new(&messages::INTERNAL_ERROR, &[("detail", &e)]))
+}
+
+/// Refuses to start when a file holding a secret is readable by group or others (60090).
+fn refuse_exposed_secrets(config: &cordon_config::Config) -> Result<(), Failure> {
+    use std::os::unix::fs::MetadataExt;
+    for (key, path) in config.secret_files() {
+        // A missing file is reported by whoever reads it, with its own message.
+        let Ok(metadata) = std::fs::metadata(path) else { continue };
+        let mode = metadata.mode() & 0o777;
+        if mode & 0o077 != 0 {
+            let mode = format!("{mode:04o}");
+            return Err(Failure::new(
+                &messages::SECRET_FILE_EXPOSED,
+                &[("key", &key), ("path", &path.display()), ("mode", &mode)],
+            )
+            .usage());
+        }
+    }
+    Ok(())
+}
+
+/// Plain HTTP only on loopback, unless `allow_plain_http = true` (then with a warning).
+fn refuse_plain_http(config: &cordon_config::Config) -> Result<(), Failure> {
+    let listen = config.manager.listen;
+    if config.manager.tls.is_some() || listen.ip().is_loopback() {
+        return Ok(());
+    }
+    if config.manager.allow_plain_http {
+        let text = messages::PLAIN_HTTP_ALLOWED.render(&[("listen", &listen)]);
+        tracing::warn!(number = messages::PLAIN_HTTP_ALLOWED.number, "{text}");
+        return Ok(());
+    }
+    Err(Failure::new(&messages::PLAIN_HTTP_REFUSED, &[("listen", &listen)]).usage())
+}
+
+async fn load_tls(files: &cordon_config::TlsFiles) -> Result<axum_server::tls_rustls::RustlsConfig, Failure> {
+    axum_server::tls_rustls::RustlsConfig::from_pem_file(&files.cert_file, &files.key_file).await.map_err(|e| {
+        Failure::new(
+            &messages::TLS_LOAD_FAILED,
+            &[("cert", &files.cert_file.display()), ("key", &files.key_file.display()), ("detail", &e)],
+        )
+        .usage()
+    })
+}
+
+/// On SIGHUP, reads the certificate and key again; a bad pair keeps the one in use (41092).
+async fn reload_tls_on_hangup(
+    rustls: axum_server::tls_rustls::RustlsConfig,
+    files: cordon_config::TlsFiles,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else { return };
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            received = hangup.recv() => if received.is_none() { return },
+        }
+        let (cert, key) = (files.cert_file.display(), files.key_file.display());
+        match rustls.reload_from_pem_file(&files.cert_file, &files.key_file).await {
+            Ok(()) => {
+                let text = messages::TLS_RELOADED.render(&[("cert", &cert)]);
+                tracing::info!(number = messages::TLS_RELOADED.number, "{text}");
+            }
+            Err(error) => {
+                let text = messages::TLS_RELOAD_FAILED.render(&[("cert", &cert), ("key", &key), ("detail", &error)]);
+                tracing::warn!(number = messages::TLS_RELOAD_FAILED.number, "{text}");
+            }
+        }
+    }
 }
 
 fn init_logging() {

@@ -19,7 +19,7 @@ const CANARY: &str = "CORDON-TEST-CANARY-5b1e9d";
 fn clamav_virus_event_reports_a_detection() {
     let lab = Lab::up(&format!("cv{}", std::process::id() % 100_000));
     let token_file = lab.dir.path().join("clamav.token");
-    std::fs::write(&token_file, format!("{}\n", support::token())).unwrap();
+    write_secret(&token_file, &format!("{}\n", support::token()));
     append_config(
         &lab.config(),
         &format!(

@@ -188,6 +188,11 @@ impl Manager {
 }
 
 impl Manager {
+    /// The process id of `cordon serve` (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the manager at once (SIGKILL), as a crash would.
     pub fn kill(mut self) {
         let _ = self.child.kill();
@@ -209,6 +214,15 @@ impl Drop for Manager {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Writes a secret the way an operator must: readable by its owner only (`serve` refuses a
+/// secret file that group or others can read, message 60090).
+pub fn write_secret(path: &Path, content: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).unwrap();
+    std::io::Write::write_all(&mut file, content.as_bytes()).unwrap();
 }
 
 pub fn stdout(out: &Output) -> String {

@@ -437,7 +437,7 @@ fn stopped_libvirtd_fails_60014_and_retry_succeeds() {
 /// password, sushy's test CA) and the reboot timings.
 fn configure_bmc(lab: &Lab, sushy: &Sushy, endpoint: &str) {
     let password_file = lab.dir.path().join("sbc-02.bmc");
-    std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
+    write_secret(&password_file, &format!("{PASSWORD}\n"));
     manager_keys(lab, &format!("{ONE_ATTEMPT}graceful_timeout = \"15s\"\nreboot_deadline = \"60s\"\n"));
     let mut text = std::fs::read_to_string(lab.config()).unwrap();
     let needle = "port = \"p-sbc-02\"\n";

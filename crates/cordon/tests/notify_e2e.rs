@@ -61,7 +61,7 @@ fn the_administrator_approves_by_e_mail_once_and_the_user_hears_back() {
     let eve = dir.join("eve.json");
     std::fs::write(&eve, "").unwrap();
     let secret = dir.join("link.secret");
-    std::fs::write(&secret, "0123456789abcdef0123456789abcdef-notify-e2e\n").unwrap();
+    write_secret(&secret, "0123456789abcdef0123456789abcdef-notify-e2e\n");
     // A fixed port, so that the links in the e-mails point at this Cordon.
     let port = free_port();
     let public_url = format!("http://127.0.0.1:{port}");

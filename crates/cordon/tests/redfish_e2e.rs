@@ -34,8 +34,8 @@ fn toml_string(text: &str) -> String {
 fn configure(lab: &Lab, sushy: &Sushy) {
     let good = lab.dir.path().join("sbc-02.bmc");
     let bad = lab.dir.path().join("sbc-03.bmc");
-    std::fs::write(&good, format!("{PASSWORD}\n")).unwrap();
-    std::fs::write(&bad, format!("{WRONG_PASSWORD}\n")).unwrap();
+    write_secret(&good, &format!("{PASSWORD}\n"));
+    write_secret(&bad, &format!("{WRONG_PASSWORD}\n"));
     let bmc = |system: &str, password_file: &std::path::Path| {
         format!(
             "[server.bmc]\ndriver = \"redfish\"\nendpoint = {}\nsystem = {}\nusername = {}\npassword_file = {}\n\
