@@ -52,6 +52,24 @@ pub struct IngestSettings {
     pub counters: HashMap<String, Arc<cordon_sources::SourceCounters>>,
     /// Signatures accepted within the skew window, to refuse replays.
     pub replays: Arc<ReplayGuard>,
+    /// `max_rate` of the sources that have one: over it, HTTP posts get 429 (message 41094).
+    pub limiters: HashMap<String, Arc<cordon_sources::RateLimiter>>,
+}
+
+/// Takes `events` from the source's `max_rate`; over it, the post is refused (429) and counted.
+fn within_rate(state: &ApiState, source: &str, events: u64) -> Result<(), ApiError> {
+    let Some(limiter) = state.ingest.limiters.get(source) else { return Ok(()) };
+    // A post bigger than one second's worth takes the whole bucket (else it could never pass).
+    if limiter.try_take(events.min(u64::from(limiter.per_second()))) {
+        return Ok(());
+    }
+    if let Some(counters) = state.ingest.counters.get(source) {
+        counters.add_denied(Denied::RateLimit);
+    }
+    let what = format!("a post of {events} events was refused (429)");
+    let text = messages::RATE_LIMITED.render(&[("source", &source), ("rate", &limiter.per_second()), ("what", &what)]);
+    tracing::debug!(number = messages::RATE_LIMITED.number, source, "{text}");
+    Err(ApiError::refused(StatusCode::TOO_MANY_REQUESTS, &messages::RATE_LIMITED, text))
 }
 
 type HmacSha256 = Hmac<Sha256>;
@@ -189,6 +207,7 @@ pub async fn post_detection(
         Err(_) => webhook::source_of(&body).unwrap_or_default(),
     };
     authenticate_webhook(&state, &source, &headers, &body).await?;
+    within_rate(&state, &source, 1)?;
     let counters = state.ingest.counters.get(&source).cloned();
     if let Some(counters) = &counters {
         counters.add_received(1);
@@ -225,6 +244,8 @@ pub async fn post_eve(
     if !state.ingest.eve_sources.contains(&name) {
         return Err(ApiError::bad_request(&format!("`{name}` is not a configured suricata-eve source")));
     }
+    let lines = body.split(|b| *b == b'\n').filter(|line| !line.iter().all(u8::is_ascii_whitespace)).count();
+    within_rate(&state, &name, lines as u64)?;
     let counters = state.ingest.counters.get(&name).cloned();
     let received_at_us = chrono::Utc::now().timestamp_micros();
     let context = cordon_ingest::Context { source: &name, received_at_us };

@@ -24,8 +24,8 @@ use cordon_model::{
     ActionCommand, ActionKind, ActionState, AddressPool, NetworkRole, Policy, PolicyAction, Role, ServerKind,
     ServerState, Severity, ThreatSeverity,
 };
-use cordon_sources::Denied;
 use cordon_sources::SourceCounters;
+use cordon_sources::{Denied, RateLimiter};
 use cordon_store::{
     Inventory, MessageRef, NetworkSpec, NewAction, NewMessage, NewStep, NicSpec, ServerSpec, SqliteStore, StepOutcome,
     Store, TenantSpec,
@@ -176,7 +176,7 @@ impl Fixture {
         let topology = Topology { networks, ..Topology::default() };
         assert!(topology.switches.is_empty());
         let engine = Engine::new(store.clone(), topology, EngineSettings::new(INSTANCE));
-        let counters: HashMap<String, Arc<SourceCounters>> = [TOKEN_SOURCE, HMAC_SOURCE, EVE_SOURCE]
+        let counters: HashMap<String, Arc<SourceCounters>> = [TOKEN_SOURCE, HMAC_SOURCE, EVE_SOURCE, LIMITED_SOURCE]
             .into_iter()
             .map(|name| (name.to_string(), Arc::new(SourceCounters::default())))
             .collect();
@@ -184,11 +184,13 @@ impl Fixture {
             webhooks: HashMap::from([
                 (TOKEN_SOURCE.to_string(), WebhookAuth::Token(SOURCE_TOKEN.to_string())),
                 (HMAC_SOURCE.to_string(), WebhookAuth::Hmac(HMAC_SECRET.to_vec())),
+                (LIMITED_SOURCE.to_string(), WebhookAuth::Token(LIMITED_TOKEN.to_string())),
             ]),
             eve_sources: HashSet::from([EVE_SOURCE.to_string()]),
             max_skew_secs: MAX_SKEW_SECS,
             counters: counters.clone(),
             replays: Default::default(),
+            limiters: HashMap::from([(LIMITED_SOURCE.to_string(), Arc::new(RateLimiter::new(LIMITED_RATE)))]),
         };
         let app = router(ApiState {
             engine: engine.clone(),
@@ -1769,4 +1771,39 @@ async fn the_circuit_breaker_holds_automatic_actions_until_reset() {
     assert_eq!(reply.json(), reset);
     let audited = fixture.store.list_audit(10).await.unwrap();
     assert_eq!(audited.iter().filter(|a| a.entry.verb == "breaker_reset").count(), 2);
+}
+
+/// A webhook source with `max_rate = 3`.
+const LIMITED_SOURCE: &str = "limited";
+const LIMITED_TOKEN: &str = "s3cret-limited";
+const LIMITED_RATE: u32 = 3;
+
+#[tokio::test]
+async fn a_source_over_its_max_rate_is_refused_with_429_and_counted() {
+    let fixture = Fixture::new().await;
+    let authorization = format!("Bearer {LIMITED_TOKEN}");
+    let body = detection_body(LIMITED_SOURCE);
+    // The burst is one second's worth; the next posts within that second are refused.
+    for _ in 0..LIMITED_RATE {
+        accepted(&fixture.post_detection(&[("authorization", &authorization)], &body).await, 1, 1, 0, 0);
+    }
+    for _ in 0..2 {
+        let reply = fixture.post_detection(&[("authorization", &authorization)], &body).await;
+        assert_error(&reply, StatusCode::TOO_MANY_REQUESTS, &messages::RATE_LIMITED);
+    }
+    let snapshot = fixture.counters[LIMITED_SOURCE].snapshot();
+    assert_eq!((snapshot.accepted, snapshot.denied(Denied::RateLimit)), (u64::from(LIMITED_RATE), 2));
+    // Other sources are not limited by it.
+    accepted(
+        &fixture
+            .post_detection(&[("authorization", &format!("Bearer {SOURCE_TOKEN}"))], &detection_body(TOKEN_SOURCE))
+            .await,
+        1,
+        1,
+        0,
+        0,
+    );
+    // A second later the bucket has refilled.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    accepted(&fixture.post_detection(&[("authorization", &authorization)], &body).await, 1, 1, 0, 0);
 }

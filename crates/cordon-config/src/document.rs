@@ -262,6 +262,7 @@ const SOURCE: Schema = Schema {
         ("allowed_peers", Strings),
         ("token_file", Str),
         ("hmac_secret_file", Str),
+        ("max_rate", Int),
     ],
     child: None,
     table: None,

@@ -416,6 +416,10 @@ pub struct SourceConfig {
     /// Unique; recorded on every detection and named by policy rules.
     pub name: String,
     pub kind: SourceKind,
+    /// `max_rate`: at most this many events per second (bursts of one second's worth); absent:
+    /// no limit. Datagrams and HTTP requests over it are refused and counted; stream senders
+    /// (TCP, Unix socket) are slowed down instead. A followed file is never limited.
+    pub max_rate: Option<u32>,
 }
 
 /// A source's `type` and the keys that belong to it. Relative paths in the file are resolved

@@ -202,6 +202,7 @@ fn example_parses_with_expected_values() {
             SourceConfig {
                 name: "ids-1".into(),
                 kind: SourceKind::SuricataEve { path: Some("/var/log/suricata/eve.json".into()), socket: None },
+                max_rate: None,
             },
             SourceConfig {
                 name: "ddi".into(),
@@ -211,10 +212,12 @@ fn example_parses_with_expected_values() {
                     profile: CefProfile::DeepDiscovery,
                     allowed_peers: vec![],
                 },
+                max_rate: None,
             },
             SourceConfig {
                 name: "hooks".into(),
                 kind: SourceKind::Webhook { token_file: None, hmac_secret_file: Some("/etc/cordon/hook.key".into()) },
+                max_rate: None,
             },
         ]
     );
@@ -501,7 +504,7 @@ fn unknown_keys_are_errors_with_their_line() {
             "typo in manager",
             &[("listen =", "lisen =")],
             "cordon.toml:2: manager.lisen: unknown key (expected one of: listen, data_dir, instance, graceful_timeout, \
-             reboot_deadline, max_attempts, retry_backoff, reconcile_interval, on_drift, driver_timeout)",
+             reboot_deadline, max_attempts, retry_backoff, reconcile_interval, on_drift, driver_timeout, tls_cert_file, tls_key_file, allow_plain_http)",
         ),
         (
             "typo in a network",
@@ -532,7 +535,7 @@ fn unknown_keys_are_errors_with_their_line() {
             "quoted unknown key",
             &[("[manager]\n", "[manager]\n\"my key\" = \"x\"\n")],
             "cordon.toml:2: manager.\"my key\": unknown key (expected one of: listen, data_dir, instance, graceful_timeout, \
-             reboot_deadline, max_attempts, retry_backoff, reconcile_interval, on_drift, driver_timeout)",
+             reboot_deadline, max_attempts, retry_backoff, reconcile_interval, on_drift, driver_timeout, tls_cert_file, tls_key_file, allow_plain_http)",
         ),
     ]);
 }
@@ -1679,19 +1682,19 @@ fn source_rules() {
                 "path = \"/var/log/suricata/eve.json\"\nlisten_udp = \"127.0.0.1:1\"",
             )],
             "cordon.toml:94: source \"ids-1\".listen_udp: does not apply to a suricata-eve source (its keys: name, \
-             type, path, socket)",
+             type, path, socket, max_rate)",
         ),
         (
             "a key of another type on a webhook",
             &[("hmac_secret_file = ", "profile = \"generic\"\nhmac_secret_file = ")],
             "cordon.toml:106: source \"hooks\".profile: does not apply to a webhook source (its keys: name, type, \
-             token_file, hmac_secret_file)",
+             token_file, hmac_secret_file, max_rate)",
         ),
         (
             "unknown key in a source",
             &[("profile = \"deep-discovery\"", "profil = \"deep-discovery\"")],
             "cordon.toml:101: source \"ddi\".profil: unknown key (expected one of: name, type, path, socket, \
-             listen_udp, listen_tcp, profile, allowed_peers, token_file, hmac_secret_file)",
+             listen_udp, listen_tcp, profile, allowed_peers, token_file, hmac_secret_file, max_rate)",
         ),
         (
             "suricata-eve without path or socket",
@@ -2461,4 +2464,43 @@ fn manager_recovery_settings() {
     assert!(parse("reconcile_interval = \"0s\"").is_err());
     assert_eq!(defaults.driver_timeout_secs, 10);
     assert_eq!(parse("driver_timeout = \"3s\"").unwrap().manager.driver_timeout_secs, 3);
+}
+
+#[test]
+fn tls_files_come_in_pairs_and_secrets_are_never_inline() {
+    let parse = |extra: &str| parse(Path::new("/etc/cordon/cordon.toml"), &format!("[manager]\n{extra}\n"));
+    let manager = parse("").unwrap().manager;
+    assert_eq!((manager.tls, manager.allow_plain_http), (None, false));
+    let manager =
+        parse("tls_cert_file = \"tls/cert.pem\"\ntls_key_file = \"/k.pem\"\nallow_plain_http = true").unwrap().manager;
+    assert_eq!(
+        manager.tls,
+        Some(TlsFiles { cert_file: "/etc/cordon/tls/cert.pem".into(), key_file: "/k.pem".into() }),
+        "relative to the configuration file"
+    );
+    assert!(manager.allow_plain_http);
+    let error = parse("tls_cert_file = \"c.pem\"").unwrap_err().to_string();
+    assert!(error.contains("manager.tls_key_file: missing"), "{error}");
+    let error = parse("tls_key_file = \"k.pem\"").unwrap_err().to_string();
+    assert!(error.contains("manager.tls_cert_file: missing"), "{error}");
+    let error = parse("tls_key = \"-----BEGIN PRIVATE KEY-----\"").unwrap_err().to_string();
+    assert!(error.contains("tls_key_file") && !error.contains("BEGIN"), "the key is not repeated: {error}");
+}
+
+#[test]
+fn max_rate_is_per_source_and_bounded() {
+    let source = |extra: &str| {
+        parse(
+            Path::new("cordon.toml"),
+            &format!("[[source]]\nname = \"hook\"\ntype = \"webhook\"\ntoken_file = \"/t\"\n{extra}\n"),
+        )
+    };
+    assert_eq!(source("").unwrap().sources[0].max_rate, None);
+    assert_eq!(source("max_rate = 200").unwrap().sources[0].max_rate, Some(200));
+    for bad in ["0", "-1", "10000001"] {
+        let error = source(&format!("max_rate = {bad}")).unwrap_err().to_string();
+        assert!(error.contains("max_rate") && error.contains("out of range"), "{bad}: {error}");
+    }
+    let error = source("hmac_secret = \"abc\"").unwrap_err().to_string();
+    assert!(error.contains("hmac_secret_file") && !error.contains("abc"), "{error}");
 }

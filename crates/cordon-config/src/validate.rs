@@ -193,11 +193,13 @@ impl Nic {
 struct Source {
     name: Option<String>,
     kind: Option<SourceKind>,
+    /// `Some(None)` when absent; `None` when wrong.
+    max_rate: Option<Option<u32>>,
 }
 
 impl Source {
     fn build(&self) -> Option<SourceConfig> {
-        Some(SourceConfig { name: self.name.clone()?, kind: self.kind.clone()? })
+        Some(SourceConfig { name: self.name.clone()?, kind: self.kind.clone()?, max_rate: self.max_rate? })
     }
 }
 
@@ -223,9 +225,11 @@ impl SourceType {
     /// The keys a source of this type may have.
     fn keys(self) -> &'static [&'static str] {
         match self {
-            SourceType::SuricataEve => &["name", "type", "path", "socket"],
-            SourceType::CefSyslog => &["name", "type", "listen_udp", "listen_tcp", "profile", "allowed_peers"],
-            SourceType::Webhook => &["name", "type", "token_file", "hmac_secret_file"],
+            SourceType::SuricataEve => &["name", "type", "path", "socket", "max_rate"],
+            SourceType::CefSyslog => {
+                &["name", "type", "listen_udp", "listen_tcp", "profile", "allowed_peers", "max_rate"]
+            }
+            SourceType::Webhook => &["name", "type", "token_file", "hmac_secret_file", "max_rate"],
         }
     }
 }
@@ -1023,7 +1027,7 @@ impl Validator<'_> {
                     .required(entry, "type", "every source needs a type (suricata-eve, cef-syslog or webhook)")
                     .and_then(|leaf| self.choice(entry, "type", leaf, SourceType::ALL))
                 else {
-                    return Source { name, kind: None };
+                    return Source { name, kind: None, max_rate: Some(None) };
                 };
                 let keys = kind.keys();
                 for (&field, &at) in &entry.present {
@@ -1037,7 +1041,19 @@ impl Validator<'_> {
                     SourceType::CefSyslog => self.cef_source(entry, manager_listen, &mut registry),
                     SourceType::Webhook => self.webhook_source(config, entry, &mut registry),
                 };
-                Source { name, kind }
+                let max_rate = match entry.get_int("max_rate") {
+                    Some(number) => {
+                        let rate = u32::try_from(number.value).ok().filter(|n| (1..=10_000_000).contains(n));
+                        if rate.is_none() {
+                            let detail =
+                                format!("`{}` is out of range: events per second, from 1 to 10000000", number.value);
+                            self.at(number.start, entry.key_of("max_rate"), detail);
+                        }
+                        rate.map(Some)
+                    }
+                    None => Some(None).filter(|_| entry.absent("max_rate")),
+                };
+                Source { name, kind, max_rate }
             })
             .collect()
     }

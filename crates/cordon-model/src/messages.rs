@@ -198,6 +198,9 @@ catalogue! {
     PLAIN_HTTP_ALLOWED = 41093, "plain_http_allowed",
         "the API listens on {listen} with plain HTTP (allow_plain_http = true): tokens, passwords and session cookies cross the network unencrypted",
         "Set tls_cert_file and tls_key_file in [manager], or listen on loopback behind a TLS proxy.";
+    RATE_LIMITED = 41094, "rate_limited",
+        "source {source} is over its max_rate of {rate} events per second: {what}",
+        "A sensor sends more than the source allows: find out why (an outbreak, a loop, a misconfigured sensor) or raise max_rate in its [[source]]. Counted in cordon_source_denied_total with reason rate_limit.";
     INVALID_CONFIGURATION = 60001, "invalid_configuration",
         "invalid configuration: {detail}",
         "Fix the file at the line and key named, then start Cordon again. `cordon serve --config FILE --check` validates without starting.";

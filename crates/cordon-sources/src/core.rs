@@ -81,6 +81,8 @@ pub(crate) struct Core {
     sink: Arc<dyn DetectionSink>,
     pub(crate) counters: Arc<SourceCounters>,
     pub(crate) warns: WarnLimiter,
+    /// `max_rate`, when the source has one (set once, by the source's builder).
+    pub(crate) limiter: std::sync::OnceLock<crate::RateLimiter>,
 }
 
 /// The parser, with a `Debug` that says nothing.
@@ -107,7 +109,14 @@ impl Core {
         sink: Arc<dyn DetectionSink>,
         counters: Arc<SourceCounters>,
     ) -> Arc<Self> {
-        Arc::new(Core { name, parser: ParserBox(parser), sink, counters, warns: WarnLimiter::default() })
+        Arc::new(Core {
+            name,
+            parser: ParserBox(parser),
+            sink,
+            counters,
+            warns: WarnLimiter::default(),
+            limiter: std::sync::OnceLock::new(),
+        })
     }
 
     /// Parses one line or message and counts it; returns the detection, if it is one.
@@ -132,6 +141,30 @@ impl Core {
     }
 
     /// Counts a line or frame refused (too long, or not cut right), with the reason.
+    /// Whether one datagram may be read now under `max_rate`; if not, it is counted as denied
+    /// (reason `rate_limit`) and logged (message 41094, at most one warning per 10 s).
+    pub(crate) fn admit_one(&self) -> bool {
+        let Some(limiter) = self.limiter.get() else { return true };
+        if limiter.try_take(1) {
+            return true;
+        }
+        self.counters.add_received(1);
+        self.counters.add_denied(crate::Denied::RateLimit);
+        let text = messages::RATE_LIMITED.render(&[
+            ("source", &self.name),
+            ("rate", &limiter.per_second()),
+            ("what", &"a datagram was dropped"),
+        ]);
+        limited_warn!(self, number = messages::RATE_LIMITED.number, "{text}");
+        false
+    }
+
+    /// After reading `n` events from a stream: how long to pause before reading more, so that
+    /// the sender is slowed to `max_rate` (nothing is dropped).
+    pub(crate) fn pace(&self, n: u64) -> Duration {
+        self.limiter.get().map_or(Duration::ZERO, |limiter| limiter.take_and_wait(n))
+    }
+
     /// Input refused because of who sent it: counted as rejected and as denied for `why`.
     pub(crate) fn denied(&self, why: crate::Denied, reason: &str) {
         self.counters.add_denied(why);

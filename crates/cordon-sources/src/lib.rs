@@ -18,6 +18,7 @@ mod core;
 mod counters;
 mod file;
 mod lines;
+mod rate;
 mod stream;
 mod syslog;
 mod unix;
@@ -27,6 +28,7 @@ use std::sync::Arc;
 
 pub use counters::{CounterSnapshot, Denied, SourceCounters, render_metrics};
 pub use file::FileFollower;
+pub use rate::RateLimiter;
 pub use syslog::{BoundTcp, BoundUdp, DEFAULT_IDLE_TIMEOUT, MAX_FRAME, SyslogTcpSource, SyslogUdpSource};
 pub use unix::{DEFAULT_MAX_CONNECTIONS, UnixStreamSource};
 

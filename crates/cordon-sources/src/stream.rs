@@ -164,9 +164,20 @@ async fn serve<R, C>(
             Some(Ok(n)) => {
                 core.counters.add_bytes(n as u64);
                 let received_at = now_us();
+                let mut units = 0;
                 cutter.feed(&buf[..n], &mut |unit| {
+                    units += 1;
                     handle(core, unit, received_at, &mut detections);
                 });
+                // Over `max_rate`: stop reading for a while; the sender's writes back up.
+                let pause = core.pace(units);
+                if !pause.is_zero() {
+                    tokio::select! {
+                        biased;
+                        () = shutdown_requested(&mut shutdown) => return,
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                }
                 false
             }
             Some(Err(e)) => {

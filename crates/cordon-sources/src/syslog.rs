@@ -57,6 +57,14 @@ impl SyslogUdpSource {
         self
     }
 
+    /// At most `per_second` datagrams per second (bursts of one second's worth); the others are
+    /// dropped and counted (`cordon_source_denied_total{reason="rate_limit"}`, message 41094).
+    #[must_use]
+    pub fn with_max_rate(self, per_second: u32) -> Self {
+        let _ = self.core.limiter.set(crate::RateLimiter::new(per_second));
+        self
+    }
+
     /// Binds now, so that a failure (and the real port, for port 0) is known at start.
     pub async fn bind(self) -> Result<BoundUdp, SourceError> {
         let bind_err = |source| SourceError::Bind { target: format!("udp {}", self.listen), source };
@@ -121,6 +129,8 @@ impl BoundUdp {
                                 crate::Denied::Peer,
                                 &format!("datagram from {peer}, which is not in allowed_peers"),
                             );
+                        } else if !core.admit_one() {
+                            // Over max_rate: dropped and counted by `admit_one`.
                         } else if n == UDP_BUFFER {
                             core.refused(&format!("datagram from {peer} truncated"));
                         } else {
@@ -188,6 +198,14 @@ impl SyslogTcpSource {
     #[must_use]
     pub fn with_allowed_peers(mut self, peers: Vec<ipnet::IpNet>) -> Self {
         self.allowed = AllowedPeers(peers);
+        self
+    }
+
+    /// At most `per_second` messages per second: past it, the source reads more slowly and TCP
+    /// pushes back on the sender (nothing is dropped).
+    #[must_use]
+    pub fn with_max_rate(self, per_second: u32) -> Self {
+        let _ = self.core.limiter.set(crate::RateLimiter::new(per_second));
         self
     }
 

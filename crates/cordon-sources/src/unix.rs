@@ -48,6 +48,14 @@ impl UnixStreamSource {
         self
     }
 
+    /// At most `per_second` lines per second: past it, the source reads more slowly and the
+    /// writer blocks (nothing is dropped).
+    #[must_use]
+    pub fn with_max_rate(self, per_second: u32) -> Self {
+        let _ = self.core.limiter.set(crate::RateLimiter::new(per_second));
+        self
+    }
+
     /// Replaces a stale socket file, binds (mode 0660), serves connections until shutdown,
     /// then removes the socket file.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), SourceError> {

@@ -391,3 +391,40 @@ async fn syslog_peers_outside_allowed_peers_are_refused_and_counted() {
     assert!(sink.raws().is_empty());
     stop(tx, task).await;
 }
+
+#[tokio::test]
+async fn udp_over_max_rate_is_dropped_and_counted_tcp_is_slowed_not_dropped() {
+    // UDP: 5 per second; 20 datagrams at once: the burst passes, the rest is denied.
+    let sink = RecordingSink::new();
+    let (source, counters) = udp_source(&sink);
+    let bound = source.with_max_rate(5).bind().await.unwrap();
+    let addr = bound.local_addr();
+    let (tx, rx) = watch::channel(false);
+    let task = tokio::spawn(bound.run(rx));
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for i in 0..20 {
+        client.send_to(format!("alert 10.0.0.{i} burst").as_bytes(), addr).await.unwrap();
+    }
+    eventually("all 20 counted", || counters.snapshot().received == 20).await;
+    let snapshot = counters.snapshot();
+    let denied = snapshot.denied(Denied::RateLimit);
+    assert!(denied >= 10, "most of the burst past 5 is denied: {snapshot:?}");
+    eventually("the admitted ones delivered", || sink.raws().len() as u64 == 20 - denied).await;
+    stop(tx, task).await;
+
+    // TCP: 50 per second; 120 lines in one write all arrive (the reader waits, TCP pushes back).
+    let sink = RecordingSink::new();
+    let (source, counters) = tcp_source(&sink);
+    let bound = source.with_max_rate(50).bind().await.unwrap();
+    let addr = bound.local_addr();
+    let (tx, rx) = watch::channel(false);
+    let task = tokio::spawn(bound.run(rx));
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let lines: String = (0..120).map(|i| format!("alert 10.0.1.{} paced\n", i % 250)).collect();
+    use tokio::io::AsyncWriteExt;
+    stream.write_all(lines.as_bytes()).await.unwrap();
+    stream.shutdown().await.unwrap();
+    eventually("all 120 delivered", || sink.raws().len() == 120).await;
+    assert_eq!(counters.snapshot().denied(Denied::RateLimit), 0, "nothing dropped on a stream");
+    stop(tx, task).await;
+}

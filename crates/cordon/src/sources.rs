@@ -99,6 +99,11 @@ pub async fn start(config: &Config, engine: &Engine, stop: &watch::Receiver<bool
         let name = source.name.clone();
         let counters = Arc::new(SourceCounters::default());
         settings.counters.insert(name.clone(), counters.clone());
+        // One bucket per source, shared by its sockets and its HTTP route.
+        let rate = source.max_rate;
+        if let Some(per_second) = rate {
+            settings.limiters.insert(name.clone(), Arc::new(cordon_sources::RateLimiter::new(per_second)));
+        }
         match &source.kind {
             SourceKind::SuricataEve { path, socket } => {
                 eve_sources.insert(name.clone());
@@ -120,13 +125,16 @@ pub async fn start(config: &Config, engine: &Engine, stop: &watch::Receiver<bool
                     tracing::info!(source = %name, path = %path.display(), "following Suricata EVE file");
                 }
                 if let Some(socket) = socket {
-                    let listener = UnixStreamSource::new(
+                    let mut listener = UnixStreamSource::new(
                         name.clone(),
                         socket.clone(),
                         eve_parser(),
                         sink.clone(),
                         counters.clone(),
                     );
+                    if let Some(per_second) = rate {
+                        listener = listener.with_max_rate(per_second);
+                    }
                     spawn_source(&name, "EVE socket listener", listener.run(stop.clone()));
                     tracing::info!(source = %name, socket = %socket.display(), "listening for Suricata EVE on a Unix socket");
                 }
@@ -136,32 +144,34 @@ pub async fn start(config: &Config, engine: &Engine, stop: &watch::Receiver<bool
                     tracing::warn!(source = %name, "no allowed_peers: this syslog source accepts messages from any address");
                 }
                 if let Some(address) = listen_udp {
-                    let bound = SyslogUdpSource::new(
+                    let mut udp = SyslogUdpSource::new(
                         name.clone(),
                         *address,
                         cef_parser(*profile),
                         sink.clone(),
                         counters.clone(),
                     )
-                    .with_allowed_peers(allowed_peers.clone())
-                    .bind()
-                    .await
-                    .map_err(|e| bind_failure(&e))?;
+                    .with_allowed_peers(allowed_peers.clone());
+                    if let Some(per_second) = rate {
+                        udp = udp.with_max_rate(per_second);
+                    }
+                    let bound = udp.bind().await.map_err(|e| bind_failure(&e))?;
                     tracing::info!(source = %name, listen = %bound.local_addr(), "listening for CEF syslog over UDP");
                     spawn_source(&name, "syslog UDP listener", bound.run(stop.clone()));
                 }
                 if let Some(address) = listen_tcp {
-                    let bound = SyslogTcpSource::new(
+                    let mut tcp = SyslogTcpSource::new(
                         name.clone(),
                         *address,
                         cef_parser(*profile),
                         sink.clone(),
                         counters.clone(),
                     )
-                    .with_allowed_peers(allowed_peers.clone())
-                    .bind()
-                    .await
-                    .map_err(|e| bind_failure(&e))?;
+                    .with_allowed_peers(allowed_peers.clone());
+                    if let Some(per_second) = rate {
+                        tcp = tcp.with_max_rate(per_second);
+                    }
+                    let bound = tcp.bind().await.map_err(|e| bind_failure(&e))?;
                     tracing::info!(source = %name, listen = %bound.local_addr(), "listening for CEF syslog over TCP");
                     spawn_source(&name, "syslog TCP listener", bound.run(stop.clone()));
                 }
