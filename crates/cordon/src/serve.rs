@@ -188,27 +188,26 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
     });
     let mut http_stop = stop.clone();
     let make_service = app.into_make_service_with_connect_info::<SocketAddr>();
+    // On shutdown, open connections (a console's event stream, say) get this long to finish.
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        let _ = http_stop.wait_for(|s| *s).await;
+        stopper.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
+    });
+    let internal = |e: std::io::Error| Failure::new(&messages::INTERNAL_ERROR, &[("detail", &e)]);
+    let listener = listener.into_std().map_err(internal)?;
     let served: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match tls {
-        None => Box::pin(
-            axum::serve(listener, make_service)
-                .with_graceful_shutdown(async move {
-                    let _ = http_stop.wait_for(|s| *s).await;
-                })
-                .into_future(),
-        ),
+        None => {
+            let mut server = axum_server::from_tcp(listener).map_err(internal)?.handle(handle);
+            server.http_builder().http1().header_read_timeout(HEADER_READ_TIMEOUT);
+            Box::pin(server.serve(make_service))
+        }
         Some((rustls, files)) => {
             tokio::spawn(reload_tls_on_hangup(rustls.clone(), files, stop.clone()));
-            let handle = axum_server::Handle::new();
-            let stopper = handle.clone();
-            tokio::spawn(async move {
-                let _ = http_stop.wait_for(|s| *s).await;
-                stopper.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
-            });
-            let listener =
-                listener.into_std().map_err(|e| Failure::new(&messages::INTERNAL_ERROR, &[("detail", &e)]))?;
-            let server = axum_server::from_tcp_rustls(listener, rustls)
-                .map_err(|e| Failure::new(&messages::INTERNAL_ERROR, &[("detail", &e)]))?;
-            Box::pin(server.handle(handle).serve(make_service))
+            let mut server = axum_server::from_tcp_rustls(listener, rustls).map_err(internal)?.handle(handle);
+            server.http_builder().http1().header_read_timeout(HEADER_READ_TIMEOUT);
+            Box::pin(server.serve(make_service))
         }
     };
     tokio::spawn(async move {
@@ -225,6 +224,10 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
     }
     result.map_err(|e| Failure::new(&messages::INTERNAL_ERROR, &[("detail", &e)]))
 }
+
+/// A client must send its request's headers within this long (a slow or silent client does not
+/// hold a connection open for ever).
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Refuses to start when a file holding a secret is readable by group or others (60090).
 fn refuse_exposed_secrets(config: &cordon_config::Config) -> Result<(), Failure> {

@@ -192,3 +192,21 @@ fn secrets_written_inline_are_refused() {
     assert!(said.contains("60001") && said.contains("token_file"), "{said}");
     assert!(!said.contains("s3cret-token"), "the secret is not repeated: {said}");
 }
+
+#[test]
+fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    use std::io::{Read, Write};
+    let lab = Lab::up(&format!("th{}", std::process::id() % 100_000));
+    let manager = Manager::start(&lab.config(), &lab.dir.path().join("data"));
+    let address = manager.url.trim_start_matches("http://").to_string();
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: cordon\r\n").unwrap();
+    // The header read timeout is 10 s; give it twice that before calling it a hang.
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    let mut answer = Vec::new();
+    let read = stream.read_to_end(&mut answer);
+    assert!(read.is_ok(), "the server closed the connection instead of waiting for ever: {read:?}");
+    // A complete request on a new connection is answered as usual.
+    let out = manager.cordon(&["status"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
