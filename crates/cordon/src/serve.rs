@@ -117,16 +117,6 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
         .usage()
     })?;
     let address = listener.local_addr().map_err(|e| Failure::new(&messages::INTERNAL_ERROR, &[("detail", &e)]))?;
-    // Tests and scripts that asked for port 0 read the real address here.
-    // Written whole (temporary file, then rename) so that a reader never sees it half-written.
-    let address_file = data_dir.join("cordon.addr");
-    let temporary = data_dir.join("cordon.addr.tmp");
-    if std::fs::write(&temporary, format!("{address}\n"))
-        .and_then(|()| std::fs::rename(&temporary, &address_file))
-        .is_err()
-    {
-        tracing::warn!(path = %address_file.display(), "could not write the listen address file");
-    }
     let started = messages::CORDON_STARTED.render(&[
         ("version", &env!("CARGO_PKG_VERSION")),
         ("instance", &instance),
@@ -144,6 +134,17 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
         }))
     });
     let ingest = crate::sources::start(&config, &engine, &stop).await?;
+    // Tests and scripts that asked for port 0 read the real address here. Written once the
+    // sources listen too, so that a reader of this file can send to them at once.
+    // Written whole (temporary file, then rename) so that a reader never sees it half-written.
+    let address_file = data_dir.join("cordon.addr");
+    let temporary = data_dir.join("cordon.addr.tmp");
+    if std::fs::write(&temporary, format!("{address}\n"))
+        .and_then(|()| std::fs::rename(&temporary, &address_file))
+        .is_err()
+    {
+        tracing::warn!(path = %address_file.display(), "could not write the listen address file");
+    }
     tokio::spawn(crate::sources::watch_policy(config.path.clone(), engine.clone(), stop.clone()));
     // The reconciler: at start and on a timer, the records against the network.
     let reconciler_task = {
