@@ -24,6 +24,7 @@ PACKAGES=(
     libvirt-daemon   # libvirtd (monolithic, 9.0): the libvirt hypervisor driver's tests
     libvirt-daemon-driver-qemu
     libvirt-dev      # libvirt.so + libvirt.pc: the `virt` crate links against it
+    openvswitch-switch # ovsdb-server, ovs-vswitchd, ovsdb-tool: the ovs driver's tests (own daemons)
 )
 
 # Packages that bookworm main lacks, installed from bookworm-backports (a deb822 source added
@@ -139,6 +140,14 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
     fi
     echo "==> installing: ${missing[*]} ${missing_backports[*]}"
+    # Keep maintainer scripts from starting services (openvswitch-switch, clamav-daemon, ...):
+    # tests start their own daemons. policy-rc.d exit code 101 = "action forbidden".
+    policy_rc=/usr/sbin/policy-rc.d
+    if [[ ! -e "$policy_rc" ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy_rc"
+        chmod 755 "$policy_rc"
+        trap 'rm -f "$policy_rc"' EXIT
+    fi
     apt-get update -q
     if ((${#missing[@]} > 0)); then
         apt-get install -y -q --no-install-recommends "${missing[@]}"
