@@ -64,8 +64,10 @@ impl fmt::Display for OvsdbAddress {
     }
 }
 
+/// Called with the port's name between the read and the write of a change (fault injection).
+type BeforeWrite = Box<dyn Fn(&str) + Send + Sync>;
+
 /// An Open vSwitch switch: the OVSDB to talk to and the bridge whose ports Cordon manages.
-#[derive(Debug)]
 pub struct OvsSwitch {
     switch_name: String,
     address: OvsdbAddress,
@@ -77,6 +79,20 @@ pub struct OvsSwitch {
     /// Serialises the driver's calls: read, compare, write is one critical section per switch
     /// (another writer is caught by the transaction's `wait`).
     lock: Mutex<()>,
+    /// Tests only: runs between the read and the write, to race a change in.
+    before_write: Option<BeforeWrite>,
+}
+
+impl fmt::Debug for OvsSwitch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OvsSwitch")
+            .field("switch_name", &self.switch_name)
+            .field("address", &self.address)
+            .field("bridge", &self.bridge)
+            .field("rpc_timeout", &self.rpc_timeout)
+            .field("apply_timeout", &self.apply_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A port as read from the OVSDB, with the raw column values the conflict check repeats.
@@ -101,7 +117,16 @@ impl OvsSwitch {
             rpc_timeout: Duration::from_secs(5),
             apply_timeout: Duration::from_secs(5),
             lock: Mutex::new(()),
+            before_write: None,
         }
+    }
+
+    /// Fault injection for tests: `hook(port)` runs after the driver has read the port and
+    /// before its transaction, so a test can make a concurrent change land exactly there.
+    #[doc(hidden)]
+    pub fn with_hook_before_write(mut self, hook: impl Fn(&str) + Send + Sync + 'static) -> OvsSwitch {
+        self.before_write = Some(Box::new(hook));
+        self
     }
 
     /// Overrides the per-answer timeout and the time allowed for ovs-vswitchd to apply a change.
@@ -260,6 +285,9 @@ impl OvsSwitch {
             }
             let after = before.observation.clone();
             return Ok(EnsureOutcome::between(before.observation, after, SegmentKind::Vlan));
+        }
+        if let Some(hook) = &self.before_write {
+            hook(port);
         }
         // One transaction: check that the port is still as read, write only what differs, and
         // ask ovs-vswitchd to confirm (next_cfg), as ovs-vsctl does.

@@ -150,6 +150,48 @@ impl OvsLab {
         let _ = std::fs::remove_file(self.socket());
     }
 
+    /// Kills ovs-vswitchd (the database stays up).
+    pub fn stop_vswitchd(&mut self) {
+        if let Some(mut child) = self.vswitchd.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts ovs-vswitchd again and waits until it has applied the database's configuration.
+    pub fn restart_vswitchd(&mut self) {
+        assert!(self.vswitchd.is_none(), "ovs-vswitchd already runs");
+        self.start_vswitchd();
+        let started = Instant::now();
+        loop {
+            let next = self.vsctl(&["get", "Open_vSwitch", ".", "next_cfg"]);
+            let cur = self.vsctl(&["get", "Open_vSwitch", ".", "cur_cfg"]);
+            if cur.parse::<i64>().unwrap_or(-1) >= next.parse::<i64>().unwrap_or(0) {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "ovs-vswitchd did not catch up: {}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Also listens on TCP (127.0.0.1, a free port); returns `tcp:127.0.0.1:PORT`.
+    pub fn add_tcp_remote(&self) -> String {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut command = Command::new("ovs-appctl");
+        self.env(&mut command);
+        let output = command
+            .args(["-t", &self.path("ovsdb.ctl"), "ovsdb-server/add-remote", &format!("ptcp:{port}:127.0.0.1")])
+            .output()
+            .expect("run ovs-appctl");
+        assert!(output.status.success(), "add-remote: {}", String::from_utf8_lossy(&output.stderr));
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(10), "ovsdb-server does not listen on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        format!("tcp:127.0.0.1:{port}")
+    }
+
     fn start_vswitchd(&mut self) {
         let mut command = Command::new("ip");
         self.env(&mut command);
