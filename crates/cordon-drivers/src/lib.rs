@@ -31,6 +31,11 @@ pub trait SwitchDriver: Send + Sync + std::fmt::Debug {
     fn switch_name(&self) -> &str;
     /// How this switch carries a network: one bridge per network, or one VLAN per network.
     fn segment_kind(&self) -> SegmentKind;
+    /// A harmless call that proves the switch is reachable (for `cordon status`), changing
+    /// nothing. The default reads the loopback device, which every Linux namespace has.
+    fn check_reachable(&self) -> Result<String, DriverError> {
+        self.observe_port("lo").map(|_| "reachable".to_string())
+    }
     /// Reads the port's current state without changing anything.
     fn observe_port(&self, port: &str) -> Result<PortObservation, DriverError>;
     /// Idempotent: makes `port` a member of `segment` (a bridge, or an access VLAN) with its

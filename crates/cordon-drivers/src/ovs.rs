@@ -351,6 +351,37 @@ impl SwitchDriver for OvsSwitch {
         SegmentKind::Vlan
     }
 
+    /// The bridge exists and ovs-vswitchd has applied the database (`cur_cfg == next_cfg`).
+    fn check_reachable(&self) -> Result<String, DriverError> {
+        let mut client = self.connect()?;
+        let results = self.transact(
+            &mut client,
+            "check the switch",
+            vec![
+                json!({"op": "select", "table": "Bridge", "where": [["name", "==", self.bridge]], "columns": ["name"]}),
+                json!({"op": "select", "table": "Open_vSwitch", "where": [], "columns": ["next_cfg", "cur_cfg"]}),
+            ],
+        )?;
+        let rows = |index: usize| results.get(index).and_then(|r| r.get("rows")).and_then(Value::as_array);
+        if rows(0).is_none_or(|rows| rows.is_empty()) {
+            return Err(DriverError::OvsPortNotFound {
+                detail: format!(
+                    "bridge {} does not exist (switch {}, OVSDB {})",
+                    self.bridge, self.switch_name, self.address
+                ),
+            });
+        }
+        let root = rows(1).and_then(|rows| rows.first());
+        let cfg = |column: &str| root.and_then(|row| row.get(column)).and_then(Value::as_i64).unwrap_or(-1);
+        let (next_cfg, cur_cfg) = (cfg("next_cfg"), cfg("cur_cfg"));
+        if cur_cfg < next_cfg {
+            return Ok(format!(
+                "reachable; ovs-vswitchd has not applied the latest change yet (cur_cfg {cur_cfg}, next_cfg {next_cfg})"
+            ));
+        }
+        Ok(format!("reachable (bridge {}, cur_cfg {cur_cfg})", self.bridge))
+    }
+
     fn observe_port(&self, port: &str) -> Result<PortObservation, DriverError> {
         let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
         let started = Instant::now();

@@ -152,3 +152,30 @@ fn malformed_and_silent_servers() {
     assert_eq!(error.message_number(), 60050, "{error}");
     assert!(error.to_string().contains("none.sock"), "names the address: {error}");
 }
+
+/// Prints what a move and a no-op cost on this machine (`-- --nocapture`); asserts no timing.
+#[test]
+fn timings() {
+    let lab = lab_with_ports(1);
+    let driver = driver(&lab);
+    let (mut moves, mut noops) = (Vec::new(), Vec::new());
+    for round in 0..20 {
+        let (tag, isolated) = if round % 2 == 0 { (999, true) } else { (10, false) };
+        let clock = std::time::Instant::now();
+        assert!(driver.ensure_port("p1", &Segment::Vlan(tag), isolated).unwrap().moved);
+        moves.push(clock.elapsed());
+        let clock = std::time::Instant::now();
+        assert!(!driver.ensure_port("p1", &Segment::Vlan(tag), isolated).unwrap().moved);
+        noops.push(clock.elapsed());
+    }
+    moves.sort();
+    noops.sort();
+    let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1e3);
+    println!(
+        "ovs: move median {} (max {}), no-op median {} (max {}), 20 rounds",
+        ms(moves[10]),
+        ms(moves[19]),
+        ms(noops[10]),
+        ms(noops[19])
+    );
+}

@@ -888,6 +888,12 @@ fn every_number_a_driver_error_carries_is_in_the_catalogue() {
         DriverError::BmcTimeout { detail: detail() },
         DriverError::Bmc { detail: detail() },
         DriverError::NotConfirmed { detail: detail() },
+        DriverError::WrongSegment { driver: detail(), segment: detail() },
+        DriverError::OvsdbUnreachable { detail: detail() },
+        DriverError::OvsPortNotFound { detail: detail() },
+        DriverError::OvsConflict { detail: detail() },
+        DriverError::Ovsdb { detail: detail() },
+        DriverError::OvsNotApplied { detail: detail() },
     ];
     for error in errors {
         let number = error.message_number();

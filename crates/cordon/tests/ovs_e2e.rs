@@ -268,3 +268,17 @@ fn ovsdb_down_is_retried_automatically() {
     assert!(action["attempts"].as_u64().unwrap() >= 2, "{action:#}");
     assert_eq!(site.port("sbc-02"), (Some(999), true));
 }
+
+#[test]
+fn ovs_status_checks_the_switch() {
+    let mut site = OvsSite::up("");
+    let manager = site.manager();
+    let out = manager.cordon(&["status"]);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("ovs-1") && text.contains("reachable"), "{text}");
+    site.lab.stop_ovsdb();
+    let out = manager.cordon(&["status"]);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(text.contains("ovs-1") && text.contains("db.sock"), "the unreachable OVSDB is named: {text}");
+}
