@@ -276,6 +276,32 @@ mod tests {
         assert!(unbalanced.next_message().is_err());
     }
 
+    /// Whatever bytes arrive, in whatever pieces, framing never panics and never loops.
+    #[test]
+    fn framing_arbitrary_bytes() {
+        let alphabet = b"{}[]\\\" \n:,a1";
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..2000 {
+            let mut framer = Framer::default();
+            for _ in 0..8 {
+                let mut piece = Vec::new();
+                for _ in 0..(state % 17) {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    let byte = if state >> 60 == 0 {
+                        (state >> 32) as u8
+                    } else {
+                        alphabet[(state >> 33) as usize % alphabet.len()]
+                    };
+                    piece.push(byte);
+                }
+                framer.push(&piece);
+                while let Ok(Some(message)) = framer.next_message() {
+                    let _ = serde_json::from_slice::<Value>(&message);
+                }
+            }
+        }
+    }
+
     #[test]
     fn values() {
         assert_eq!(optional_integer(&json!(10)), Some(Some(10)));
