@@ -120,7 +120,8 @@ fi
 
 if ((${#missing[@]} + ${#missing_backports[@]} > 0)); then
     export DEBIAN_FRONTEND=noninteractive
-    # Packages must not start their services here (clamav-freshclam would try the internet):
+    # Packages must not start their services here (clamav-freshclam would try the internet;
+    # openvswitch-switch would start the system's OVS, and the tests start their own):
     # without systemd, invoke-rc.d asks policy-rc.d; add a refusing one for the install only.
     if [[ ! -e /usr/sbin/policy-rc.d ]]; then
         printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
@@ -140,14 +141,6 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
     fi
     echo "==> installing: ${missing[*]} ${missing_backports[*]}"
-    # Keep maintainer scripts from starting services (openvswitch-switch, clamav-daemon, ...):
-    # tests start their own daemons. policy-rc.d exit code 101 = "action forbidden".
-    policy_rc=/usr/sbin/policy-rc.d
-    if [[ ! -e "$policy_rc" ]]; then
-        printf '#!/bin/sh\nexit 101\n' >"$policy_rc"
-        chmod 755 "$policy_rc"
-        trap 'rm -f "$policy_rc"' EXIT
-    fi
     apt-get update -q
     if ((${#missing[@]} > 0)); then
         apt-get install -y -q --no-install-recommends "${missing[@]}"
