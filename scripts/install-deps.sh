@@ -24,6 +24,7 @@ PACKAGES=(
     libvirt-daemon   # libvirtd (monolithic, 9.0): the libvirt hypervisor driver's tests
     libvirt-daemon-driver-qemu
     libvirt-dev      # libvirt.so + libvirt.pc: the `virt` crate links against it
+    openvswitch-switch # ovsdb-server, ovs-vswitchd, ovsdb-tool: the ovs driver's tests (own daemons)
 )
 
 # Packages that bookworm main lacks, installed from bookworm-backports (a deb822 source added
@@ -119,7 +120,8 @@ fi
 
 if ((${#missing[@]} + ${#missing_backports[@]} > 0)); then
     export DEBIAN_FRONTEND=noninteractive
-    # Packages must not start their services here (clamav-freshclam would try the internet):
+    # Packages must not start their services here (clamav-freshclam would try the internet;
+    # openvswitch-switch would start the system's OVS, and the tests start their own):
     # without systemd, invoke-rc.d asks policy-rc.d; add a refusing one for the install only.
     if [[ ! -e /usr/sbin/policy-rc.d ]]; then
         printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d

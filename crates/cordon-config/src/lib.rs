@@ -235,6 +235,8 @@ pub struct NetworkConfig {
     /// The Linux bridge carrying this network on linux-bridge switches, and on hypervisors the
     /// host bridge its VMs' NICs are attached to.
     pub bridge: Option<String>,
+    /// The 802.1Q VLAN (1-4094) carrying this network on ovs switches.
+    pub vlan: Option<u16>,
 }
 
 /// One `[[switch]]`.
@@ -242,8 +244,12 @@ pub struct NetworkConfig {
 pub struct SwitchConfig {
     pub name: String,
     pub driver: SwitchDriverKind,
-    /// The network namespace the switch lives in, if not the host's.
+    /// The network namespace the switch lives in, if not the host's (linux-bridge only).
     pub netns: Option<String>,
+    /// ovs only: where its OVSDB listens, `unix:/PATH` or `tcp:HOST:PORT`.
+    pub ovsdb: Option<String>,
+    /// ovs only: the Open vSwitch bridge whose ports Cordon retags.
+    pub bridge: Option<String>,
 }
 
 /// One `[[hypervisor]]`: a host running the VMs of virtual servers.

@@ -510,7 +510,7 @@ fn unknown_keys_are_errors_with_their_line() {
             "typo in a network",
             &[("gateway = \"10.99.0.1\"", "gatway = \"10.99.0.1\"")],
             "cordon.toml:19: network \"quarantine\".gatway: unknown key (expected one of: name, role, subnet, \
-             gateway, quarantine_network, pool, bridge)",
+             gateway, quarantine_network, pool, bridge, vlan)",
         ),
         (
             "typo in a NIC",
@@ -846,14 +846,14 @@ fn switch_and_tenant_rules() {
     check_cases(&[
         (
             "unknown driver",
-            &[("driver = \"linux-bridge\"", "driver = \"ovs\"")],
-            "cordon.toml:25: switch \"tor-1\".driver: `ovs` is not a known driver (expected one of: \
-             linux-bridge)",
+            &[("driver = \"linux-bridge\"", "driver = \"cisco\"")],
+            "cordon.toml:25: switch \"tor-1\".driver: `cisco` is not a known driver (expected one of: \
+             linux-bridge, ovs)",
         ),
         (
             "missing driver",
             &[("driver = \"linux-bridge\"\n", "")],
-            "cordon.toml:23: switch \"tor-1\".driver: missing: every switch needs a driver (linux-bridge)",
+            "cordon.toml:23: switch \"tor-1\".driver: missing: every switch needs a driver (linux-bridge or ovs)",
         ),
         (
             "netns with a slash",
@@ -2143,7 +2143,7 @@ fn several_problems_are_reported_together_in_file_order() {
     let text = edited(&[
         ("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1\""),
         ("pool = \"10.99.0.100-10.99.0.199\"", "pool = \"10.99.0.100-10.98.0.1\""),
-        ("driver = \"linux-bridge\"", "driver = \"ovs\""),
+        ("driver = \"linux-bridge\"", "driver = \"cisco\""),
         ("mac = \"02:00:00:00:01:01\"", "mac = \"nope\""),
         ("", "[[server]]\nname = \"bad name\"\nkind = \"physical\"\nextra = 1\n"),
     ]);
@@ -2151,7 +2151,7 @@ fn several_problems_are_reported_together_in_file_order() {
     let expected = "\
 cordon.toml:2: manager.listen: `127.0.0.1` is not a listen address (expected IP:port, like 127.0.0.1:8080 or [::1]:8080)
 cordon.toml:20: network \"quarantine\".pool: `10.99.0.100-10.98.0.1` ends before it starts
-cordon.toml:25: switch \"tor-1\".driver: `ovs` is not a known driver (expected one of: linux-bridge)
+cordon.toml:25: switch \"tor-1\".driver: `cisco` is not a known driver (expected one of: linux-bridge, ovs)
 cordon.toml:43: server \"sbc-01\".nic[0].mac: `nope` is not a MAC address (expected six hex pairs like 02:00:00:00:01:01)
 cordon.toml:121: server \"bad name\".nic: missing: every server needs at least one [[server.nic]]
 cordon.toml:122: server \"bad name\".name: `bad name` is not a valid name (use only letters, digits, '.', '_' and '-')
@@ -2503,4 +2503,137 @@ fn max_rate_is_per_source_and_bounded() {
     }
     let error = source("hmac_secret = \"abc\"").unwrap_err().to_string();
     assert!(error.contains("hmac_secret_file") && !error.contains("abc"), "{error}");
+}
+
+/// The configuration of issue 10, exactly as written there, plus one server on the ovs switch.
+const OVS_CONFIG: &str = r#"[[network]]
+name = "office"
+role = "operational"
+vlan = 10
+subnet = "10.10.0.0/24"
+quarantine_network = "quarantine"
+
+[[network]]
+name = "quarantine"
+role = "quarantine"
+vlan = 999
+subnet = "10.99.0.0/24"
+pool = "10.99.0.100-10.99.0.199"
+
+[[switch]]
+name = "ovs-1"
+driver = "ovs"
+ovsdb = "unix:/run/openvswitch/db.sock"
+bridge = "br-int"
+
+[[server]]
+name = "sbc-01"
+kind = "physical"
+[[server.nic]]
+mac = "02:00:00:00:01:01"
+network = "office"
+ip = "10.10.0.11"
+switch = "ovs-1"
+port = "p-sbc-01"
+"#;
+
+#[test]
+fn ovs_switch_with_vlans() {
+    let config = parse_ok(OVS_CONFIG);
+    assert_eq!(config.networks[0].vlan, Some(10));
+    assert_eq!(config.networks[1].vlan, Some(999));
+    assert_eq!(config.networks[0].bridge, None);
+    let switch = &config.switches[0];
+    assert_eq!(switch.driver, SwitchDriverKind::Ovs);
+    assert_eq!(switch.ovsdb.as_deref(), Some("unix:/run/openvswitch/db.sock"));
+    assert_eq!(switch.bridge.as_deref(), Some("br-int"));
+    assert_eq!(switch.netns, None);
+    let tcp = parse_ok(&edited_from(OVS_CONFIG, &[("unix:/run/openvswitch/db.sock", "tcp:127.0.0.1:6640")]));
+    assert_eq!(tcp.switches[0].ovsdb.as_deref(), Some("tcp:127.0.0.1:6640"));
+
+    check_cases_on(
+        OVS_CONFIG,
+        &[
+            (
+                "operational network without vlan",
+                &[("vlan = 10\n", "")],
+                "cordon.toml:1: network \"office\".vlan: missing: server \"sbc-01\".nic[0] is on ovs switch `ovs-1`, \
+                 which carries it on this network, so the network needs a vlan",
+            ),
+            (
+                "quarantine network without vlan",
+                &[("vlan = 999\n", "")],
+                "cordon.toml:8: network \"quarantine\".vlan: missing: server \"sbc-01\".nic[0] is on ovs switch \
+                 `ovs-1`, which moves it to this network on quarantine, so the network needs a vlan",
+            ),
+            (
+                "vlan 0",
+                &[("vlan = 10", "vlan = 0")],
+                "cordon.toml:4: network \"office\".vlan: `0` is out of range: an 802.1Q VLAN id is from 1 to 4094",
+            ),
+            (
+                "vlan 4095",
+                &[("vlan = 999", "vlan = 4095")],
+                "cordon.toml:11: network \"quarantine\".vlan: `4095` is out of range: an 802.1Q VLAN id is from 1 \
+                 to 4094",
+            ),
+            (
+                "vlan not a number",
+                &[("vlan = 10", "vlan = \"ten\"")],
+                "cordon.toml:4: network \"office\".vlan: expected an integer, found a string",
+            ),
+            (
+                "shared vlan",
+                &[("vlan = 999", "vlan = 10")],
+                "cordon.toml:11: network \"quarantine\".vlan: vlan 10 is already the vlan of network \"office\"; \
+                 each network needs its own vlan",
+            ),
+            (
+                "missing ovsdb",
+                &[("ovsdb = \"unix:/run/openvswitch/db.sock\"\n", "")],
+                "cordon.toml:15: switch \"ovs-1\".ovsdb: missing: an ovs switch needs its OVSDB address, like \
+                 unix:/run/openvswitch/db.sock",
+            ),
+            (
+                "missing bridge",
+                &[("bridge = \"br-int\"\n", "")],
+                "cordon.toml:15: switch \"ovs-1\".bridge: missing: an ovs switch needs the Open vSwitch bridge of \
+                 its ports, like br-int",
+            ),
+            (
+                "bad ovsdb",
+                &[("unix:/run/openvswitch/db.sock", "ssl:10.0.0.1:6640")],
+                "cordon.toml:18: switch \"ovs-1\".ovsdb: `ssl:10.0.0.1:6640` is not an OVSDB address (expected \
+                 unix:/PATH or tcp:HOST:PORT)",
+            ),
+            (
+                "relative unix path",
+                &[("unix:/run/openvswitch/db.sock", "unix:db.sock")],
+                "cordon.toml:18: switch \"ovs-1\".ovsdb: `unix:db.sock`: the socket path after unix: must be absolute",
+            ),
+            (
+                "tcp without port",
+                &[("unix:/run/openvswitch/db.sock", "tcp:127.0.0.1:x")],
+                "cordon.toml:18: switch \"ovs-1\".ovsdb: `tcp:127.0.0.1:x`: `x` is not a TCP port (1-65535)",
+            ),
+            (
+                "netns on an ovs switch",
+                &[("bridge = \"br-int\"\n", "bridge = \"br-int\"\nnetns = \"sw\"\n")],
+                "cordon.toml:20: switch \"ovs-1\".netns: an ovs switch is reached through `ovsdb`, not a namespace; \
+                 remove netns",
+            ),
+            (
+                "ovsdb on a linux-bridge switch",
+                &[("driver = \"ovs\"", "driver = \"linux-bridge\"")],
+                "cordon.toml:1: network \"office\".bridge: missing: server \"sbc-01\".nic[0] is on linux-bridge \
+                 switch `ovs-1`, which carries it on this network, so the network needs a bridge\n\
+                 cordon.toml:8: network \"quarantine\".bridge: missing: server \"sbc-01\".nic[0] is on linux-bridge \
+                 switch `ovs-1`, which moves it to this network on quarantine, so the network needs a bridge\n\
+                 cordon.toml:18: switch \"ovs-1\".ovsdb: only an ovs switch has ovsdb (a linux-bridge switch uses \
+                 each network's bridge); remove it or set driver = \"ovs\"\n\
+                 cordon.toml:19: switch \"ovs-1\".bridge: only an ovs switch has bridge (a linux-bridge switch uses \
+                 each network's bridge); remove it or set driver = \"ovs\"",
+            ),
+        ],
+    );
 }

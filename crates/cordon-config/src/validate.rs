@@ -80,6 +80,7 @@ struct Net<'e> {
     quarantine_network: Option<&'e Leaf>,
     pool: Option<AddressRange>,
     bridge: Option<String>,
+    vlan: Option<u16>,
 }
 
 impl Net<'_> {
@@ -92,6 +93,7 @@ impl Net<'_> {
             quarantine_network: self.quarantine_network.map(|leaf| leaf.value.clone()),
             pool: self.pool,
             bridge: self.bridge.clone(),
+            vlan: self.vlan,
         })
     }
 }
@@ -100,11 +102,19 @@ struct Switch {
     name: Option<String>,
     driver: Option<SwitchDriverKind>,
     netns: Option<String>,
+    ovsdb: Option<String>,
+    bridge: Option<String>,
 }
 
 impl Switch {
     fn build(&self) -> Option<SwitchConfig> {
-        Some(SwitchConfig { name: self.name.clone()?, driver: self.driver?, netns: self.netns.clone() })
+        Some(SwitchConfig {
+            name: self.name.clone()?,
+            driver: self.driver?,
+            netns: self.netns.clone(),
+            ovsdb: self.ovsdb.clone(),
+            bridge: self.bridge.clone(),
+        })
     }
 }
 
@@ -539,6 +549,20 @@ impl Validator<'_> {
             }
         }
 
+        // Each network has its own VLAN: sharing one would join the networks.
+        let mut vlans: HashMap<u16, String> = HashMap::new();
+        for net in &nets {
+            let (Some(vlan), Some(number)) = (net.vlan, net.entry.get_int("vlan")) else {
+                continue;
+            };
+            if let Some(first) = vlans.get(&vlan) {
+                let detail = format!("vlan {vlan} is already the vlan of {first}; each network needs its own vlan");
+                self.at(number.start, net.entry.key_of("vlan"), detail);
+            } else {
+                vlans.insert(vlan, net.entry.key.clone());
+            }
+        }
+
         // Each network has its own bridge: sharing one would join the networks.
         let mut bridges: HashMap<String, String> = HashMap::new();
         for net in &nets {
@@ -577,6 +601,14 @@ impl Validator<'_> {
         let pool_leaf = entry.get("pool");
         let pool = pool_leaf.and_then(|leaf| self.parse::<AddressRange>(entry, "pool", leaf));
         let bridge = entry.get("bridge").and_then(|leaf| self.check(entry, "bridge", leaf, check_interface));
+        let vlan = entry.get_int("vlan").and_then(|number| {
+            let vlan = u16::try_from(number.value).ok().filter(|v| (1..=4094).contains(v));
+            if vlan.is_none() {
+                let detail = format!("`{}` is out of range: an 802.1Q VLAN id is from 1 to 4094", number.value);
+                self.at(number.start, entry.key_of("vlan"), detail);
+            }
+            vlan
+        });
 
         match role {
             Some(NetworkRole::Operational) => {
@@ -631,7 +663,7 @@ impl Validator<'_> {
             None => {}
         }
 
-        Net { entry, name, role, subnet, gateway, quarantine_network, pool, bridge }
+        Net { entry, name, role, subnet, gateway, quarantine_network, pool, bridge, vlan }
     }
 
     fn subnet(&mut self, entry: &Entry, leaf: &Leaf) -> Option<IpNet> {
@@ -653,10 +685,37 @@ impl Validator<'_> {
             .map(|entry| {
                 let name = self.name(entry, "switch", &mut seen);
                 let driver = self
-                    .required(entry, "driver", "every switch needs a driver (linux-bridge)")
+                    .required(entry, "driver", "every switch needs a driver (linux-bridge or ovs)")
                     .and_then(|leaf| self.choice(entry, "driver", leaf, SwitchDriverKind::ALL));
                 let netns = entry.get("netns").and_then(|leaf| self.check(entry, "netns", leaf, check_netns));
-                Switch { name, driver, netns }
+                let mut ovsdb = None;
+                let mut bridge = None;
+                match driver {
+                    Some(SwitchDriverKind::Ovs) => {
+                        ovsdb = self
+                            .required(entry, "ovsdb", "an ovs switch needs its OVSDB address, like unix:/run/openvswitch/db.sock")
+                            .and_then(|leaf| self.check(entry, "ovsdb", leaf, check_ovsdb));
+                        bridge = self
+                            .required(entry, "bridge", "an ovs switch needs the Open vSwitch bridge of its ports, like br-int")
+                            .and_then(|leaf| self.check(entry, "bridge", leaf, check_interface));
+                        if let Some(leaf) = entry.get("netns") {
+                            let detail = "an ovs switch is reached through `ovsdb`, not a namespace; remove netns";
+                            self.at(leaf.span.start, entry.key_of("netns"), detail);
+                        }
+                    }
+                    Some(SwitchDriverKind::LinuxBridge) => {
+                        for field in ["ovsdb", "bridge"] {
+                            if let Some(leaf) = entry.get(field) {
+                                let detail = format!(
+                                    "only an ovs switch has {field} (a linux-bridge switch uses each network's bridge); remove it or set driver = \"ovs\""
+                                );
+                                self.at(leaf.span.start, entry.key_of(field), detail);
+                            }
+                        }
+                    }
+                    None => {}
+                }
+                Switch { name, driver, netns, ovsdb, bridge }
             })
             .collect()
     }
@@ -1522,15 +1581,17 @@ impl Validator<'_> {
     }
 
     /// On a linux-bridge switch, a port is moved between the bridges of its operational network
-    /// and of that network's quarantine network: both must have one. So must the networks of a
+    /// and of that network's quarantine network: both must have one. On an ovs switch, between
+    /// their VLANs: both must have a `vlan`. So must the networks of a
     /// VM's NIC, whose hypervisor moves it between the same networks' bridges on its host.
     fn bridges(&mut self, networks: &[Net<'_>], switches: &[Switch], servers: &[Server]) {
-        let mut reported: Vec<&str> = Vec::new();
+        let mut reported: Vec<String> = Vec::new();
         for server in servers {
             for nic in &server.nics {
                 let Some(network_name) = &nic.network else {
                     continue;
                 };
+                let mut key = "bridge";
                 let (carries, moves) = if server.kind == Some(ServerKind::Virtual) {
                     let vm = format!("{} is the NIC of a VM, which its hypervisor", nic.key);
                     (
@@ -1544,10 +1605,15 @@ impl Validator<'_> {
                     let Some(switch) = find(switches, |s| s.name.as_ref() == Some(switch_name)) else {
                         continue;
                     };
-                    if switch.driver != Some(SwitchDriverKind::LinuxBridge) {
-                        continue;
-                    }
-                    let port = format!("{} is on linux-bridge switch `{switch_name}`, which", nic.key);
+                    let driver = match switch.driver {
+                        Some(SwitchDriverKind::LinuxBridge) => "linux-bridge",
+                        Some(SwitchDriverKind::Ovs) => {
+                            key = "vlan";
+                            "ovs"
+                        }
+                        None => continue,
+                    };
+                    let port = format!("{} is on {driver} switch `{switch_name}`, which", nic.key);
                     (
                         format!("{port} carries it on this network"),
                         format!("{port} moves it to this network on quarantine"),
@@ -1561,12 +1627,18 @@ impl Validator<'_> {
                     .and_then(|leaf| find(networks, |n| n.name.as_deref() == Some(leaf.value.as_str())));
                 for (net, why) in [(Some(network), &carries), (quarantine, &moves)] {
                     let Some(net) = net else { continue };
-                    if net.entry.get("bridge").is_some() || reported.contains(&net.entry.key.as_str()) {
+                    let present = if key == "vlan" {
+                        net.entry.get_int("vlan").is_some() || !net.entry.absent("vlan")
+                    } else {
+                        net.entry.get("bridge").is_some()
+                    };
+                    let seen = format!("{}.{key}", net.entry.key);
+                    if present || reported.contains(&seen) {
                         continue;
                     }
-                    reported.push(&net.entry.key);
-                    let detail = format!("missing: {why}, so the network needs a bridge");
-                    self.at(net.entry.start, net.entry.key_of("bridge"), detail);
+                    reported.push(seen);
+                    let detail = format!("missing: {why}, so the network needs a {key}");
+                    self.at(net.entry.start, net.entry.key_of(key), detail);
                 }
             }
         }
@@ -1927,6 +1999,31 @@ fn check_path(text: &str) -> Result<(), String> {
     } else {
         Ok(())
     }
+}
+
+/// An OVSDB address: `unix:/ABSOLUTE/PATH` or `tcp:HOST:PORT` (the forms ovs-vsctl's --db takes
+/// that Cordon's client speaks; no `ssl:`).
+fn check_ovsdb(text: &str) -> Result<(), String> {
+    if let Some(path) = text.strip_prefix("unix:") {
+        return if path.starts_with('/') {
+            Ok(())
+        } else {
+            Err(format!("`{text}`: the socket path after unix: must be absolute"))
+        };
+    }
+    if let Some(rest) = text.strip_prefix("tcp:") {
+        let Some((host, port)) = rest.rsplit_once(':') else {
+            return Err(format!("`{text}`: expected tcp:HOST:PORT, like tcp:127.0.0.1:6640"));
+        };
+        if host.trim_start_matches('[').trim_end_matches(']').is_empty() {
+            return Err(format!("`{text}`: the host is missing (tcp:HOST:PORT)"));
+        }
+        return match port.parse::<u16>() {
+            Ok(port) if port > 0 => Ok(()),
+            _ => Err(format!("`{text}`: `{port}` is not a TCP port (1-65535)")),
+        };
+    }
+    Err(format!("`{text}` is not an OVSDB address (expected unix:/PATH or tcp:HOST:PORT)"))
 }
 
 /// Linux interface names (bridges, ports), as the kernel's `dev_valid_name` accepts them.

@@ -6,17 +6,20 @@
 //! the port back after every change. The contract every driver follows is
 //! written down in `docs/drivers.md`.
 //!
-//! The only driver so far is [`LinuxBridgeSwitch`] (`linux-bridge`): one
-//! Linux bridge per network, a port moves by changing its master, spoken
-//! over rtnetlink directly (no `ip` process).
+//! Two switch drivers: [`LinuxBridgeSwitch`] (`linux-bridge`): one Linux bridge per network, a
+//! port moves by changing its master, spoken over rtnetlink directly (no `ip` process); and
+//! [`OvsSwitch`] (`ovs`): one Open vSwitch bridge, a network is an 802.1Q VLAN and a port moves
+//! by changing its access tag, spoken over OVSDB (RFC 7047) directly (no `ovs-vsctl`).
 
 mod libvirt;
 mod linux_bridge;
 mod netlink;
+mod ovs;
 mod redfish;
 
 pub use libvirt::{LibvirtHypervisor, LibvirtPower};
 pub use linux_bridge::LinuxBridgeSwitch;
+pub use ovs::{OvsSwitch, OvsdbAddress};
 pub use redfish::{RedfishBmc, RedfishSettings};
 
 /// A driver that moves switch ports between networks. Blocking: the engine
@@ -26,13 +29,46 @@ pub trait SwitchDriver: Send + Sync + std::fmt::Debug {
     fn kind(&self) -> &'static str;
     /// The configured switch name, e.g. `"tor-1"`.
     fn switch_name(&self) -> &str;
+    /// How this switch carries a network: one bridge per network, or one VLAN per network.
+    fn segment_kind(&self) -> SegmentKind;
+    /// A harmless call that proves the switch is reachable (for `cordon status`), changing
+    /// nothing. The default reads the loopback device, which every Linux namespace has.
+    fn check_reachable(&self) -> Result<String, DriverError> {
+        self.observe_port("lo").map(|_| "reachable".to_string())
+    }
     /// Reads the port's current state without changing anything.
     fn observe_port(&self, port: &str) -> Result<PortObservation, DriverError>;
-    /// Idempotent: makes `port` a member of `bridge` with the bridge-port
-    /// `isolated` flag equal to `isolated`, changing only what differs, then
-    /// reads the port back. A read-back that disagrees is
-    /// [`DriverError::ReadBackMismatch`].
-    fn ensure_port(&self, port: &str, bridge: &str, isolated: bool) -> Result<EnsureOutcome, DriverError>;
+    /// Idempotent: makes `port` a member of `segment` (a bridge, or an access VLAN) with its
+    /// isolation equal to `isolated`, changing only what differs, then reads the port back. A
+    /// read-back that disagrees is [`DriverError::ReadBackMismatch`]. A segment of the other
+    /// kind than [`SwitchDriver::segment_kind`] is refused ([`DriverError::WrongSegment`]).
+    fn ensure_port(&self, port: &str, segment: &Segment, isolated: bool) -> Result<EnsureOutcome, DriverError>;
+}
+
+/// Where a network is on a switch.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Segment {
+    /// A Linux bridge of its own (`linux-bridge` switches, hypervisor hosts).
+    Bridge(String),
+    /// An 802.1Q VLAN on a shared bridge: the port's access tag (`ovs` switches).
+    Vlan(u16),
+}
+
+/// Which kind of [`Segment`] a switch uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentKind {
+    Bridge,
+    Vlan,
+}
+
+impl std::fmt::Display for Segment {
+    /// `br-office` (the bridge name, as messages always printed it) or `vlan 999`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Segment::Bridge(name) => f.write_str(name),
+            Segment::Vlan(tag) => write!(f, "vlan {tag}"),
+        }
+    }
 }
 
 /// A driver that reconnects a VM's virtual NIC between networks, live and in the VM's
@@ -108,7 +144,11 @@ pub struct PortObservation {
     /// The name of the port's master (the bridge it belongs to); `None` if
     /// the port has no master.
     pub bridge: Option<String>,
-    /// The bridge-port `isolated` flag (always `false` outside a bridge).
+    /// The port's 802.1Q access tag (`ovs`); `None` for an untagged port or a driver without
+    /// VLANs.
+    pub vlan: Option<u16>,
+    /// The bridge-port `isolated` flag, or Open vSwitch's `Port.protected` (always `false`
+    /// outside a bridge).
     pub isolated: bool,
     /// The port is administratively up (`IFF_UP`).
     pub up: bool,
@@ -116,9 +156,41 @@ pub struct PortObservation {
 
 impl PortObservation {
     /// A short human description of the membership, as used in
-    /// [`DriverError::ReadBackMismatch`]: `"bridge br-office, not isolated"`.
+    /// [`DriverError::ReadBackMismatch`]: `"bridge br-office, not isolated"`, or with a tag
+    /// `"bridge br-int, vlan 999, isolated"`.
     pub fn membership(&self) -> String {
-        describe_membership(self.bridge.as_deref(), self.isolated)
+        match self.vlan {
+            None => describe_membership(self.bridge.as_deref(), self.isolated),
+            Some(tag) => {
+                let isolation = if self.isolated { "isolated" } else { "not isolated" };
+                let bridge = self.bridge.as_deref().map(|b| format!("bridge {b}")).unwrap_or("no bridge".into());
+                format!("{bridge}, vlan {tag}, {isolation}")
+            }
+        }
+    }
+
+    /// Whether the port is on `segment` (its bridge, or its access tag).
+    pub fn is_on(&self, segment: &Segment) -> bool {
+        match segment {
+            Segment::Bridge(bridge) => self.bridge.as_deref() == Some(bridge.as_str()),
+            Segment::Vlan(tag) => self.vlan == Some(*tag),
+        }
+    }
+
+    /// The segment the port is on, as the given kind of switch sees it.
+    pub fn segment(&self, kind: SegmentKind) -> Option<Segment> {
+        match kind {
+            SegmentKind::Bridge => self.bridge.clone().map(Segment::Bridge),
+            SegmentKind::Vlan => self.vlan.map(Segment::Vlan),
+        }
+    }
+}
+
+/// `"vlan 999, isolated"` or `"bridge br-a, not isolated"`: what a request asks for.
+pub fn describe_request(segment: &Segment, isolated: bool) -> String {
+    match segment {
+        Segment::Bridge(bridge) => describe_membership(Some(bridge), isolated),
+        Segment::Vlan(tag) => format!("vlan {tag}, {}", if isolated { "isolated" } else { "not isolated" }),
     }
 }
 
@@ -134,6 +206,15 @@ pub struct EnsureOutcome {
     pub moved: bool,
     /// The port's `isolated` flag differs between `before` and `after`.
     pub isolation_changed: bool,
+}
+
+impl EnsureOutcome {
+    /// `moved`/`isolation_changed` computed from the two observations on a switch of `kind`.
+    pub fn between(before: PortObservation, after: PortObservation, kind: SegmentKind) -> EnsureOutcome {
+        let moved = before.segment(kind) != after.segment(kind);
+        let isolation_changed = before.isolated != after.isolated;
+        EnsureOutcome { before, after, moved, isolation_changed }
+    }
 }
 
 /// A driver failure. Every variant maps to one of Cordon's numbered
@@ -178,6 +259,27 @@ pub enum DriverError {
     /// Nothing observable confirmed the reboot before the deadline.
     #[error("{detail}")]
     NotConfirmed { detail: String },
+    /// A segment of the wrong kind for the switch (a VLAN for `linux-bridge`, a bridge for
+    /// `ovs`): a configuration error the config crate's validation normally prevents.
+    #[error("a {driver} switch cannot put a port on {segment}")]
+    WrongSegment { driver: String, segment: String },
+    /// The OVSDB server cannot be reached (connection refused, no answer in time, connection
+    /// dropped).
+    #[error("{detail}")]
+    OvsdbUnreachable { detail: String },
+    /// The port is not in the OVSDB, or not on the configured bridge.
+    #[error("{detail}")]
+    OvsPortNotFound { detail: String },
+    /// The port changed between the driver's read and its write: the transaction's `wait`
+    /// failed, and nothing was applied.
+    #[error("{detail}")]
+    OvsConflict { detail: String },
+    /// The OVSDB answered with an error (a failed operation, a malformed answer).
+    #[error("{detail}")]
+    Ovsdb { detail: String },
+    /// The transaction committed but ovs-vswitchd did not report it applied (`cur_cfg`) in time.
+    #[error("{detail}")]
+    OvsNotApplied { detail: String },
 }
 
 impl DriverError {
@@ -194,7 +296,13 @@ impl DriverError {
             DriverError::BmcTimeout { .. } => 60018,
             DriverError::Bmc { .. } => 60019,
             DriverError::NotConfirmed { .. } => 60036,
-            DriverError::Namespace { .. }
+            DriverError::OvsdbUnreachable { .. } => 60050,
+            DriverError::OvsPortNotFound { .. } => 60051,
+            DriverError::OvsConflict { .. } => 60052,
+            DriverError::Ovsdb { .. } => 60053,
+            DriverError::OvsNotApplied { .. } => 60054,
+            DriverError::WrongSegment { .. }
+            | DriverError::Namespace { .. }
             | DriverError::PortNotFound { .. }
             | DriverError::BridgeNotFound { .. }
             | DriverError::Netlink { .. } => 60010,
@@ -254,7 +362,12 @@ mod tests {
 
     #[test]
     fn membership_text() {
-        let obs = PortObservation { port: "p1".into(), bridge: None, isolated: false, up: true };
+        let obs = PortObservation { port: "p1".into(), bridge: None, vlan: None, isolated: false, up: true };
         assert_eq!(obs.membership(), "no bridge, not isolated");
+        let tagged = PortObservation { bridge: Some("br-int".into()), vlan: Some(999), isolated: true, ..obs };
+        assert_eq!(tagged.membership(), "bridge br-int, vlan 999, isolated");
+        assert!(tagged.is_on(&Segment::Vlan(999)));
+        assert!(!tagged.is_on(&Segment::Vlan(10)));
+        assert!(tagged.is_on(&Segment::Bridge("br-int".into())));
     }
 }

@@ -275,6 +275,7 @@ impl Shared {
                 tap => Ok(PortObservation {
                     port: tap.clone().unwrap_or_default(),
                     bridge: self.nic_bridge(connection, live),
+                    vlan: None,
                     isolated: live.isolated,
                     up: !live.link_down,
                 }),
@@ -282,6 +283,7 @@ impl Shared {
             (_, Some(config)) => Ok(PortObservation {
                 port: config.target_dev.clone().unwrap_or_default(),
                 bridge: self.nic_bridge(connection, config),
+                vlan: None,
                 isolated: config.isolated,
                 up: false,
             }),
@@ -640,6 +642,7 @@ fn observe_tap(
     let observation = PortObservation {
         port: tap.to_string(),
         bridge,
+        vlan: None,
         isolated: link.is_bridge_port && link.isolated.unwrap_or(false),
         up: link.up,
     };

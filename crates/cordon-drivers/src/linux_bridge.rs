@@ -9,7 +9,7 @@ use std::time::Instant;
 use tracing::debug;
 
 use crate::netlink::{Connection, Link, NlError};
-use crate::{DriverError, EnsureOutcome, PortObservation, SwitchDriver, describe_membership};
+use crate::{DriverError, EnsureOutcome, PortObservation, Segment, SegmentKind, SwitchDriver, describe_membership};
 
 /// Longest interface name the kernel accepts (`IFNAMSIZ - 1`).
 const MAX_IFNAME_LEN: usize = 15;
@@ -105,7 +105,24 @@ impl SwitchDriver for LinuxBridgeSwitch {
         Ok(observed.observation)
     }
 
-    fn ensure_port(&self, port: &str, bridge: &str, isolated: bool) -> Result<EnsureOutcome, DriverError> {
+    fn segment_kind(&self) -> SegmentKind {
+        SegmentKind::Bridge
+    }
+
+    fn ensure_port(&self, port: &str, segment: &Segment, isolated: bool) -> Result<EnsureOutcome, DriverError> {
+        match segment {
+            Segment::Bridge(bridge) => LinuxBridgeSwitch::ensure_port(self, port, bridge, isolated),
+            Segment::Vlan(_) => {
+                Err(DriverError::WrongSegment { driver: self.kind().to_string(), segment: segment.to_string() })
+            }
+        }
+    }
+}
+
+impl LinuxBridgeSwitch {
+    /// [`SwitchDriver::ensure_port`] with the bridge named directly: makes `port` a member of
+    /// `bridge` with the bridge-port `isolated` flag equal to `isolated`.
+    pub fn ensure_port(&self, port: &str, bridge: &str, isolated: bool) -> Result<EnsureOutcome, DriverError> {
         let started = Instant::now();
         let outcome = self.with_connection(|connection| ensure(connection, port, bridge, isolated))?;
         debug!(
@@ -189,6 +206,7 @@ fn observe(connection: &mut Connection, port: &str) -> Result<Observed, DriverEr
     let observation = PortObservation {
         port: port.to_string(),
         bridge: master.as_ref().map(|link| link.name.clone()),
+        vlan: None,
         isolated,
         up: port_link.up,
     };

@@ -174,7 +174,7 @@ impl Drop for Lab {
 }
 
 fn observation(port: &str, bridge: Option<&str>, isolated: bool, up: bool) -> PortObservation {
-    PortObservation { port: port.to_string(), bridge: bridge.map(str::to_string), isolated, up }
+    PortObservation { port: port.to_string(), bridge: bridge.map(str::to_string), vlan: None, isolated, up }
 }
 
 /// Checks with `ip -d link show` and `bridge -d link show` (not with the

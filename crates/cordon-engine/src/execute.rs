@@ -4,7 +4,7 @@ use std::fmt::Display;
 use std::time::Instant;
 
 use chrono::Utc;
-use cordon_drivers::{DriverError, EnsureOutcome};
+use cordon_drivers::{DriverError, EnsureOutcome, Segment};
 use cordon_model::{ActionCommand, ActionKind, Message, ServerState, messages};
 use cordon_store::{ActionRecord, MessageRef, NewStep, ServerRecord, StepOutcome, StoreError};
 
@@ -232,7 +232,7 @@ impl Engine {
         .await?;
 
         // Step 2: the port on the quarantine bridge, isolated from the other quarantined ports.
-        let moved = match self.ensure_port(action, server, plan, &plan.quarantine_bridge, true).await? {
+        let moved = match self.ensure_port(action, server, plan, &plan.quarantine_segment, true).await? {
             Ok(outcome) => outcome.moved,
             Err(failure) => return Ok(Err(failure)),
         };
@@ -251,7 +251,7 @@ impl Engine {
         )
         .await?;
         let how = if moved { "moved" } else { "already there" };
-        Ok(Ok(format!("{} on {} ({how}), address {address}", plan.link.name(), plan.quarantine_bridge)))
+        Ok(Ok(format!("{} on {} ({how}), address {address}", plan.link.name(), plan.quarantine_segment)))
     }
 
     async fn unquarantine_nic(
@@ -262,7 +262,7 @@ impl Engine {
     ) -> Result<Result<String, StepFailure>, EngineError> {
         let store = &self.inner.store;
         let server_id = action.server_id.unwrap_or_default();
-        let moved = match self.ensure_port(action, server, plan, &plan.operational_bridge, false).await? {
+        let moved = match self.ensure_port(action, server, plan, &plan.operational_segment, false).await? {
             Ok(outcome) => outcome.moved,
             Err(failure) => return Ok(Err(failure)),
         };
@@ -295,7 +295,7 @@ impl Engine {
         Ok(Ok(format!(
             "{} on {} ({how}), address {}",
             plan.link.name(),
-            plan.operational_bridge,
+            plan.operational_segment,
             describe(plan.nic.operational_ip)
         )))
     }
@@ -386,13 +386,13 @@ impl Engine {
         action: &ActionRecord,
         server: &str,
         plan: &NicPlan,
-        bridge: &str,
+        segment: &Segment,
         isolated: bool,
     ) -> Result<Result<EnsureOutcome, StepFailure>, EngineError> {
         let begun = Utc::now();
         let target = plan.link.target();
         let link = plan.link.clone();
-        let wanted = bridge.to_string();
+        let wanted = segment.clone();
         let clock = Instant::now();
         let mut call = tokio::task::spawn_blocking(move || link.ensure(&wanted, isolated));
         let timeout = self.inner.settings.driver_timeout;
@@ -415,6 +415,9 @@ impl Engine {
                 let detail = format!("no answer within {timeout:?}");
                 Err(match &plan.link {
                     crate::topology::Link::VmNic { .. } => DriverError::HypervisorUnreachable { detail },
+                    crate::topology::Link::Port { driver, .. } if driver.kind() == "ovs" => {
+                        DriverError::OvsdbUnreachable { detail }
+                    }
                     crate::topology::Link::Port { .. } => {
                         DriverError::Netlink { operation: "driver call".into(), detail }
                     }
@@ -431,7 +434,7 @@ impl Engine {
                 } else {
                     let message = EngineError::message_ref(
                         &messages::PORT_ALREADY_IN_PLACE,
-                        &[("port", &plan.link.name()), ("server", &server), ("bridge", &bridge)],
+                        &[("port", &plan.link.name()), ("server", &server), ("bridge", &segment)],
                     );
                     self.note(&message, action.server_id, Some(action.id)).await?;
                     (StepOutcome::AlreadyInPlace, message.text, Some(messages::PORT_ALREADY_IN_PLACE.number))
@@ -494,6 +497,7 @@ fn driver_message(error: &DriverError, driver: &str, target: &str) -> MessageRef
             &[("switch", &target), ("port", port), ("expected", expected), ("observed", observed)],
         ),
         DriverError::Namespace { .. }
+        | DriverError::WrongSegment { .. }
         | DriverError::PortNotFound { .. }
         | DriverError::BridgeNotFound { .. }
         | DriverError::Netlink { .. } => {
@@ -520,11 +524,12 @@ fn describe(address: Option<std::net::IpAddr>) -> String {
 }
 
 /// Whether a failure with this message number may pass by itself, so that trying again later
-/// makes sense: a daemon or BMC that did not answer, a netlink error, a read-back that raced.
+/// makes sense: a daemon or BMC that did not answer, a netlink error, a read-back that raced, an
+/// OVSDB that is down or refused, a concurrent OVS change, an ovs-vswitchd that did not confirm.
 /// A missing domain or NIC, refused credentials, an empty pool or an unconfirmed reboot need
 /// an operator.
 fn may_pass(number: u32) -> bool {
-    matches!(number, 60010 | 60011 | 60014 | 60018 | 60019)
+    matches!(number, 60010 | 60011 | 60014 | 60018 | 60019 | 60050 | 60052 | 60053 | 60054)
 }
 
 /// The pause before attempt `attempt + 1`: `base` doubled per attempt, capped at a minute, with

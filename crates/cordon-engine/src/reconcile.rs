@@ -53,10 +53,10 @@ impl Engine {
             let mut drifted = false;
             for plan in &plans {
                 let recorded_network = plan.nic.current_network.clone();
-                let (bridge, isolated) = if recorded_network == plan.quarantine.name {
-                    (plan.quarantine_bridge.clone(), true)
+                let (segment, isolated) = if recorded_network == plan.quarantine.name {
+                    (plan.quarantine_segment.clone(), true)
                 } else {
-                    (plan.operational_bridge.clone(), false)
+                    (plan.operational_segment.clone(), false)
                 };
                 let link = plan.link.clone();
                 let observed = tokio::task::spawn_blocking(move || link.observe()).await;
@@ -72,20 +72,11 @@ impl Engine {
                         continue;
                     }
                 };
-                if observed.bridge.as_deref() == Some(bridge.as_str()) && observed.isolated == isolated {
+                if observed.is_on(&segment) && observed.isolated == isolated {
                     continue;
                 }
                 drifted = true;
-                let recorded = format!(
-                    "{recorded_network} ({})",
-                    cordon_drivers::PortObservation {
-                        port: String::new(),
-                        bridge: Some(bridge.clone()),
-                        isolated,
-                        up: true
-                    }
-                    .membership()
-                );
+                let recorded = format!("{recorded_network} ({})", cordon_drivers::describe_request(&segment, isolated));
                 let text = messages::DRIFT_FOUND.render(&[
                     ("server", &server.name),
                     ("nic", &plan.link.name()),

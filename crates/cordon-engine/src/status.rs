@@ -25,9 +25,9 @@ impl Engine {
         for (name, driver) in switches {
             let driver = driver.clone();
             let kind = driver.kind().to_string();
-            let call = tokio::task::spawn_blocking(move || driver.observe_port("lo"));
+            let call = tokio::task::spawn_blocking(move || driver.check_reachable());
             let (healthy, detail) = match tokio::time::timeout(timeout, call).await {
-                Ok(Ok(Ok(_))) => (true, "reachable".to_string()),
+                Ok(Ok(Ok(detail))) => (true, detail),
                 Ok(Ok(Err(error))) => (false, error.to_string()),
                 Ok(Err(join)) => (false, join.to_string()),
                 Err(_) => (false, format!("no answer within {timeout:?}")),

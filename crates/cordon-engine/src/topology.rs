@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use cordon_drivers::{DriverError, EnsureOutcome, HypervisorDriver, PowerDriver, SwitchDriver};
+use cordon_drivers::{DriverError, EnsureOutcome, HypervisorDriver, PowerDriver, Segment, SegmentKind, SwitchDriver};
 use cordon_model::ServerKind;
 use cordon_model::{AddressPool, NetworkRole, messages};
 use cordon_store::{NicRecord, ServerRecord};
@@ -15,6 +15,8 @@ pub struct NetworkPlan {
     pub role: NetworkRole,
     /// The Linux bridge that carries the network on linux-bridge switches.
     pub bridge: Option<String>,
+    /// The 802.1Q VLAN that carries the network on ovs switches.
+    pub vlan: Option<u16>,
     /// For an operational network: the quarantine network its servers go to.
     pub quarantine_network: Option<String>,
     /// For a quarantine network: the addresses handed to quarantined servers.
@@ -59,11 +61,16 @@ pub(crate) enum Link {
 }
 
 impl Link {
-    /// Blocking: the driver call that puts the NIC on `bridge` and reads it back.
-    pub fn ensure(&self, bridge: &str, isolated: bool) -> Result<EnsureOutcome, DriverError> {
-        match self {
-            Link::Port { driver, port } => driver.ensure_port(port, bridge, isolated),
-            Link::VmNic { driver, domain, mac } => driver.ensure_nic(domain, mac, bridge, isolated),
+    /// Blocking: the driver call that puts the NIC on `segment` and reads it back.
+    pub fn ensure(&self, segment: &Segment, isolated: bool) -> Result<EnsureOutcome, DriverError> {
+        match (self, segment) {
+            (Link::Port { driver, port }, segment) => driver.ensure_port(port, segment, isolated),
+            (Link::VmNic { driver, domain, mac }, Segment::Bridge(bridge)) => {
+                driver.ensure_nic(domain, mac, bridge, isolated)
+            }
+            (Link::VmNic { driver, .. }, Segment::Vlan(_)) => {
+                Err(DriverError::WrongSegment { driver: driver.kind().to_string(), segment: segment.to_string() })
+            }
         }
     }
 
@@ -113,9 +120,10 @@ pub(crate) struct NicPlan {
     pub nic: NicRecord,
     pub link: Link,
     pub operational: NetworkPlan,
-    pub operational_bridge: String,
+    /// Where the operational network is on the NIC's switch or hypervisor (bridge or VLAN).
+    pub operational_segment: Segment,
     pub quarantine: NetworkPlan,
-    pub quarantine_bridge: String,
+    pub quarantine_segment: Segment,
 }
 
 impl Topology {
@@ -169,16 +177,25 @@ impl Topology {
             let operational = self.networks.get(&nic.network).ok_or_else(refuse)?;
             let quarantine =
                 operational.quarantine_network.as_ref().and_then(|name| self.networks.get(name)).ok_or_else(refuse)?;
-            let (Some(operational_bridge), Some(quarantine_bridge)) = (&operational.bridge, &quarantine.bridge) else {
+            let kind = match &link {
+                Link::Port { driver, .. } => driver.segment_kind(),
+                Link::VmNic { .. } => SegmentKind::Bridge,
+            };
+            let segment = |network: &NetworkPlan| match kind {
+                SegmentKind::Bridge => network.bridge.clone().map(Segment::Bridge),
+                SegmentKind::Vlan => network.vlan.map(Segment::Vlan),
+            };
+            let (Some(operational_segment), Some(quarantine_segment)) = (segment(operational), segment(quarantine))
+            else {
                 return Err(refuse());
             };
             plans.push(NicPlan {
                 nic: nic.clone(),
                 link,
                 operational: operational.clone(),
-                operational_bridge: operational_bridge.clone(),
+                operational_segment,
                 quarantine: quarantine.clone(),
-                quarantine_bridge: quarantine_bridge.clone(),
+                quarantine_segment,
             });
         }
         Ok(plans)

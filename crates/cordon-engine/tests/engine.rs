@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cordon_drivers::{DriverError, EnsureOutcome, PortObservation, SwitchDriver};
+use cordon_drivers::{DriverError, EnsureOutcome, PortObservation, Segment, SegmentKind, SwitchDriver};
 use cordon_engine::*;
 use cordon_model::{ActionCommand, ActionKind, ActionState, AddressPool, NetworkRole, ServerKind, ServerState};
 use cordon_store::*;
@@ -54,10 +54,15 @@ impl SwitchDriver for MemorySwitch {
     fn observe_port(&self, port: &str) -> Result<PortObservation, DriverError> {
         let ports = self.ports.lock().unwrap();
         let (bridge, isolated) = ports.get(port).cloned().ok_or(DriverError::PortNotFound { port: port.into() })?;
-        Ok(PortObservation { port: port.into(), bridge, isolated, up: true })
+        Ok(PortObservation { port: port.into(), bridge, vlan: None, isolated, up: true })
     }
 
-    fn ensure_port(&self, port: &str, bridge: &str, isolated: bool) -> Result<EnsureOutcome, DriverError> {
+    fn segment_kind(&self) -> SegmentKind {
+        SegmentKind::Bridge
+    }
+
+    fn ensure_port(&self, port: &str, segment: &Segment, isolated: bool) -> Result<EnsureOutcome, DriverError> {
+        let Segment::Bridge(bridge) = segment else { panic!("the memory switch has bridges only") };
         let now = self.active.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_active.fetch_max(now, Ordering::SeqCst);
         if !self.busy_ports.lock().unwrap().insert(port.to_string()) {
@@ -144,6 +149,7 @@ fn fixture_with_settings(
             name: "office".into(),
             role: NetworkRole::Operational,
             bridge: Some("br-office".into()),
+            vlan: None,
             quarantine_network: Some("quarantine".into()),
             pool: None,
         },
@@ -154,6 +160,7 @@ fn fixture_with_settings(
             name: "quarantine".into(),
             role: NetworkRole::Quarantine,
             bridge: Some("br-quarantine".into()),
+            vlan: None,
             quarantine_network: None,
             pool: Some(AddressPool::new(pool.parse().unwrap(), [])),
         },
@@ -881,6 +888,12 @@ fn every_number_a_driver_error_carries_is_in_the_catalogue() {
         DriverError::BmcTimeout { detail: detail() },
         DriverError::Bmc { detail: detail() },
         DriverError::NotConfirmed { detail: detail() },
+        DriverError::WrongSegment { driver: detail(), segment: detail() },
+        DriverError::OvsdbUnreachable { detail: detail() },
+        DriverError::OvsPortNotFound { detail: detail() },
+        DriverError::OvsConflict { detail: detail() },
+        DriverError::Ovsdb { detail: detail() },
+        DriverError::OvsNotApplied { detail: detail() },
     ];
     for error in errors {
         let number = error.message_number();

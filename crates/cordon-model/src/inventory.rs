@@ -51,7 +51,7 @@ text_enum! {
 
 text_enum! {
     /// Which driver speaks to a switch.
-    SwitchDriverKind { LinuxBridge = "linux-bridge" }
+    SwitchDriverKind { LinuxBridge = "linux-bridge", Ovs = "ovs" }
 }
 
 text_enum! {

@@ -276,6 +276,21 @@ catalogue! {
     NO_SUCH_ROUTE = 60042, "no_such_route",
         "no such route: {method} {path}",
         "See the API description at /api/v1/openapi.json (docs/openapi.json) for the routes and their methods.";
+    OVSDB_UNREACHABLE = 60050, "ovsdb_unreachable",
+        "the OVSDB of Open vSwitch {switch} cannot be reached: {detail}",
+        "Check that ovsdb-server runs and that the switch's `ovsdb` address (unix:PATH or tcp:HOST:PORT) is right; nothing was changed. Cordon retries by itself; or `cordon actions retry ID` once it is back.";
+    OVS_PORT_NOT_FOUND = 60051, "ovs_port_not_found",
+        "port not found on Open vSwitch {switch}: {detail}",
+        "Check the NIC's `port` against `ovs-vsctl list-ports BRIDGE` and the switch's `bridge` in the configuration; fix it, then `cordon actions retry ID`.";
+    OVS_CONCURRENT_CHANGE = 60052, "ovs_concurrent_change",
+        "a conflicting concurrent change on Open vSwitch {switch}: {detail}",
+        "Something else changed the port between Cordon's read and its write; nothing of Cordon's was applied. Find who else manages the port; Cordon retries by itself, or `cordon actions retry ID`.";
+    OVSDB_ERROR = 60053, "ovsdb_error",
+        "the OVSDB of Open vSwitch {switch} refused or failed a request: {detail}",
+        "Read ovsdb-server's log and the detail (the OVSDB error and its details); fix the cause, then `cordon actions retry ID`.";
+    OVS_NOT_APPLIED = 60054, "ovs_not_applied",
+        "ovs-vswitchd of Open vSwitch {switch} did not apply the change in time: {detail}",
+        "The database holds the change but ovs-vswitchd has not confirmed it (cur_cfg below next_cfg): check that ovs-vswitchd runs and read its log; Cordon retries by itself, or `cordon actions retry ID`.";
     LINK_INVALID = 60070, "link_invalid",
         "approval link refused: {detail}",
         "The link is damaged or was not made by this Cordon (or its link secret changed): open the whole link from the e-mail, or decide with `cordon actions approve|reject ID`.";

@@ -8,7 +8,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use cordon_config::{Config, HypervisorDriverKind};
-use cordon_drivers::{LibvirtHypervisor, LinuxBridgeSwitch, PowerDriver, RedfishBmc, RedfishSettings, SwitchDriver};
+use cordon_drivers::{
+    LibvirtHypervisor, LinuxBridgeSwitch, OvsSwitch, PowerDriver, RedfishBmc, RedfishSettings, SwitchDriver,
+};
 use cordon_engine::{DomainPower, Engine, EngineSettings, NetworkPlan, Topology};
 use cordon_model::{AddressPool, Role, SwitchDriverKind, messages};
 use cordon_store::{Inventory, NetworkSpec, NewMessage, NicSpec, ServerSpec, SqliteStore, Store, TenantSpec};
@@ -395,22 +397,36 @@ fn topology(config: &Config) -> Result<Topology, String> {
                 name: n.name.clone(),
                 role: n.role,
                 bridge: n.bridge.clone(),
+                vlan: n.vlan,
                 quarantine_network: n.quarantine_network.clone(),
                 pool,
             };
             (n.name.clone(), plan)
         })
         .collect();
+    // An ovs call answers within the engine's driver_timeout: half of it for each OVSDB answer
+    // and half for ovs-vswitchd to confirm a change.
+    let ovs_timeout = std::time::Duration::from_secs(config.manager.driver_timeout_secs.max(2)) / 2;
     let switches: HashMap<String, Arc<dyn SwitchDriver>> = config
         .switches
         .iter()
         .map(|s| {
             let driver: Arc<dyn SwitchDriver> = match s.driver {
                 SwitchDriverKind::LinuxBridge => Arc::new(LinuxBridgeSwitch::new(s.name.clone(), s.netns.clone())),
+                SwitchDriverKind::Ovs => {
+                    // Validation made sure both are there and well formed.
+                    let (Some(ovsdb), Some(bridge)) = (&s.ovsdb, &s.bridge) else {
+                        return Err(format!("switch {}: an ovs switch needs ovsdb and bridge", s.name));
+                    };
+                    let address = ovsdb.parse().map_err(|e| format!("switch {}: ovsdb {e}", s.name))?;
+                    Arc::new(
+                        OvsSwitch::new(s.name.clone(), address, bridge.clone()).with_timeouts(ovs_timeout, ovs_timeout),
+                    )
+                }
             };
-            (s.name.clone(), driver)
+            Ok((s.name.clone(), driver))
         })
-        .collect();
+        .collect::<Result<_, String>>()?;
     let mut topology = Topology {
         networks,
         switches,
