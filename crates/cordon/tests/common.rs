@@ -225,6 +225,20 @@ pub fn write_secret(path: &Path, content: &str) {
     std::io::Write::write_all(&mut file, content.as_bytes()).unwrap();
 }
 
+/// The one step named `name` of the action's last attempt (`cordon actions show -o json`); a
+/// failure that may pass is tried again automatically, each attempt journaling its own steps.
+pub fn step(action: &serde_json::Value, name: &str) -> serde_json::Value {
+    let last = action["attempts"].as_u64().unwrap();
+    let steps: Vec<_> = action["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["name"] == name && s["attempt"].as_u64() == Some(last))
+        .collect();
+    assert_eq!(steps.len(), 1, "one {name} step in attempt {last}: {action:#}");
+    steps[0].clone()
+}
+
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

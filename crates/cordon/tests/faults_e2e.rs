@@ -78,19 +78,6 @@ fn queued_id(out: &Output) -> String {
     id.unwrap_or_else(|| panic!("no action id in {text:?} {}", stderr(out)))
 }
 
-/// The one step named `name` of the action's last attempt.
-fn step(action: &serde_json::Value, name: &str) -> serde_json::Value {
-    let last = action["attempts"].as_u64().unwrap();
-    let steps: Vec<_> = action["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["name"] == name && s["attempt"].as_u64() == Some(last))
-        .collect();
-    assert_eq!(steps.len(), 1, "one {name} step in attempt {last}: {action:#}");
-    steps[0].clone()
-}
-
 /// Runs an action command with `--wait` that must fail with message `number` after one
 /// attempt; returns the action's id, the action shown and how long the command took.
 fn fails_with(manager: &Manager, args: &[&str], number: u64) -> (String, serde_json::Value, Duration) {

@@ -186,20 +186,6 @@ fn act(manager: &Manager, args: &[&str]) -> (serde_json::Value, Duration) {
     (action, elapsed)
 }
 
-/// The one step named `name` of the action's last attempt (a failure that may pass is tried
-/// again automatically, each attempt journaling its own steps).
-fn step(action: &serde_json::Value, name: &str) -> serde_json::Value {
-    let last = action["attempts"].as_u64().unwrap();
-    let steps: Vec<_> = action["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["name"] == name && s["attempt"].as_u64() == Some(last))
-        .collect();
-    assert_eq!(steps.len(), 1, "one {name} step in attempt {last}: {action:#}");
-    steps[0].clone()
-}
-
 fn assert_operational(manager: &Manager) {
     let server = manager.json(&["servers", "show", VM, "-o", "json"]);
     assert_eq!(

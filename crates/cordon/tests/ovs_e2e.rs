@@ -111,19 +111,6 @@ fn newest_action(manager: &Manager) -> serde_json::Value {
     manager.json(&["actions", "show", &id, "-o", "json"])
 }
 
-/// The one step named `name` of the action's last attempt.
-fn step(action: &serde_json::Value, name: &str) -> serde_json::Value {
-    let last = action["attempts"].as_u64().unwrap();
-    let steps: Vec<_> = action["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["name"] == name && s["attempt"].as_u64() == Some(last))
-        .collect();
-    assert_eq!(steps.len(), 1, "one {name} step in attempt {last}: {action:#}");
-    steps[0].clone()
-}
-
 fn queued_id(out: &Output) -> String {
     let text = stdout(out);
     let id = text.lines().find_map(|line| line.split_once(" queued as action ").map(|(_, id)| id.trim().to_string()));
