@@ -68,7 +68,10 @@ pub fn to_detection(post: &DetectionPost, received_at_us: i64) -> Result<Detecti
     };
     let subject = address(&post.subject, "subject")?;
     let peer = post.peer.as_deref().map(|p| address(p, "peer")).transpose()?;
-    let severity: ThreatSeverity = post.severity.parse().map_err(|e: cordon_model::ParseError| e.to_string())?;
+    // The model's parse error quotes the whole text; the sender's text is cut here.
+    let severity: ThreatSeverity = post.severity.trim().parse().map_err(|_| {
+        format!("severity `{}` is not one of info, low, medium, high, critical", snippet(&post.severity))
+    })?;
     let observed_at_us = match &post.observed_at {
         Some(text) => Some(
             time::parse_rfc3339(text.trim().as_bytes())
@@ -156,6 +159,14 @@ mod tests {
     fn the_source_is_found_in_an_invalid_post() {
         assert_eq!(source_of(br#"{"source":"av","subject":"nope"}"#).as_deref(), Some("av"));
         assert_eq!(source_of(b"{"), None);
+    }
+
+    #[test]
+    fn a_long_severity_is_cut_in_errors() {
+        // Found by the webhook_json fuzz target: the error quoted the whole value.
+        let body = format!(r#"{{"source":"av","subject":"10.0.0.1","signature":"s","severity":"{}"}}"#, "j at ".repeat(500));
+        let error = parse(body.as_bytes(), NOW).unwrap_err();
+        assert!(error.starts_with("severity `j at") && error.len() < 160, "{error}");
     }
 
     #[test]
