@@ -24,6 +24,8 @@ PACKAGES=(
     libvirt-daemon   # libvirtd (monolithic, 9.0): the libvirt hypervisor driver's tests
     libvirt-daemon-driver-qemu
     libvirt-dev      # libvirt.so + libvirt.pc: the `virt` crate links against it
+    chromium         # headless browser for the console's browser tests (driven over WebDriver)
+    chromium-driver  # chromedriver: the WebDriver server the console tests start on loopback
 )
 
 # Packages that bookworm main lacks, installed from bookworm-backports (a deb822 source added

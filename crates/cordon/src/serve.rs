@@ -63,7 +63,7 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
         let path = data_dir.join("admin.token");
         write_secret(&path, &token).map_err(|e| store_failure(&format!("cannot write {}: {e}", path.display())))?;
         store
-            .create_token("admin", Role::Admin, &cordon_api::hash_token(&token))
+            .create_token("admin", Role::Admin, &cordon_api::hash_token(&token), None)
             .await
             .map_err(|e| store_failure(&e))?;
         let text = messages::ADMIN_TOKEN_CREATED.render(&[("path", &path.display())]);
