@@ -445,6 +445,7 @@ impl Engine {
                 instance: self.inner.settings.instance.clone(),
             })
             .await?;
+        self.emit(EngineEvent::Recorded { number, action: action_id, server: server_id });
         Ok(())
     }
 
