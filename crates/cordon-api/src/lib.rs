@@ -6,6 +6,7 @@
 //! Architecture invariant: every route is listed in [`ROUTES`] with the role it needs, the
 //! router is built from the same handlers, and tests walk the table (and the OpenAPI document).
 
+mod accounts;
 mod auth;
 mod handlers;
 pub mod ingest;
@@ -14,7 +15,7 @@ pub mod wire;
 
 use axum::Router;
 use axum::http::Method;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use cordon_engine::Engine;
 use cordon_model::Role;
 
@@ -60,6 +61,13 @@ pub const ROUTES: &[RouteSpec] = &[
     route(Method::GET, "/api/v1/status", Some(Role::Viewer)),
     route(Method::GET, "/api/v1/breaker", Some(Role::Viewer)),
     route(Method::POST, "/api/v1/breaker/reset", Some(Role::Operator)),
+    route(Method::GET, "/api/v1/tokens", Some(Role::Admin)),
+    route(Method::POST, "/api/v1/tokens", Some(Role::Admin)),
+    route(Method::POST, "/api/v1/tokens/{name}/revoke", Some(Role::Admin)),
+    route(Method::GET, "/api/v1/users", Some(Role::Admin)),
+    route(Method::POST, "/api/v1/users", Some(Role::Admin)),
+    route(Method::POST, "/api/v1/users/{name}/password", Some(Role::Admin)),
+    route(Method::DELETE, "/api/v1/users/{name}", Some(Role::Admin)),
     // The signed link is the credential (no token): see `links`.
     route(Method::GET, "/approve/{token}", None),
     route(Method::POST, "/approve/{token}", None),
@@ -105,6 +113,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/status", guarded(Role::Viewer, get(status)))
         .route("/api/v1/breaker", guarded(Role::Viewer, get(show_breaker)))
         .route("/api/v1/breaker/reset", guarded(Role::Operator, post(reset_breaker)))
+        .route("/api/v1/tokens", guarded(Role::Admin, get(accounts::list_tokens).post(accounts::create_token)))
+        .route("/api/v1/tokens/{name}/revoke", guarded(Role::Admin, post(accounts::revoke_token)))
+        .route("/api/v1/users", guarded(Role::Admin, get(accounts::list_users).post(accounts::add_user)))
+        .route("/api/v1/users/{name}/password", guarded(Role::Admin, post(accounts::set_password)))
+        .route("/api/v1/users/{name}", guarded(Role::Admin, delete(accounts::remove_user)))
         .route("/approve/{token}", get(links::show).post(links::decide))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

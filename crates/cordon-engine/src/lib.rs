@@ -10,6 +10,7 @@
 //!
 //! Architecture invariant: actions on one server run one at a time, oldest first.
 
+mod accounts;
 mod error;
 mod events;
 mod execute;
