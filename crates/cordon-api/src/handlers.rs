@@ -116,6 +116,7 @@ pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     if let Some(notify) = &state.notify {
         text.push_str(&notify.counters.render());
     }
+    text.push_str(&state.console.render_metrics());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 

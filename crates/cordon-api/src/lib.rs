@@ -8,6 +8,7 @@
 
 mod accounts;
 mod auth;
+pub mod console;
 mod handlers;
 pub mod ingest;
 mod links;
@@ -83,6 +84,8 @@ pub struct ApiState {
     pub ingest: std::sync::Arc<ingest::IngestSettings>,
     /// Approval links and delivery counters, when `[notify]` is configured.
     pub notify: Option<std::sync::Arc<cordon_notify::NotifyState>>,
+    /// The web console's session settings and counters.
+    pub console: std::sync::Arc<console::ConsoleSettings>,
 }
 
 /// The whole API. Serve it with `into_make_service_with_connect_info::<SocketAddr>()` so that
@@ -119,6 +122,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/users/{name}/password", guarded(Role::Admin, post(accounts::set_password)))
         .route("/api/v1/users/{name}", guarded(Role::Admin, delete(accounts::remove_user)))
         .route("/approve/{token}", get(links::show).post(links::decide))
+        .merge(console::router(&state))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::count))

@@ -193,6 +193,7 @@ impl Fixture {
             ingest: Arc::new(ingest),
             on_drift: Default::default(),
             notify: None,
+            console: Default::default(),
         });
         Fixture { app, engine, store, tokens, server_id, counters }
     }

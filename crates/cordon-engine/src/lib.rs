@@ -153,6 +153,11 @@ impl Engine {
         self.inner.started_at
     }
 
+    /// The quarantine network that NICs of `network` move to, as configured.
+    pub fn quarantine_network_of(&self, network: &str) -> Option<String> {
+        self.inner.topology.networks.get(network).and_then(|plan| plan.quarantine_network.clone())
+    }
+
     pub fn settings(&self) -> &EngineSettings {
         &self.inner.settings
     }

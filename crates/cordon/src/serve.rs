@@ -174,6 +174,7 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
         ingest: std::sync::Arc::new(ingest),
         on_drift,
         notify: notify_state,
+        console: std::sync::Arc::new(cordon_api::console::ConsoleSettings::default()),
     });
     let mut http_stop = stop.clone();
     let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(
