@@ -20,6 +20,7 @@ use axum::routing::{delete, get, post};
 use cordon_engine::Engine;
 use cordon_model::Role;
 
+pub use accounts::hash_password as console_hash_password;
 pub use auth::{hash_token, new_token};
 
 /// The OpenAPI document, checked in at docs/openapi.json and served at /api/v1/openapi.json.
