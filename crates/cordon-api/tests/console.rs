@@ -17,7 +17,7 @@ use cordon_api::console::{Access, CONSOLE_ROUTES, ConsoleSettings};
 use cordon_api::ingest::IngestSettings;
 use cordon_api::{ApiState, router};
 use cordon_engine::{Engine, EngineSettings, NetworkPlan, Topology};
-use cordon_model::{ActionKind, NetworkRole, Role, ServerKind, messages};
+use cordon_model::{ActionCommand, ActionKind, NetworkRole, Role, ServerKind, messages};
 use cordon_store::{Inventory, NetworkSpec, NewAction, NicSpec, ServerSpec, SqliteStore, Store};
 use tower::ServiceExt;
 
@@ -320,6 +320,32 @@ async fn roles_gate_console_actions_like_tokens_and_actions_are_audited_with_the
         .await;
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(reply.body.contains("60013") && reply.body.contains("Remedy:"), "{}", reply.body);
+}
+
+#[tokio::test]
+async fn a_failed_action_is_checked_from_the_console() {
+    let f = Fixture::new(ConsoleSettings::default()).await;
+    let store = &f.store;
+    let action = store.action(f.action).await.unwrap().unwrap();
+    let action = store.transition_action(action.id, action.generation, ActionCommand::Approve, None).await.unwrap();
+    let action = store.transition_action(action.id, action.generation, ActionCommand::Start, None).await.unwrap();
+    let message = cordon_store::MessageRef { number: 60010, text: "bridge br-quarantine does not exist".into() };
+    store.transition_action(action.id, action.generation, ActionCommand::Fail, Some(message)).await.unwrap();
+    let (session, csrf) = f.sign_in("operator").await;
+    let page = f.send(Method::GET, &format!("/actions/{}", f.action), std::slice::from_ref(&session), None).await;
+    assert!(
+        page.body.contains("60010")
+            && page.body.contains(cordon_model::Message::find(60010).unwrap().remedy.split('`').next().unwrap())
+    );
+    assert!(page.body.contains(r#"data-verb="check""#) && page.body.contains(r#"data-verb="retry""#));
+    let reply = tokio::time::timeout(
+        Duration::from_secs(10),
+        f.send(Method::POST, &format!("/actions/{}/check", f.action), &[session], Some(format!("csrf={csrf}"))),
+    )
+    .await
+    .expect("the check answered");
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
+    assert_eq!(store.action(f.action).await.unwrap().unwrap().state, cordon_model::ActionState::Checked);
 }
 
 #[tokio::test]

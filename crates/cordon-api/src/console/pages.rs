@@ -292,7 +292,7 @@ fn action_buttons(action: &ActionRecord, session: &Session) -> String {
     for (verb, label, class) in verbs {
         let _ = write!(
             out,
-            r#"<form method="post" action="/actions/{id}/{verb}" data-live style="display:inline">{csrf}<button type="submit" class="{class}" data-verb="{verb}">{label}</button></form> "#,
+            r#"<form method="post" action="/actions/{id}/{verb}" data-live class="inline">{csrf}<button type="submit" class="{class}" data-verb="{verb}">{label}</button></form> "#,
             id = action.id,
             csrf = csrf_field(session),
         );
