@@ -355,7 +355,7 @@ async fn the_session_cookie_is_hardened_and_sessions_end() {
     let pre = cookie_pair(&form.cookies(), "cordon_login");
     let body =
         format!("csrf={}&next=%2Factions&user=viewer&password={}", form.field("csrf"), PASSWORD.replace(' ', "+"));
-    let signed = f.send(Method::POST, "/login", &[pre.clone()], Some(body)).await;
+    let signed = f.send(Method::POST, "/login", std::slice::from_ref(&pre), Some(body)).await;
     assert_eq!((signed.status, signed.location()), (StatusCode::SEE_OTHER, "/actions"));
     let set = signed.cookies().into_iter().find(|c| c.starts_with("cordon_session=")).unwrap();
     for flag in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/"] {
