@@ -380,6 +380,16 @@ impl Validator<'_> {
             Some(e) => self.duration(e, "driver_timeout", 10, false),
             None => Some(10),
         };
+        // The web console's sessions: idle 30 min, at most 12 h; `Secure` cookies behind TLS.
+        let session_idle_timeout_secs = match entry {
+            Some(e) => self.duration(e, "session_idle_timeout", 1800, false),
+            None => Some(1800),
+        };
+        let session_lifetime_secs = match entry {
+            Some(e) => self.duration(e, "session_lifetime", 12 * 3600, false),
+            None => Some(12 * 3600),
+        };
+        let secure_cookies = entry.and_then(|e| e.get_bool("secure_cookies")).is_some_and(|flag| flag.value);
         Some(ManagerConfig {
             listen: listen?,
             data_dir: data_dir?,
@@ -391,6 +401,9 @@ impl Validator<'_> {
             reconcile_interval_secs: reconcile_interval_secs?,
             on_drift_enforce: on_drift_enforce?,
             driver_timeout_secs: driver_timeout_secs?,
+            session_idle_timeout_secs: session_idle_timeout_secs?,
+            session_lifetime_secs: session_lifetime_secs?,
+            secure_cookies,
         })
     }
 

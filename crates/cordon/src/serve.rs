@@ -169,12 +169,34 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
                 .await
         })
     };
+    // Console sessions past their idle timeout or lifetime are refused anyway; this removes them.
+    {
+        let store = store.clone();
+        let mut stop = stop.clone();
+        let idle = chrono::Duration::seconds(config.manager.session_idle_timeout_secs as i64);
+        tokio::spawn(async move {
+            loop {
+                let now = chrono::Utc::now();
+                if let Err(error) = store.delete_expired_sessions(now - idle, now).await {
+                    tracing::warn!(%error, "could not remove expired console sessions");
+                }
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => break,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(600)) => {}
+                }
+            }
+        });
+    }
     let app = cordon_api::router(cordon_api::ApiState {
         engine,
         ingest: std::sync::Arc::new(ingest),
         on_drift,
         notify: notify_state,
-        console: std::sync::Arc::new(cordon_api::console::ConsoleSettings::default()),
+        console: std::sync::Arc::new(cordon_api::console::ConsoleSettings::new(
+            std::time::Duration::from_secs(config.manager.session_idle_timeout_secs),
+            std::time::Duration::from_secs(config.manager.session_lifetime_secs),
+            config.manager.secure_cookies,
+        )),
     });
     let mut http_stop = stop.clone();
     let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(
