@@ -322,5 +322,36 @@ async fn console_in_a_real_browser() {
     assert_eq!(body["error"]["number"], 60021, "{body}");
     assert_eq!(manager.json(&["servers", "show", "sbc-01", "-o", "json"])["state"], "operational");
 
+    // Tokens: listed with their expiry, revoked by id, refused once revoked or expired.
+    let tokens = manager.json(&["tokens", "list", "-o", "json"]);
+    let viewer = tokens.as_array().unwrap().iter().find(|t| t["name"] == "ccn-viewer").unwrap().clone();
+    assert!(viewer["expires_at"].is_string() && viewer["revoked"] == false, "{viewer}");
+    let url = manager.url.clone();
+    let status_with = |token: String| {
+        let url = url.clone();
+        async move {
+            reqwest::Client::new()
+                .get(format!("{url}/api/v1/servers"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(status_with(token.clone()).await, 200);
+    let out = manager.cordon(&["tokens", "revoke", &viewer["id"].to_string()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(status_with(token).await, 401, "a revoked token is refused");
+    let out = manager.cordon(&["tokens", "create", "--role", "viewer", "--name", "ccn-brief", "--expires", "1s"]);
+    let brief = stdout(&out).lines().last().unwrap().to_string();
+    assert_eq!(status_with(brief.clone()).await, 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(status_with(brief).await, 401, "an expired token is refused like an unknown one");
+    let out = manager.cordon(&["tokens", "create", "--role", "viewer", "--name", "ccn-bad", "--expires", "5x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("60086"), "{}", stderr(&out));
+
     client.close().await.unwrap();
 }
