@@ -322,6 +322,18 @@ async fn console_in_a_real_browser() {
     assert_eq!(body["error"]["number"], 60021, "{body}");
     assert_eq!(manager.json(&["servers", "show", "sbc-01", "-o", "json"])["state"], "operational");
 
+    // A narrow window: nothing wider than the window but the tables, which scroll in their box.
+    client.set_window_size(420, 860).await.unwrap();
+    for page in ["/", "/servers", "/servers/sbc-01", "/actions"] {
+        open(&client, &format!("{}{page}", manager.url)).await;
+        let fits = js(&client, "return document.documentElement.scrollWidth <= window.innerWidth + 1;").await;
+        assert_eq!(fits, json!(true), "{page} fits a narrow window");
+    }
+    if let Ok(dir) = std::env::var("CORDON_SCREENSHOTS") {
+        open(&client, &format!("{}/servers/sbc-01", manager.url)).await;
+        std::fs::write(std::path::Path::new(&dir).join("narrow.png"), client.screenshot().await.unwrap()).unwrap();
+    }
+
     // Tokens: listed with their expiry, revoked by id, refused once revoked or expired.
     let tokens = manager.json(&["tokens", "list", "-o", "json"]);
     let viewer = tokens.as_array().unwrap().iter().find(|t| t["name"] == "ccn-viewer").unwrap().clone();
