@@ -120,3 +120,34 @@ pub fn layout(title: &str, current: &str, session: Option<&Session>, body: &str)
         page = escape(current),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_components_decode_without_panicking_on_any_bytes() {
+        assert_eq!(decode_form(b"a+b%20c%2Fd"), "a b c/d");
+        for bad in [&b"%"[..], b"%4", b"%zz", b"x%", b"%%%", b"%ff%fe", b"\xff\x00+"] {
+            let _ = decode_form(bad);
+        }
+        assert_eq!(decode_form(b"%zz"), "%zz");
+        assert_eq!(decode_form(b"%4"), "%4");
+        assert_eq!(decode_form(b"%ff"), "\u{fffd}");
+        // Every byte string of length up to 3 over an alphabet that hits every branch.
+        let alphabet = [b'%', b'+', b'a', b'F', b'0', 0xff];
+        for a in alphabet {
+            for b in alphabet {
+                for c in alphabet {
+                    let _ = decode_form(&[a, b, c]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn escaping_covers_markup_and_attributes() {
+        assert_eq!(escape(r#"<a href="x">'&'</a>"#), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+        assert_eq!(encode_query("/servers/a b?"), "%2Fservers%2Fa%20b%3F");
+    }
+}
