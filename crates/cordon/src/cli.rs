@@ -803,3 +803,19 @@ fn encode(text: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations_take_a_number_and_a_unit() {
+        for (text, secs) in [("45s", 45), ("90m", 5400), ("12h", 43_200), ("30d", 2_592_000), ("600", 600)] {
+            assert_eq!(parse_duration(text).ok(), Some(secs), "{text}");
+        }
+        for bad in ["", "d", "0d", "5x", "1.5h", "-1d", "30 d", "99999999999999999999d", "18446744073709551615d"] {
+            let failure = parse_duration(bad).expect_err(bad);
+            assert_eq!((failure.number, failure.exit_code), (60086, 2), "{bad}");
+        }
+    }
+}

@@ -249,7 +249,10 @@ async fn console_in_a_real_browser() {
     mark(&client, 2).await;
     let out = manager.cordon(&["unquarantine", "sbc-01", "--wait"]);
     assert!(out.status.success(), "{}", stderr(&out));
+    let released = Instant::now();
     until(&client, "sbc-01 operational again on the page", &state_is("#server-state", "operational")).await;
+    // A figure, not an assertion: from the CLI seeing the action succeed to the page showing it.
+    eprintln!("live update: the page showed the release {} ms after the CLI saw it", released.elapsed().as_millis());
     until(&client, "the operational address back", &format!(
         "return document.querySelector('#nics .nic-address').textContent === '{operational_ip}' && document.querySelector('#nics .nic-network').textContent === 'office';"
     ))
