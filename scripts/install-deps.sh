@@ -25,6 +25,8 @@ PACKAGES=(
     libvirt-daemon-driver-qemu
     libvirt-dev      # libvirt.so + libvirt.pc: the `virt` crate links against it
     openvswitch-switch # ovsdb-server, ovs-vswitchd, ovsdb-tool: the ovs driver's tests (own daemons)
+    chromium         # headless browser for the console's browser tests (driven over WebDriver)
+    chromium-driver  # chromedriver: the WebDriver server the console tests start on loopback
 )
 
 # Packages that bookworm main lacks, installed from bookworm-backports (a deb822 source added

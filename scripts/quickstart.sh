@@ -111,8 +111,10 @@ scripts/lab.sh up --name "$LAB_NAME" --dir "$LAB_DIR" --listen "$LISTEN"
 
 cat <<EOF
 
-==> Cordon's API will listen on http://$LISTEN
-    On its first start Cordon writes an admin token to $LAB_DIR/data/admin.token (mode 0600).
+==> Cordon's API and web console will listen on http://$LISTEN
+    On its first start Cordon writes an admin token to $LAB_DIR/data/admin.token (mode 0600);
+    this script then adds a console user \`admin\` whose password it prints once and keeps in
+    $LAB_DIR/data/console-admin.password (mode 0600). Open http://$LISTEN/ and sign in.
 
     Try, in another terminal (as root, from $ROOT):
 
@@ -141,6 +143,29 @@ SERVE_PID=$!
 set +m
 trap 'on_signal_serving INT' INT
 trap 'on_signal_serving TERM' TERM
+
+# The first run also creates a console user `admin` with a random password, written to a 0600
+# file under the data dir and printed once, so that the console at http://$LISTEN/ is usable.
+PASSWORD_FILE="$LAB_DIR/data/console-admin.password"
+create_console_admin() {
+    local tries=0
+    until [[ -s "$LAB_DIR/data/admin.token" ]] && "$BIN" servers list --url "http://$LISTEN" \
+        --token-file "$LAB_DIR/data/admin.token" >/dev/null 2>&1; do
+        kill -0 "$SERVE_PID" 2>/dev/null || return 0
+        tries=$((tries + 1))
+        ((tries < 300)) || { echo "quickstart.sh: cordon did not answer; no console user created" >&2; return 0; }
+        sleep 0.1
+    done
+    [[ -e $PASSWORD_FILE ]] && return 0
+    (umask 077 && head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$PASSWORD_FILE")
+    if "$BIN" users add admin --role admin --password-file "$PASSWORD_FILE" --url "http://$LISTEN" \
+        --token-file "$LAB_DIR/data/admin.token" >/dev/null; then
+        echo "==> console: http://$LISTEN/  user admin, password $(cat "$PASSWORD_FILE") (kept in $PASSWORD_FILE)"
+    else
+        rm -f "$PASSWORD_FILE"
+    fi
+}
+create_console_admin
 
 rc=0
 while :; do

@@ -41,6 +41,28 @@ impl ApiError {
         Self::new(status, message, text)
     }
 
+    pub fn unprocessable(message: &'static Message, text: String) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, message, text)
+    }
+
+    pub fn internal(detail: &str) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &messages::INTERNAL_ERROR,
+            messages::INTERNAL_ERROR.render(&[("detail", &detail)]),
+        )
+    }
+
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// Its numbered message and rendered text (the console shows both, with the remedy).
+    pub fn message(&self) -> (&'static Message, &str) {
+        (self.message, &self.text)
+    }
+
     pub fn bad_request(detail: &dyn std::fmt::Display) -> Self {
         Self::new(StatusCode::BAD_REQUEST, &messages::BAD_REQUEST, messages::BAD_REQUEST.render(&[("detail", detail)]))
     }
@@ -99,6 +121,7 @@ pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     if let Some(notify) = &state.notify {
         text.push_str(&notify.counters.render());
     }
+    text.push_str(&state.console.render_metrics());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 

@@ -6,7 +6,9 @@
 //! Architecture invariant: every route is listed in [`ROUTES`] with the role it needs, the
 //! router is built from the same handlers, and tests walk the table (and the OpenAPI document).
 
+mod accounts;
 mod auth;
+pub mod console;
 mod handlers;
 pub mod ingest;
 mod links;
@@ -15,10 +17,11 @@ pub mod wire;
 
 use axum::Router;
 use axum::http::Method;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use cordon_engine::Engine;
 use cordon_model::Role;
 
+pub use accounts::hash_password as console_hash_password;
 pub use auth::{hash_token, new_token};
 
 /// The OpenAPI document, checked in at docs/openapi.json and served at /api/v1/openapi.json.
@@ -63,6 +66,13 @@ pub const ROUTES: &[RouteSpec] = &[
     route(Method::GET, "/api/v1/audit", Some(Role::Viewer)),
     route(Method::GET, "/api/v1/audit/verify", Some(Role::Viewer)),
     route(Method::POST, "/api/v1/breaker/reset", Some(Role::Operator)),
+    route(Method::GET, "/api/v1/tokens", Some(Role::Admin)),
+    route(Method::POST, "/api/v1/tokens", Some(Role::Admin)),
+    route(Method::POST, "/api/v1/tokens/{name}/revoke", Some(Role::Admin)),
+    route(Method::GET, "/api/v1/users", Some(Role::Admin)),
+    route(Method::POST, "/api/v1/users", Some(Role::Admin)),
+    route(Method::POST, "/api/v1/users/{name}/password", Some(Role::Admin)),
+    route(Method::DELETE, "/api/v1/users/{name}", Some(Role::Admin)),
     // The signed link is the credential (no token): see `links`.
     route(Method::GET, "/approve/{token}", None),
     route(Method::POST, "/approve/{token}", None),
@@ -78,6 +88,8 @@ pub struct ApiState {
     pub ingest: std::sync::Arc<ingest::IngestSettings>,
     /// Approval links and delivery counters, when `[notify]` is configured.
     pub notify: Option<std::sync::Arc<cordon_notify::NotifyState>>,
+    /// The web console's session settings and counters.
+    pub console: std::sync::Arc<console::ConsoleSettings>,
 }
 
 /// The whole API. Serve it with `into_make_service_with_connect_info::<SocketAddr>()` so that
@@ -110,7 +122,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/breaker/reset", guarded(Role::Operator, post(reset_breaker)))
         .route("/api/v1/audit", guarded(Role::Viewer, get(list_audit)))
         .route("/api/v1/audit/verify", guarded(Role::Viewer, get(verify_audit)))
+        .route("/api/v1/tokens", guarded(Role::Admin, get(accounts::list_tokens).post(accounts::create_token)))
+        .route("/api/v1/tokens/{name}/revoke", guarded(Role::Admin, post(accounts::revoke_token)))
+        .route("/api/v1/users", guarded(Role::Admin, get(accounts::list_users).post(accounts::add_user)))
+        .route("/api/v1/users/{name}/password", guarded(Role::Admin, post(accounts::set_password)))
+        .route("/api/v1/users/{name}", guarded(Role::Admin, delete(accounts::remove_user)))
         .route("/approve/{token}", get(links::show).post(links::decide))
+        .merge(console::router(&state))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::count))

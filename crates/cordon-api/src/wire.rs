@@ -500,3 +500,86 @@ pub struct SourceStatusView {
     pub skipped: u64,
     pub rejected: u64,
 }
+
+/// An API token as listed (never the token itself: only its hash is stored).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TokenView {
+    pub id: i64,
+    pub name: String,
+    pub role: String,
+    pub created_at: String,
+    /// When the token stops working; null: never.
+    pub expires_at: Option<String>,
+    pub revoked: bool,
+    /// Past `expires_at` now.
+    pub expired: bool,
+}
+
+impl From<&cordon_store::TokenRecord> for TokenView {
+    fn from(record: &cordon_store::TokenRecord) -> Self {
+        TokenView {
+            id: record.id,
+            name: record.name.clone(),
+            role: record.role.to_string(),
+            created_at: time(&record.created_at),
+            expires_at: record.expires_at.as_ref().map(time),
+            revoked: record.revoked,
+            expired: record.expires_at.is_some_and(|t| t <= chrono::Utc::now()),
+        }
+    }
+}
+
+/// Body of `POST /api/v1/tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    pub name: String,
+    /// admin, operator, viewer or sensor.
+    pub role: String,
+    /// Seconds from now until the token expires; absent or null: never.
+    #[serde(default)]
+    pub expires_in_secs: Option<u64>,
+}
+
+/// Answer of `POST /api/v1/tokens`: the token, shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TokenCreated {
+    pub token: TokenView,
+    pub secret: String,
+}
+
+/// A console account (never its password or hash).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UserView {
+    pub name: String,
+    pub role: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<&cordon_store::UserRecord> for UserView {
+    fn from(record: &cordon_store::UserRecord) -> Self {
+        UserView {
+            name: record.name.clone(),
+            role: record.role.to_string(),
+            created_at: time(&record.created_at),
+            updated_at: time(&record.updated_at),
+        }
+    }
+}
+
+/// Body of `POST /api/v1/users`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UserRequest {
+    pub name: String,
+    pub role: String,
+    pub password: String,
+}
+
+/// Body of `POST /api/v1/users/{name}/password`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordRequest {
+    pub password: String,
+}

@@ -88,6 +88,7 @@ impl Fixture {
             ingest: Arc::new(ingest),
             on_drift: Default::default(),
             notify: Some(state.clone()),
+            console: Default::default(),
         });
         Fixture { app, engine, state }
     }

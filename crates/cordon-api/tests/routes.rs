@@ -149,7 +149,7 @@ impl Fixture {
         let mut tokens = BTreeMap::new();
         for &role in Role::ALL {
             let token = cordon_api::new_token();
-            store.create_token(&format!("t-{role}"), role, &hash_token(&token)).await.unwrap();
+            store.create_token(&format!("t-{role}"), role, &hash_token(&token), None).await.unwrap();
             tokens.insert(role, token);
         }
 
@@ -199,6 +199,7 @@ impl Fixture {
             ingest: Arc::new(ingest),
             on_drift: Default::default(),
             notify: None,
+            console: Default::default(),
         });
         Fixture { app, engine, store, tokens, server_id, counters }
     }

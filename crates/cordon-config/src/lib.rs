@@ -207,6 +207,12 @@ pub struct ManagerConfig {
     pub on_drift_enforce: bool,
     /// How long one switch or hypervisor call may take before its step fails; default 10 s.
     pub driver_timeout_secs: u64,
+    /// A console session unused this long ends; default 30 min.
+    pub session_idle_timeout_secs: u64,
+    /// A console session ends this long after sign-in whatever its use; default 12 h.
+    pub session_lifetime_secs: u64,
+    /// Mark the console's cookies `Secure` (when Cordon is served over TLS); default false.
+    pub secure_cookies: bool,
     /// `tls_cert_file` and `tls_key_file` (both or neither): the API and console speak HTTPS.
     pub tls: Option<TlsFiles>,
     /// `allow_plain_http = true`: plain HTTP on an address other than loopback (default false:

@@ -504,7 +504,7 @@ fn unknown_keys_are_errors_with_their_line() {
             "typo in manager",
             &[("listen =", "lisen =")],
             "cordon.toml:2: manager.lisen: unknown key (expected one of: listen, data_dir, instance, graceful_timeout, \
-             reboot_deadline, max_attempts, retry_backoff, reconcile_interval, on_drift, driver_timeout, tls_cert_file, tls_key_file, allow_plain_http)",
+             reboot_deadline, max_attempts, retry_backoff, reconcile_interval, on_drift, driver_timeout, tls_cert_file, tls_key_file, allow_plain_http, session_idle_timeout, session_lifetime, secure_cookies)",
         ),
         (
             "typo in a network",
@@ -535,7 +535,7 @@ fn unknown_keys_are_errors_with_their_line() {
             "quoted unknown key",
             &[("[manager]\n", "[manager]\n\"my key\" = \"x\"\n")],
             "cordon.toml:2: manager.\"my key\": unknown key (expected one of: listen, data_dir, instance, graceful_timeout, \
-             reboot_deadline, max_attempts, retry_backoff, reconcile_interval, on_drift, driver_timeout, tls_cert_file, tls_key_file, allow_plain_http)",
+             reboot_deadline, max_attempts, retry_backoff, reconcile_interval, on_drift, driver_timeout, tls_cert_file, tls_key_file, allow_plain_http, session_idle_timeout, session_lifetime, secure_cookies)",
         ),
     ]);
 }
@@ -2464,6 +2464,15 @@ fn manager_recovery_settings() {
     assert!(parse("reconcile_interval = \"0s\"").is_err());
     assert_eq!(defaults.driver_timeout_secs, 10);
     assert_eq!(parse("driver_timeout = \"3s\"").unwrap().manager.driver_timeout_secs, 3);
+    assert_eq!((defaults.session_idle_timeout_secs, defaults.session_lifetime_secs), (1800, 43_200));
+    assert!(!defaults.secure_cookies);
+    let console =
+        parse("session_idle_timeout = \"15m\"\nsession_lifetime = \"8h\"\nsecure_cookies = true").unwrap().manager;
+    assert_eq!(
+        (console.session_idle_timeout_secs, console.session_lifetime_secs, console.secure_cookies),
+        (900, 28_800, true)
+    );
+    assert!(parse("session_lifetime = \"0s\"").is_err());
 }
 
 #[test]

@@ -399,6 +399,16 @@ impl Validator<'_> {
             None => Some(None),
         };
         let allow_plain_http = entry.and_then(|e| e.get_bool("allow_plain_http")).is_some_and(|flag| flag.value);
+        // The web console's sessions: idle 30 min, at most 12 h; `Secure` cookies behind TLS.
+        let session_idle_timeout_secs = match entry {
+            Some(e) => self.duration(e, "session_idle_timeout", 1800, false),
+            None => Some(1800),
+        };
+        let session_lifetime_secs = match entry {
+            Some(e) => self.duration(e, "session_lifetime", 12 * 3600, false),
+            None => Some(12 * 3600),
+        };
+        let secure_cookies = entry.and_then(|e| e.get_bool("secure_cookies")).is_some_and(|flag| flag.value);
         Some(ManagerConfig {
             listen: listen?,
             data_dir: data_dir?,
@@ -412,6 +422,9 @@ impl Validator<'_> {
             driver_timeout_secs: driver_timeout_secs?,
             tls: tls?,
             allow_plain_http,
+            session_idle_timeout_secs: session_idle_timeout_secs?,
+            session_lifetime_secs: session_lifetime_secs?,
+            secure_cookies,
         })
     }
 

@@ -14,4 +14,8 @@ pub enum EngineEvent {
     Failed { action: i64, kind: ActionKind, server: Option<String>, number: u32, text: String },
     /// The network differs from Cordon's records.
     Drift { server: String, detail: String },
+    /// A numbered message was recorded. Every change of an action's state records one (queued,
+    /// started, retrying, succeeded, failed, checked, approved, ...), so the console follows
+    /// this one event to refresh its pages; notifications ignore it.
+    Recorded { number: u32, action: Option<i64>, server: Option<i64> },
 }

@@ -10,6 +10,7 @@
 //!
 //! Architecture invariant: actions on one server run one at a time, oldest first.
 
+mod accounts;
 mod error;
 mod events;
 mod execute;
@@ -155,6 +156,11 @@ impl Engine {
     /// When this engine started.
     pub fn started_at(&self) -> chrono::DateTime<chrono::Utc> {
         self.inner.started_at
+    }
+
+    /// The quarantine network that NICs of `network` move to, as configured.
+    pub fn quarantine_network_of(&self, network: &str) -> Option<String> {
+        self.inner.topology.networks.get(network).and_then(|plan| plan.quarantine_network.clone())
     }
 
     pub fn settings(&self) -> &EngineSettings {
@@ -498,6 +504,7 @@ impl Engine {
                 instance: self.inner.settings.instance.clone(),
             })
             .await?;
+        self.emit(EngineEvent::Recorded { number, action: action_id, server: server_id });
         Ok(())
     }
 

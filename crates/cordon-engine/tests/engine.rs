@@ -743,13 +743,25 @@ async fn events_tell_listeners_what_happened() {
     f.switch.fail_next.store(true, Ordering::SeqCst);
     let failing = f.engine.request(request(ActionKind::Quarantine, "b")).await.unwrap();
     settle(&f.engine, failing.action.id).await;
-    let first = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
+    // Every recorded message is an event too (the console follows them); the others stand out.
+    let mut recorded = Vec::new();
+    let mut next = async || loop {
+        match tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap() {
+            EngineEvent::Recorded { number, action, .. } => recorded.push((number, action)),
+            other => return other,
+        }
+    };
+    let first = next().await;
     assert!(
         matches!(&first, EngineEvent::Succeeded { action, server, detail, .. } if *action == done.action.id && server == "a" && detail.contains("10.99.0.100")),
         "{first:?}"
     );
-    let second = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
+    let second = next().await;
     assert!(matches!(second, EngineEvent::Failed { number: 60010, .. }), "{second:?}");
+    assert!(
+        recorded.iter().any(|&(number, action)| number == 21002 && action == Some(done.action.id)),
+        "the success was recorded: {recorded:?}"
+    );
     let _ = f.stop.send(true);
 }
 

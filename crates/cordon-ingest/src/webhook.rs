@@ -164,7 +164,8 @@ mod tests {
     #[test]
     fn a_long_severity_is_cut_in_errors() {
         // Found by the webhook_json fuzz target: the error quoted the whole value.
-        let body = format!(r#"{{"source":"av","subject":"10.0.0.1","signature":"s","severity":"{}"}}"#, "j at ".repeat(500));
+        let body =
+            format!(r#"{{"source":"av","subject":"10.0.0.1","signature":"s","severity":"{}"}}"#, "j at ".repeat(500));
         let error = parse(body.as_bytes(), NOW).unwrap_err();
         assert!(error.starts_with("severity `j at") && error.len() < 160, "{error}");
     }

@@ -141,6 +141,27 @@ catalogue! {
     LINK_DECISION = 21031, "link_decision",
         "action {action}: {choice} through an approval link by {recipient}",
         "None: informational. The decision is in the action's audit trail as `link:<address>`.";
+    USER_SIGNED_IN = 21080, "user_signed_in",
+        "console user {user} ({role}) signed in from {origin}",
+        "None: informational.";
+    USER_SIGNED_OUT = 21081, "user_signed_out",
+        "console user {user} signed out",
+        "None: informational.";
+    TOKEN_CREATED = 21082, "token_created",
+        "API token {name} ({role}, expires {expires}) created by {actor}",
+        "Hand the token (printed once) to its owner over a safe channel; `cordon tokens revoke {name}` withdraws it.";
+    TOKEN_REVOKED = 21083, "token_revoked",
+        "API token {name} revoked by {actor}",
+        "None: the token is refused from now on.";
+    USER_ADDED = 21084, "user_added",
+        "console user {user} ({role}) added by {actor}",
+        "Tell the user their name and let them change the password with `cordon users passwd`.";
+    USER_PASSWORD_CHANGED = 21085, "user_password_changed",
+        "the password of console user {user} was changed by {actor}; their sessions ended",
+        "None: the user signs in again with the new password.";
+    USER_REMOVED = 21086, "user_removed",
+        "console user {user} removed by {actor}",
+        "None: the user's sessions ended with the account.";
     AUDIT_VERIFIED = 21095, "audit_verified",
         "the audit trail verifies: {rows} rows, head row {id} with hash {hash}",
         "None. Keep the head (row and hash) somewhere Cordon cannot write: rows cut off the end of the trail can only be noticed against a head recorded earlier.";
@@ -186,6 +207,9 @@ catalogue! {
     NOTIFICATIONS_MISSED = 41032, "notifications_missed",
         "the notifier fell behind and missed {count} engine events",
         "Notifications for those events were not sent: look at `cordon actions list` for what happened meanwhile. A slow SMTP server or webhook is the usual cause.";
+    SIGN_IN_FAILED = 41080, "sign_in_failed",
+        "sign-in to the console as {user} from {origin} failed: unknown name or wrong password",
+        "If it was you, check the name and the password (an administrator resets it with `cordon users passwd NAME`). Many failures from one origin suggest someone guessing passwords.";
     WEBHOOK_REPLAY = 41090, "webhook_replay",
         "webhook source {source}: a request signed at {timestamp} was seen before and is refused as a replay",
         "A sender must sign every request anew (new timestamp, new signature); a sender that retries after a timeout must re-sign. Counted in cordon_source_denied_total with reason replay.";
@@ -303,6 +327,27 @@ catalogue! {
     LINKS_DISABLED = 60073, "links_disabled",
         "approval links are not enabled on this Cordon",
         "Set `public_url` and `link_secret_file` in `[notify]` and restart Cordon; meanwhile decide with `cordon actions approve|reject ID`.";
+    CSRF_REJECTED = 60080, "csrf_rejected",
+        "the form was refused: its CSRF token is missing or does not match the session",
+        "Reload the page and submit the form again (a form from another tab, an old page or another site is refused on purpose).";
+    NOT_SIGNED_IN = 60081, "not_signed_in",
+        "no valid console session (never signed in, signed out, idle too long or past its lifetime)",
+        "Sign in again at /login.";
+    TOKEN_NOT_FOUND = 60082, "token_not_found",
+        "no API token is named or numbered {token}",
+        "List the tokens with `cordon tokens list`.";
+    USER_NOT_FOUND = 60083, "user_not_found",
+        "no console user is named {user}",
+        "List the users with `cordon users list`.";
+    NAME_TAKEN = 60084, "name_taken",
+        "{what} already exists",
+        "Choose another name (names of revoked tokens stay taken, so that the audit trail stays unambiguous).";
+    PASSWORD_REFUSED = 60085, "password_refused",
+        "the password was refused: {detail}",
+        "Use a password of at least 12 characters (a passphrase is easiest), from a prompt, --password-file or standard input.";
+    BAD_DURATION = 60086, "bad_duration",
+        "`{value}` is not a duration: use a number followed by s, m, h or d (e.g. 12h, 30d)",
+        "Pass e.g. `--expires 30d`.";
     SECRET_FILE_EXPOSED = 60090, "secret_file_exposed",
         "{key} {path} is readable by group or others (mode {mode}): Cordon will not start",
         "Make the file readable by Cordon's user only: `chmod 600 {path}` (and chown it to that user). A secret others can read is no longer a secret.";

@@ -131,6 +131,7 @@ pub fn notices(event: &EngineEvent, facts: &Facts) -> Vec<Notice> {
             vec![failed(*action, *kind, server.as_deref(), *number, text, facts)]
         }
         EngineEvent::Drift { server, detail } => vec![drift(server, detail, facts)],
+        EngineEvent::Recorded { .. } => Vec::new(),
     }
 }
 

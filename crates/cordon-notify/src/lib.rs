@@ -350,6 +350,8 @@ impl Notifier {
                 // Reap finished deliveries.
                 while deliveries.try_join_next().is_some() {}
                 match event {
+                    // Recorded messages are for the console: nothing to send.
+                    Ok(EngineEvent::Recorded { .. }) => {}
                     Ok(event) => {
                         let Ok(slot) = slots.clone().acquire_owned().await else { break };
                         let inner = inner.clone();
@@ -394,6 +396,7 @@ impl Inner {
             }
             EngineEvent::Failed { action, server, .. } => (server.as_deref(), Some(*action)),
             EngineEvent::Drift { server, .. } => (Some(server.as_str()), None),
+            EngineEvent::Recorded { .. } => (None, None),
         };
         let server = match server {
             Some(name) => store.server_by_name(name).await.unwrap_or_else(|error| {

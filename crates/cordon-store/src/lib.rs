@@ -39,6 +39,9 @@ pub enum StoreError {
     PoolExhausted { network: String, range: String },
     #[error("database schema version {found} is newer than this binary knows ({known}); upgrade Cordon")]
     SchemaTooNew { found: i64, known: i64 },
+    /// A name that must be unique (a token's, a console user's) is taken.
+    #[error("{what} already exists")]
+    AlreadyExists { what: String },
     #[error("{0}")]
     Backend(String),
 }
@@ -313,6 +316,45 @@ pub struct TokenRecord {
     pub role: Role,
     pub created_at: Timestamp,
     pub revoked: bool,
+    /// When the token stops working; `None`: never. An expired token is refused like an unknown one.
+    pub expires_at: Option<Timestamp>,
+}
+
+/// A local account of the web console.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub id: i64,
+    pub name: String,
+    pub role: Role,
+    /// The argon2id hash in PHC string form; never the password.
+    pub password_hash: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// A console session as it is created at sign-in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSession {
+    /// SHA-256 (hex) of the session id in the cookie; the id itself is never stored.
+    pub hash: String,
+    pub user_id: i64,
+    /// The synchronizer token that every form of the session carries.
+    pub csrf: String,
+    /// The absolute end of the session, whatever its activity.
+    pub expires_at: Timestamp,
+}
+
+/// A stored session with its user's name and role (read together: one query per request).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub id: i64,
+    pub user_id: i64,
+    pub user_name: String,
+    pub role: Role,
+    pub csrf: String,
+    pub created_at: Timestamp,
+    pub last_seen_at: Timestamp,
+    pub expires_at: Timestamp,
 }
 
 /// Cordon's durable state. Every method commits before it returns.
@@ -427,8 +469,39 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Rows with an id above `after_id`, oldest first, at most `limit` (for verification).
     async fn audit_rows(&self, after_id: i64, limit: u32) -> Result<Vec<AuditRecord>>;
 
-    async fn create_token(&self, name: &str, role: Role, hash: &str) -> Result<TokenRecord>;
-    /// The live (not revoked) token with this hash.
+    /// A new token (`AlreadyExists` when the name is taken, even by a revoked token).
+    async fn create_token(
+        &self,
+        name: &str,
+        role: Role,
+        hash: &str,
+        expires_at: Option<Timestamp>,
+    ) -> Result<TokenRecord>;
+    /// The live token with this hash: not revoked and not expired.
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>>;
     async fn count_tokens(&self) -> Result<u64>;
+    /// Every token, revoked and expired ones included, oldest first.
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>>;
+    /// Revokes a token for good (`NotFound` for an unknown id; revoking twice changes nothing).
+    async fn revoke_token(&self, id: i64) -> Result<TokenRecord>;
+
+    /// A console account (`AlreadyExists` when the name is taken).
+    async fn create_user(&self, name: &str, role: Role, password_hash: &str) -> Result<UserRecord>;
+    async fn user_by_name(&self, name: &str) -> Result<Option<UserRecord>>;
+    /// Every console account, by name.
+    async fn list_users(&self) -> Result<Vec<UserRecord>>;
+    /// Replaces the password hash and ends every session of the user (`NotFound` if unknown).
+    async fn set_user_password(&self, name: &str, password_hash: &str) -> Result<()>;
+    /// Removes the account and its sessions (`NotFound` if unknown).
+    async fn remove_user(&self, name: &str) -> Result<()>;
+
+    async fn create_session(&self, session: &NewSession) -> Result<SessionRecord>;
+    /// The session with this hash, whether expired or not (the caller applies the lifetimes).
+    async fn session_by_hash(&self, hash: &str) -> Result<Option<SessionRecord>>;
+    /// Records activity on a session (the idle timeout counts from here).
+    async fn touch_session(&self, id: i64, at: Timestamp) -> Result<()>;
+    /// Ends a session (sign-out); an unknown hash is not an error.
+    async fn delete_session(&self, hash: &str) -> Result<()>;
+    /// Removes sessions idle since before `idle_before` or past their absolute end at `now`.
+    async fn delete_expired_sessions(&self, idle_before: Timestamp, now: Timestamp) -> Result<u64>;
 }

@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0005_retry_schedule.sql"),
     include_str!("../migrations/sqlite/0006_lookup_indexes.sql"),
     include_str!("../migrations/sqlite/0007_audit_chain.sql"),
+    include_str!("../migrations/sqlite/0008_console.sql"),
 ];
 
 /// The migration (1-based) after which rows written before the chain existed are sealed.
@@ -47,6 +48,63 @@ fn now_us() -> i64 {
 
 fn now() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// A timestamp as stored: RFC 3339 in UTC with microseconds, so that text order is time order.
+fn time_text(at: Timestamp) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// A unique constraint names a taken name; anything else is the backend's.
+fn unique_violation(error: rusqlite::Error, what: &str) -> StoreError {
+    match &error {
+        rusqlite::Error::SqliteFailure(failure, _) if failure.code == rusqlite::ErrorCode::ConstraintViolation => {
+            StoreError::AlreadyExists { what: what.to_string() }
+        }
+        _ => backend(error),
+    }
+}
+
+const TOKEN_COLUMNS: &str = "id, name, role, created_at, revoked_at IS NOT NULL, expires_at";
+
+fn token_row(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
+    Ok(TokenRecord {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        role: parse_text(&row.get::<_, String>(2)?)?,
+        created_at: parse_time(&row.get::<_, String>(3)?)?,
+        revoked: row.get(4)?,
+        expires_at: row.get::<_, Option<String>>(5)?.as_deref().map(parse_time).transpose()?,
+    })
+}
+
+const USER_COLUMNS: &str = "id, name, role, password_hash, created_at, updated_at";
+
+fn user_row(row: &Row<'_>) -> rusqlite::Result<UserRecord> {
+    Ok(UserRecord {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        role: parse_text(&row.get::<_, String>(2)?)?,
+        password_hash: row.get(3)?,
+        created_at: parse_time(&row.get::<_, String>(4)?)?,
+        updated_at: parse_time(&row.get::<_, String>(5)?)?,
+    })
+}
+
+const SESSION_SELECT: &str = "SELECT s.id, s.user_id, u.name, u.role, s.csrf, s.created_at, s.last_seen_at, s.expires_at \
+     FROM console_sessions s JOIN console_users u ON u.id = s.user_id";
+
+fn session_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
+    Ok(SessionRecord {
+        id: row.get(0)?,
+        user_id: row.get(1)?,
+        user_name: row.get(2)?,
+        role: parse_text(&row.get::<_, String>(3)?)?,
+        csrf: row.get(4)?,
+        created_at: parse_time(&row.get::<_, String>(5)?)?,
+        last_seen_at: parse_time(&row.get::<_, String>(6)?)?,
+        expires_at: parse_time(&row.get::<_, String>(7)?)?,
+    })
 }
 
 fn parse_time(text: &str) -> rusqlite::Result<Timestamp> {
@@ -1349,22 +1407,30 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn create_token(&self, name: &str, role: Role, hash: &str) -> Result<TokenRecord> {
+    async fn create_token(
+        &self,
+        name: &str,
+        role: Role,
+        hash: &str,
+        expires_at: Option<Timestamp>,
+    ) -> Result<TokenRecord> {
         let (name, hash) = (name.to_string(), hash.to_string());
         self.run(move |connection| {
             let at = now();
+            let expires = expires_at.map(time_text);
             connection
                 .execute(
-                    "INSERT INTO api_tokens (name, role, hash, created_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![name, role.as_str(), hash, at],
+                    "INSERT INTO api_tokens (name, role, hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![name, role.as_str(), hash, at, expires],
                 )
-                .map_err(backend)?;
+                .map_err(|e| unique_violation(e, &format!("token {name}")))?;
             Ok(TokenRecord {
                 id: connection.last_insert_rowid(),
                 name,
                 role,
                 created_at: parse_time(&at).map_err(backend)?,
                 revoked: false,
+                expires_at: expires.as_deref().map(parse_time).transpose().map_err(backend)?,
             })
         })
         .await
@@ -1375,19 +1441,188 @@ impl Store for SqliteStore {
         self.run(move |connection| {
             connection
                 .query_row(
-                    "SELECT id, name, role, created_at FROM api_tokens WHERE hash = ?1 AND revoked_at IS NULL",
-                    [hash],
-                    |r| {
-                        Ok(TokenRecord {
-                            id: r.get(0)?,
-                            name: r.get(1)?,
-                            role: parse_text(&r.get::<_, String>(2)?)?,
-                            created_at: parse_time(&r.get::<_, String>(3)?)?,
-                            revoked: false,
-                        })
-                    },
+                    &format!(
+                        "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE hash = ?1 AND revoked_at IS NULL \
+                         AND (expires_at IS NULL OR expires_at > ?2)"
+                    ),
+                    params![hash, now()],
+                    token_row,
                 )
                 .optional()
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        self.run(move |connection| {
+            let mut statement = connection
+                .prepare_cached(&format!("SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY id"))
+                .map_err(backend)?;
+            let rows = statement.query_map([], token_row).map_err(backend)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn revoke_token(&self, id: i64) -> Result<TokenRecord> {
+        self.run(move |connection| {
+            connection
+                .execute(
+                    "UPDATE api_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                    params![id, now()],
+                )
+                .map_err(backend)?;
+            connection
+                .query_row(&format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = ?1"), [id], token_row)
+                .optional()
+                .map_err(backend)?
+                .ok_or_else(|| StoreError::NotFound { what: format!("token {id}") })
+        })
+        .await
+    }
+
+    async fn create_user(&self, name: &str, role: Role, password_hash: &str) -> Result<UserRecord> {
+        let (name, password_hash) = (name.to_string(), password_hash.to_string());
+        self.run(move |connection| {
+            let at = now();
+            connection
+                .execute(
+                    "INSERT INTO console_users (name, role, password_hash, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+                    params![name, role.as_str(), password_hash, at],
+                )
+                .map_err(|e| unique_violation(e, &format!("user {name}")))?;
+            let created = parse_time(&at).map_err(backend)?;
+            Ok(UserRecord {
+                id: connection.last_insert_rowid(),
+                name,
+                role,
+                password_hash,
+                created_at: created,
+                updated_at: created,
+            })
+        })
+        .await
+    }
+
+    async fn user_by_name(&self, name: &str) -> Result<Option<UserRecord>> {
+        let name = name.to_string();
+        self.run(move |connection| {
+            connection
+                .query_row(&format!("SELECT {USER_COLUMNS} FROM console_users WHERE name = ?1"), [name], user_row)
+                .optional()
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserRecord>> {
+        self.run(move |connection| {
+            let mut statement = connection
+                .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM console_users ORDER BY name"))
+                .map_err(backend)?;
+            let rows = statement.query_map([], user_row).map_err(backend)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn set_user_password(&self, name: &str, password_hash: &str) -> Result<()> {
+        let (name, password_hash) = (name.to_string(), password_hash.to_string());
+        self.run(move |connection| {
+            let tx = connection.transaction().map_err(backend)?;
+            let changed = tx
+                .execute(
+                    "UPDATE console_users SET password_hash = ?2, updated_at = ?3 WHERE name = ?1",
+                    params![name, password_hash, now()],
+                )
+                .map_err(backend)?;
+            if changed == 0 {
+                return Err(StoreError::NotFound { what: format!("user {name}") });
+            }
+            // A new password ends every session opened with the old one.
+            tx.execute(
+                "DELETE FROM console_sessions WHERE user_id = (SELECT id FROM console_users WHERE name = ?1)",
+                [&name],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn remove_user(&self, name: &str) -> Result<()> {
+        let name = name.to_string();
+        self.run(move |connection| {
+            let tx = connection.transaction().map_err(backend)?;
+            tx.execute(
+                "DELETE FROM console_sessions WHERE user_id = (SELECT id FROM console_users WHERE name = ?1)",
+                [&name],
+            )
+            .map_err(backend)?;
+            let removed = tx.execute("DELETE FROM console_users WHERE name = ?1", [&name]).map_err(backend)?;
+            if removed == 0 {
+                return Err(StoreError::NotFound { what: format!("user {name}") });
+            }
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn create_session(&self, session: &NewSession) -> Result<SessionRecord> {
+        let session = session.clone();
+        self.run(move |connection| {
+            let at = now();
+            connection
+                .execute(
+                    "INSERT INTO console_sessions (hash, user_id, csrf, created_at, last_seen_at, expires_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
+                    params![session.hash, session.user_id, session.csrf, at, time_text(session.expires_at)],
+                )
+                .map_err(backend)?;
+            let id = connection.last_insert_rowid();
+            connection.query_row(&format!("{SESSION_SELECT} WHERE s.id = ?1"), [id], session_row).map_err(backend)
+        })
+        .await
+    }
+
+    async fn session_by_hash(&self, hash: &str) -> Result<Option<SessionRecord>> {
+        let hash = hash.to_string();
+        self.run(move |connection| {
+            connection
+                .query_row(&format!("{SESSION_SELECT} WHERE s.hash = ?1"), [hash], session_row)
+                .optional()
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn touch_session(&self, id: i64, at: Timestamp) -> Result<()> {
+        self.run(move |connection| {
+            connection
+                .execute("UPDATE console_sessions SET last_seen_at = ?2 WHERE id = ?1", params![id, time_text(at)])
+                .map(|_| ())
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn delete_session(&self, hash: &str) -> Result<()> {
+        let hash = hash.to_string();
+        self.run(move |connection| {
+            connection.execute("DELETE FROM console_sessions WHERE hash = ?1", [hash]).map(|_| ()).map_err(backend)
+        })
+        .await
+    }
+
+    async fn delete_expired_sessions(&self, idle_before: Timestamp, now: Timestamp) -> Result<u64> {
+        self.run(move |connection| {
+            connection
+                .execute(
+                    "DELETE FROM console_sessions WHERE last_seen_at < ?1 OR expires_at <= ?2",
+                    params![time_text(idle_before), time_text(now)],
+                )
+                .map(|n| n as u64)
                 .map_err(backend)
         })
         .await
@@ -1401,5 +1636,45 @@ impl Store for SqliteStore {
                 .map_err(backend)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows written before migration 7 have no hashes; the migration seals them in id order,
+    /// and the chain then verifies and goes on from the last one.
+    #[tokio::test]
+    async fn rows_from_before_the_chain_are_sealed_and_the_chain_goes_on() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        store
+            .run(|connection| {
+                for actor in ["a", "b"] {
+                    connection
+                        .execute(
+                            "INSERT INTO audit (at, actor, origin, verb, target, detail, instance)
+                             VALUES ('2026-01-01T00:00:00.000000Z', ?1, 'o', 'v', 't', '', 'i')",
+                            [actor],
+                        )
+                        .map_err(backend)?;
+                }
+                let tx = connection.transaction().map_err(backend)?;
+                seal_audit(&tx)?;
+                tx.commit().map_err(backend)
+            })
+            .await
+            .unwrap();
+        let entry = AuditEntry {
+            actor: "c".into(),
+            origin: "o".into(),
+            verb: "v".into(),
+            target: "t".into(),
+            detail: String::new(),
+            instance: "i".into(),
+        };
+        store.append_audit(&entry).await.unwrap();
+        let verdict = crate::verify_audit(&store).await.unwrap();
+        assert_eq!((verdict.verified.rows, verdict.broken), (3, None));
     }
 }

@@ -246,10 +246,125 @@ async fn steps_messages_audit_and_tokens() {
         assert_eq!(store.list_audit(10).await.unwrap()[0].entry, entry);
 
         assert_eq!(store.count_tokens().await.unwrap(), 0);
-        store.create_token("admin", Role::Admin, "abc").await.unwrap();
+        store.create_token("admin", Role::Admin, "abc", None).await.unwrap();
         assert_eq!(store.token_by_hash("abc").await.unwrap().unwrap().role, Role::Admin);
         assert!(store.token_by_hash("abd").await.unwrap().is_none());
-        assert!(store.create_token("admin", Role::Viewer, "other").await.is_err(), "token names are unique");
+        assert!(
+            matches!(
+                store.create_token("admin", Role::Viewer, "other", None).await,
+                Err(StoreError::AlreadyExists { .. })
+            ),
+            "token names are unique"
+        );
+    }
+}
+
+#[tokio::test]
+async fn tokens_are_listed_revoked_and_expire() {
+    for (backend, store) in stores() {
+        let now = chrono::Utc::now();
+        let forever = store.create_token("ci", Role::Operator, "h-ci", None).await.unwrap();
+        let soon =
+            store.create_token("temp", Role::Viewer, "h-temp", Some(now + chrono::Duration::days(30))).await.unwrap();
+        let past =
+            store.create_token("old", Role::Viewer, "h-old", Some(now - chrono::Duration::seconds(1))).await.unwrap();
+        assert!(soon.expires_at.is_some_and(|t| (t - (now + chrono::Duration::days(30))).num_seconds().abs() < 1));
+        assert!(store.token_by_hash("h-temp").await.unwrap().is_some(), "{backend}: a token before its expiry works");
+        assert!(store.token_by_hash("h-old").await.unwrap().is_none(), "{backend}: an expired token is refused");
+
+        let listed = store.list_tokens().await.unwrap();
+        assert_eq!(listed.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["ci", "temp", "old"], "{backend}");
+        assert!(listed.iter().all(|t| !t.revoked));
+
+        let revoked = store.revoke_token(forever.id).await.unwrap();
+        assert!(revoked.revoked, "{backend}");
+        assert!(store.token_by_hash("h-ci").await.unwrap().is_none(), "{backend}: a revoked token is refused");
+        assert!(store.revoke_token(forever.id).await.unwrap().revoked, "{backend}: revoking twice is harmless");
+        assert!(matches!(store.revoke_token(9999).await, Err(StoreError::NotFound { .. })), "{backend}");
+        assert_eq!(store.count_tokens().await.unwrap(), 3, "{backend}: revoked tokens are kept");
+        assert_eq!(past.role, Role::Viewer);
+    }
+}
+
+#[tokio::test]
+async fn console_users_and_their_sessions() {
+    for (backend, store) in stores() {
+        let alice = store.create_user("alice", Role::Operator, "$argon2id$one").await.unwrap();
+        store.create_user("bob", Role::Viewer, "$argon2id$two").await.unwrap();
+        assert!(
+            matches!(store.create_user("alice", Role::Admin, "x").await, Err(StoreError::AlreadyExists { .. })),
+            "{backend}: user names are unique"
+        );
+        let found = store.user_by_name("alice").await.unwrap().unwrap();
+        assert_eq!((found.id, found.role, found.password_hash.as_str()), (alice.id, Role::Operator, "$argon2id$one"));
+        assert!(store.user_by_name("carol").await.unwrap().is_none());
+        let names: Vec<String> = store.list_users().await.unwrap().into_iter().map(|u| u.name).collect();
+        assert_eq!(names, ["alice", "bob"], "{backend}");
+
+        let now = chrono::Utc::now();
+        let session = store
+            .create_session(&NewSession {
+                hash: "s1".into(),
+                user_id: alice.id,
+                csrf: "c1".into(),
+                expires_at: now + chrono::Duration::hours(12),
+            })
+            .await
+            .unwrap();
+        assert_eq!((session.user_name.as_str(), session.role, session.csrf.as_str()), ("alice", Role::Operator, "c1"));
+        let read = store.session_by_hash("s1").await.unwrap().unwrap();
+        assert_eq!(read, session, "{backend}");
+        let later = now + chrono::Duration::minutes(5);
+        store.touch_session(session.id, later).await.unwrap();
+        let touched = store.session_by_hash("s1").await.unwrap().unwrap();
+        assert!((touched.last_seen_at - later).num_milliseconds().abs() < 1, "{backend}");
+
+        // Idle sessions and sessions past their absolute end are swept; a fresh one stays.
+        store
+            .create_session(&NewSession {
+                hash: "s2".into(),
+                user_id: alice.id,
+                csrf: "c2".into(),
+                expires_at: now - chrono::Duration::seconds(1),
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.delete_expired_sessions(now - chrono::Duration::hours(1), now).await.unwrap(), 1);
+        assert!(store.session_by_hash("s2").await.unwrap().is_none(), "{backend}");
+        assert!(store.session_by_hash("s1").await.unwrap().is_some(), "{backend}");
+
+        // A new password ends the user's sessions.
+        store.set_user_password("alice", "$argon2id$three").await.unwrap();
+        assert!(store.session_by_hash("s1").await.unwrap().is_none(), "{backend}");
+        assert_eq!(store.user_by_name("alice").await.unwrap().unwrap().password_hash, "$argon2id$three");
+        assert!(matches!(store.set_user_password("carol", "x").await, Err(StoreError::NotFound { .. })));
+
+        // Sign-out, then removal (which takes the sessions along).
+        store
+            .create_session(&NewSession {
+                hash: "s3".into(),
+                user_id: alice.id,
+                csrf: "c3".into(),
+                expires_at: now + chrono::Duration::hours(1),
+            })
+            .await
+            .unwrap();
+        store.delete_session("s3").await.unwrap();
+        store.delete_session("unknown").await.unwrap();
+        assert!(store.session_by_hash("s3").await.unwrap().is_none());
+        store
+            .create_session(&NewSession {
+                hash: "s4".into(),
+                user_id: alice.id,
+                csrf: "c4".into(),
+                expires_at: now + chrono::Duration::hours(1),
+            })
+            .await
+            .unwrap();
+        store.remove_user("alice").await.unwrap();
+        assert!(store.session_by_hash("s4").await.unwrap().is_none(), "{backend}");
+        assert!(store.user_by_name("alice").await.unwrap().is_none());
+        assert!(matches!(store.remove_user("alice").await, Err(StoreError::NotFound { .. })), "{backend}");
     }
 }
 
@@ -444,35 +559,4 @@ async fn sqlite_audit_verification_names_the_row_after_tampering() {
         let _ = std::fs::remove_file(dir.path().join("tampered.db-wal"));
         let _ = std::fs::remove_file(dir.path().join("tampered.db-shm"));
     }
-}
-
-#[tokio::test]
-async fn audit_rows_written_before_the_chain_are_sealed_by_the_migration() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("old.db");
-    {
-        let store = SqliteStore::open(&path).unwrap();
-        store
-            .append_audit(&AuditEntry {
-                actor: "a".into(),
-                origin: "o".into(),
-                verb: "v".into(),
-                target: "t".into(),
-                detail: "".into(),
-                instance: "i".into(),
-            })
-            .await
-            .unwrap();
-    }
-    // Back to the schema before the chain: no hash columns, migration 7 not applied.
-    tamper(
-        &path,
-        "ALTER TABLE audit DROP COLUMN prev_hash; ALTER TABLE audit DROP COLUMN hash;
-         INSERT INTO audit (at, actor, origin, verb, target, detail, instance)
-             VALUES ('2026-01-01T00:00:00.000000Z', 'b', 'o', 'v', 't', '', 'i');
-         DELETE FROM schema_migrations WHERE version >= 7;",
-    );
-    let store = SqliteStore::open(&path).unwrap();
-    let verdict = verify_audit(&store).await.unwrap();
-    assert_eq!((verdict.verified.rows, verdict.broken), (2, None));
 }

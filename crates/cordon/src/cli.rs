@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use cordon_api::wire::{
     ActRequest, ActionView, ApproveRequest, AuditVerifyView, AuditView, BreakerView, DetectionPost, DetectionView,
-    ImportRequest, ImportView, IngestResponse, ReconcileView, ServerView, StatusView, SubmitResponse,
+    ImportRequest, ImportView, IngestResponse, PasswordRequest, ReconcileView, ServerView, StatusView, SubmitResponse,
+    TokenCreated, TokenRequest, TokenView, UserRequest, UserView,
 };
 use cordon_model::{Message, messages};
 
@@ -27,6 +28,8 @@ Examples:
   cordon unquarantine sbc-01 --wait
   cordon actions list --state failed
   cordon explain 67198
+  cordon tokens create --role sensor --name ids-1 --expires 30d
+  cordon users add alice --role operator
 
 Exit status: 0 success; 1 the operation failed or was refused (the message number says why);
 2 invalid usage or configuration.";
@@ -105,6 +108,22 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
     },
+    /// Manage API tokens (admin only): create one with a role and an optional lifetime, list
+    /// them, revoke one.
+    ///
+    /// Only a token's SHA-256 is stored: `create` prints the token once, alone on its last line,
+    /// so that `cordon tokens create ... | tail -n1 > file` keeps it. Roles: admin (everything),
+    /// operator (quarantine, unquarantine, reboot, check, retry, approve, reject), viewer (read)
+    /// and sensor (post detections only).
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Manage the web console's local accounts (admin only): add, list, change a password, remove.
+    ///
+    /// Passwords are never taken on the command line: from a prompt on a terminal, else from
+    /// --password-file or standard input (first line). At least 12 characters; stored as an
+    /// argon2id hash. Changing a password or removing a user ends their console sessions.
+    #[command(subcommand)]
+    Users(UsersCommand),
     /// Print what a message number means and what to do about it.
     Explain {
         /// A five-digit message number, e.g. 67198.
@@ -147,6 +166,88 @@ enum ServersCommand {
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokensCommand {
+    /// Create a token and print it (alone on the last line); it is not shown again.
+    #[command(
+        after_help = "Examples:\n  cordon tokens create --role sensor --name ids-1 | tail -n1 > ids-1.token\n  cordon tokens create --role viewer --name dashboard --expires 30d"
+    )]
+    Create {
+        /// admin, operator, viewer or sensor.
+        #[arg(long)]
+        role: String,
+        /// A unique name (letters, digits, `-`, `_`, `.`, `@`), shown in the audit trail as token:NAME.
+        #[arg(long)]
+        name: String,
+        /// Lifetime, e.g. 12h or 30d (s, m, h, d); without it the token never expires.
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Every token with its role and status (active, expired, revoked).
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Revoke a token by name or id: it is refused from now on (the name stays taken).
+    Revoke {
+        /// The token's name or id.
+        token: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UsersCommand {
+    /// Add a console user with a role.
+    #[command(
+        after_help = "Examples:\n  cordon users add alice --role operator            # asks for the password\n  cordon users add ci --role viewer --password-file /run/secrets/ci"
+    )]
+    Add {
+        /// The user's name, as typed at sign-in.
+        name: String,
+        /// admin, operator, viewer or sensor.
+        #[arg(long)]
+        role: String,
+        #[command(flatten)]
+        password: PasswordArgs,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Every console user with its role.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Set a user's password; the user's sessions end.
+    Passwd {
+        name: String,
+        #[command(flatten)]
+        password: PasswordArgs,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Remove a user; the user's sessions end.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+struct PasswordArgs {
+    /// Read the password from this file (its first line) instead of a prompt or standard input.
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -395,6 +496,8 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Serve { config, check } => crate::serve::run(&config, check).await,
         Command::Explain { number } => explain(number),
+        Command::Tokens(command) => tokens(command).await,
+        Command::Users(command) => users(command).await,
         Command::Detections(DetectionsCommand::List { source, action, limit, api, output }) => {
             let mut query = vec![format!("limit={limit}")];
             if let Some(source) = source {
@@ -525,6 +628,111 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
+async fn tokens(command: TokensCommand) -> Result<(), Failure> {
+    match command {
+        TokensCommand::Create { role, name, expires, api } => {
+            let expires_in_secs = expires.as_deref().map(parse_duration).transpose()?;
+            let body = TokenRequest { name, role, expires_in_secs };
+            let created: TokenCreated = Client::new(&api)?.post("/api/v1/tokens", &body).await?;
+            let t = &created.token;
+            println!(
+                "token {} ({}) created; expires {}. It is shown once, on the next line:",
+                t.name,
+                t.role,
+                t.expires_at.as_deref().unwrap_or("never")
+            );
+            println!("{}", created.secret);
+            Ok(())
+        }
+        TokensCommand::List { api, output } => {
+            let tokens: Vec<TokenView> = Client::new(&api)?.get("/api/v1/tokens").await?;
+            output::print(output, &tokens[..], output::tokens_table)
+        }
+        TokensCommand::Revoke { token, api } => {
+            let revoked: TokenView =
+                Client::new(&api)?.post(&format!("/api/v1/tokens/{}/revoke", encode(&token)), &()).await?;
+            println!("token {} (id {}) revoked", revoked.name, revoked.id);
+            Ok(())
+        }
+    }
+}
+
+async fn users(command: UsersCommand) -> Result<(), Failure> {
+    match command {
+        UsersCommand::Add { name, role, password, api } => {
+            let client = Client::new(&api)?;
+            let password = read_password(&password, &format!("Password for {name}: "))?;
+            let body = UserRequest { name, role, password };
+            let user: UserView = client.post("/api/v1/users", &body).await?;
+            println!("user {} ({}) added", user.name, user.role);
+            Ok(())
+        }
+        UsersCommand::List { api, output } => {
+            let users: Vec<UserView> = Client::new(&api)?.get("/api/v1/users").await?;
+            output::print(output, &users[..], output::users_table)
+        }
+        UsersCommand::Passwd { name, password, api } => {
+            let client = Client::new(&api)?;
+            let password = read_password(&password, &format!("New password for {name}: "))?;
+            let user: UserView = client
+                .post(&format!("/api/v1/users/{}/password", encode(&name)), &PasswordRequest { password })
+                .await?;
+            println!("password of {} changed; their sessions ended", user.name);
+            Ok(())
+        }
+        UsersCommand::Remove { name, api } => {
+            let user: UserView = Client::new(&api)?.delete(&format!("/api/v1/users/{}", encode(&name))).await?;
+            println!("user {} removed", user.name);
+            Ok(())
+        }
+    }
+}
+
+/// A password from --password-file, else a prompt (twice) on a terminal, else standard input.
+fn read_password(args: &PasswordArgs, prompt: &str) -> Result<String, Failure> {
+    let refused = |detail: String| Failure::new(&messages::PASSWORD_REFUSED, &[("detail", &detail)]).usage();
+    let first_line = |text: String| text.lines().next().unwrap_or_default().to_string();
+    if let Some(path) = &args.password_file {
+        return std::fs::read_to_string(path)
+            .map(first_line)
+            .map_err(|e| refused(format!("cannot read {}: {e}", path.display())));
+    }
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        let password = rpassword::prompt_password(prompt).map_err(|e| refused(format!("cannot read it: {e}")))?;
+        let again = rpassword::prompt_password("Again: ").map_err(|e| refused(format!("cannot read it: {e}")))?;
+        if password != again {
+            return Err(refused("the two entries differ".into()));
+        }
+        return Ok(password);
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+        .map_err(|e| refused(format!("cannot read standard input: {e}")))?;
+    Ok(first_line(text))
+}
+
+/// `30d`, `12h`, `90m`, `45s` (or a bare number of seconds) in seconds.
+pub fn parse_duration(text: &str) -> Result<u64, Failure> {
+    let bad = || Failure::new(&messages::BAD_DURATION, &[("value", &text)]).usage();
+    let text = text.trim();
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let count: u64 = digits.parse().map_err(|_| bad())?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    match count.checked_mul(scale) {
+        Some(0) | None => Err(bad()),
+        Some(secs) => Ok(secs),
+    }
+}
+
 fn explain(number: u32) -> Result<(), Failure> {
     let Some(message) = Message::find(number) else {
         return Err(Failure::new(&messages::UNKNOWN_MESSAGE, &[("number", &number)]).usage());
@@ -644,4 +852,20 @@ fn encode(text: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations_take_a_number_and_a_unit() {
+        for (text, secs) in [("45s", 45), ("90m", 5400), ("12h", 43_200), ("30d", 2_592_000), ("600", 600)] {
+            assert_eq!(parse_duration(text).ok(), Some(secs), "{text}");
+        }
+        for bad in ["", "d", "0d", "5x", "1.5h", "-1d", "30 d", "99999999999999999999d", "18446744073709551615d"] {
+            let failure = parse_duration(bad).expect_err(bad);
+            assert_eq!((failure.number, failure.exit_code), (60086, 2), "{bad}");
+        }
+    }
 }

@@ -56,6 +56,10 @@ impl Client {
         self.send(self.http.get(format!("{}{path}", self.base))).await
     }
 
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, Failure> {
+        self.send(self.http.delete(format!("{}{path}", self.base))).await
+    }
+
     pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, Failure> {
         self.send(self.http.post(format!("{}{path}", self.base)).json(body)).await
     }

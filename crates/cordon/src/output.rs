@@ -318,3 +318,35 @@ pub fn status_detail(s: &StatusView) -> String {
     }
     out
 }
+
+pub fn tokens_table(tokens: &[cordon_api::wire::TokenView]) -> String {
+    let rows: Vec<Vec<String>> = tokens
+        .iter()
+        .map(|t| {
+            let status = if t.revoked {
+                "revoked"
+            } else if t.expired {
+                "expired"
+            } else {
+                "active"
+            };
+            vec![
+                t.id.to_string(),
+                t.name.clone(),
+                t.role.clone(),
+                status.to_string(),
+                t.created_at.clone(),
+                or_dash(&t.expires_at),
+            ]
+        })
+        .collect();
+    render(&["ID", "NAME", "ROLE", "STATUS", "CREATED", "EXPIRES"], &rows)
+}
+
+pub fn users_table(users: &[cordon_api::wire::UserView]) -> String {
+    let rows: Vec<Vec<String>> = users
+        .iter()
+        .map(|u| vec![u.name.clone(), u.role.clone(), u.created_at.clone(), u.updated_at.clone()])
+        .collect();
+    render(&["NAME", "ROLE", "CREATED", "UPDATED"], &rows)
+}

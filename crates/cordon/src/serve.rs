@@ -71,7 +71,7 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
         let path = data_dir.join("admin.token");
         write_secret(&path, &token).map_err(|e| store_failure(&format!("cannot write {}: {e}", path.display())))?;
         store
-            .create_token("admin", Role::Admin, &cordon_api::hash_token(&token))
+            .create_token("admin", Role::Admin, &cordon_api::hash_token(&token), None)
             .await
             .map_err(|e| store_failure(&e))?;
         let text = messages::ADMIN_TOKEN_CREATED.render(&[("path", &path.display())]);
@@ -183,11 +183,35 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
                 .await
         })
     };
+    // Console sessions past their idle timeout or lifetime are refused anyway; this removes them.
+    {
+        let store = store.clone();
+        let mut stop = stop.clone();
+        let idle = chrono::Duration::seconds(config.manager.session_idle_timeout_secs as i64);
+        tokio::spawn(async move {
+            loop {
+                let now = chrono::Utc::now();
+                if let Err(error) = store.delete_expired_sessions(now - idle, now).await {
+                    tracing::warn!(%error, "could not remove expired console sessions");
+                }
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => break,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(600)) => {}
+                }
+            }
+        });
+    }
     let app = cordon_api::router(cordon_api::ApiState {
         engine,
         ingest: std::sync::Arc::new(ingest),
         on_drift,
         notify: notify_state,
+        console: std::sync::Arc::new(cordon_api::console::ConsoleSettings::new(
+            std::time::Duration::from_secs(config.manager.session_idle_timeout_secs),
+            std::time::Duration::from_secs(config.manager.session_lifetime_secs),
+            // Over TLS the cookies are always `Secure`; `secure_cookies` is for TLS ended by a proxy.
+            config.manager.secure_cookies || config.manager.tls.is_some(),
+        )),
     });
     let mut http_stop = stop.clone();
     let make_service = app.into_make_service_with_connect_info::<SocketAddr>();
