@@ -531,6 +531,8 @@ fn assert_exact(name: &str, value: &Value) {
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
+/// Every route refuses no token, a malformed, unknown, expired or revoked one (401), and every
+/// role weaker than the one it needs (403).
 async fn every_route_needs_a_token_and_its_role() {
     let fixture = Fixture::new().await;
     let seeded = fixture.seed_actions().await;
@@ -546,6 +548,13 @@ async fn every_route_needs_a_token_and_its_role() {
         format!("Bearer{admin}"),
     ];
     let unknown = format!("Bearer cordon_{}", "0".repeat(64));
+    // Admin tokens that were real: one expired a second ago, one revoked.
+    let expired = cordon_api::new_token();
+    let past = Utc::now() - chrono::Duration::seconds(1);
+    fixture.store.create_token("expired-admin", Role::Admin, &hash_token(&expired), Some(past)).await.unwrap();
+    let revoked = cordon_api::new_token();
+    let record = fixture.store.create_token("revoked-admin", Role::Admin, &hash_token(&revoked), None).await.unwrap();
+    fixture.store.revoke_token(record.id).await.unwrap();
     let mut walked = 0;
     for route in ROUTES {
         let uri = concrete(route.path, seeded.running);
@@ -563,6 +572,8 @@ async fn every_route_needs_a_token_and_its_role() {
         let mut refusals = vec![("no header".to_string(), None)];
         refusals.extend(malformed.iter().map(|m| (format!("malformed {m:?}"), Some(m.clone()))));
         refusals.push(("unknown token".to_string(), Some(unknown.clone())));
+        refusals.push(("an expired admin token".to_string(), Some(format!("Bearer {expired}"))));
+        refusals.push(("a revoked admin token".to_string(), Some(format!("Bearer {revoked}"))));
         for (case, authorization) in refusals {
             let reply = fixture.call(route.method.clone(), route.path, &uri, authorization.as_deref(), None).await;
             assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{what} with {case}");

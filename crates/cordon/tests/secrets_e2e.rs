@@ -14,6 +14,14 @@ const WEBHOOK_TOKEN: &str = "tok-5f2b8e11c0d94a7e8d1f-webhook";
 const HMAC_KEY: &str = "hmac-9c4e2a77b1f0453d96e8-signing";
 const BMC_PASSWORD: &str = "bmc-pw-3a8f61d2e94b4c07-secret";
 const LINK_KEY: &str = "link-key-7d1e0b5c92a84f36a5c1e8d2b4f60a93";
+const CONSOLE_PASSWORD: &str = "console-pw-e61b9a04c8d2";
+
+/// The value of the first `name="NAME" value="..."` in an HTML page.
+fn form_field(html: &str, name: &str) -> String {
+    let at = html.find(&format!("name=\"{name}\" value=\"")).unwrap_or_else(|| panic!("no {name} field in:\n{html}"));
+    let rest = &html[at + name.len() + 15..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
 
 /// A plain HTTP request with curl: (status line and headers, body).
 fn curl(args: &[&str]) -> String {
@@ -138,6 +146,29 @@ fn no_configured_secret_appears_in_logs_outputs_or_error_bodies() {
     produced.push(curl(&["-H", &format!("authorization: Bearer {admin_token}"), &format!("{url}/metrics")]));
     produced.push(curl(&[&format!("{url}/api/v1/status")]));
 
+    // The console: sign in and read every page.
+    let password_file = dir.join("console.password");
+    write_secret(&password_file, &format!("{CONSOLE_PASSWORD}\n"));
+    let added =
+        manager.cordon(&["users", "add", "sec", "--role", "admin", "--password-file", password_file.to_str().unwrap()]);
+    assert!(added.status.success(), "{}", stderr(&added));
+    produced.push(format!("{}{}", stdout(&added), stderr(&added)));
+    let jar = dir.join("cookies.txt");
+    let jar = jar.to_str().unwrap();
+    let login = curl(&["-c", jar, "-b", jar, &format!("{url}/login")]);
+    let csrf = form_field(&login, "csrf");
+    let body = format!("csrf={csrf}&next=%2F&user=sec&password={CONSOLE_PASSWORD}");
+    produced.push(login);
+    produced.push(curl(&["-c", jar, "-b", jar, "-d", &body, &format!("{url}/login")]));
+    let wrong = format!("csrf={csrf}&next=%2F&user=sec&password=not-{CONSOLE_PASSWORD}");
+    produced.push(curl(&["-c", jar, "-b", jar, "-d", &wrong, &format!("{url}/login")]));
+    let mut pages = String::new();
+    for page in ["/", "/servers", "/servers/sbc-01", "/servers/sbc-02", "/actions", "/detections", "/messages"] {
+        pages.push_str(&curl(&["-b", jar, &format!("{url}{page}")]));
+    }
+    assert!(pages.contains("sbc-02") && pages.contains("HTTP/1.1 200"), "signed in:\n{pages}");
+    produced.push(pages);
+
     manager.wait_until(10, "the detections processed", |m| {
         let list = m.json(&["detections", "list", "-o", "json"]);
         list.as_array().is_some_and(|l| l.iter().all(|d| !d["decision"].is_null()))
@@ -155,6 +186,7 @@ fn no_configured_secret_appears_in_logs_outputs_or_error_bodies() {
         ("the BMC password", BMC_PASSWORD),
         ("the link key", LINK_KEY),
         ("the admin token", admin_token.as_str()),
+        ("the console password", CONSOLE_PASSWORD),
     ] {
         assert!(!everything.contains(secret), "{what} leaked:\n{everything}");
     }
