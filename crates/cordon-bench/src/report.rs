@@ -216,3 +216,21 @@ impl Rng {
         self.next() % n
     }
 }
+
+/// The closing table of a run: every figure of every group beside its goal, as Markdown (it
+/// goes into docs/performance.md as printed).
+pub fn print_table(machine: &Machine, results: &[BenchResult]) {
+    println!("## Figures ({})\n", machine.describe());
+    println!("| group | figure | value | goal | |");
+    println!("|---|---|---|---|---|");
+    for result in results {
+        for f in &result.figures {
+            let (goal, verdict) = match f.goal {
+                Some(goal) if goal.met(f.value) => (format!("{} {}", goal.describe(), f.unit), "met"),
+                Some(goal) => (format!("{} {}", goal.describe(), f.unit), "**missed**"),
+                None => (String::new(), ""),
+            };
+            println!("| {} | {} | {} {} | {goal} | {verdict} |", result.name, f.name, number(f.value), f.unit);
+        }
+    }
+}

@@ -63,6 +63,11 @@ impl Engine {
                     Err(StepFailure { message: MessageRef { number: refused.number(), text: refused.text } })
                 }
             };
+            // Contained: every port moved and read back. Measured here, before the commits
+            // that only record it.
+            if outcome.is_ok() && kind.quarantines() {
+                self.observe_time_to_contain(action.id).await;
+            }
             let state = match (&outcome, kind) {
                 (Ok(_), _) => reached,
                 (Err(_), kind) => {
@@ -116,9 +121,6 @@ impl Engine {
                     detail: summary.clone(),
                 });
                 self.inner.metrics.action_finished(kind, true, elapsed);
-                if kind.quarantines() {
-                    self.observe_time_to_contain(action.id).await;
-                }
                 tracing::debug!(action = action.id, elapsed_ms = elapsed.as_secs_f64() * 1e3, "action took");
             }
             Err(failure) if may_pass(failure.message.number) && action.attempts < self.inner.settings.max_attempts => {
@@ -300,15 +302,22 @@ impl Engine {
         )))
     }
 
-    /// Time-to-contain: from the first attached detection's arrival to now (the port verified).
+    /// Time-to-contain: from the first attached detection's arrival in Cordon to now (every
+    /// port verified), and from the sensor's own alert time when the detection carries one.
+    /// Actions without a detection (an operator's request) are not observed.
     async fn observe_time_to_contain(&self, action: i64) {
+        let now = Utc::now().timestamp_micros();
         let filter =
             cordon_store::DetectionFilter { action_id: Some(action), limit: Some(10_000), ..Default::default() };
         let Ok(detections) = self.inner.store.list_detections(&filter).await else { return };
-        let Some(first) = detections.iter().map(|d| d.detection.received_at_us).min() else { return };
-        let elapsed_us = Utc::now().timestamp_micros() - first;
-        if elapsed_us >= 0 {
-            self.inner.metrics.contained(std::time::Duration::from_micros(elapsed_us as u64));
+        let Some(first) = detections.iter().min_by_key(|d| d.detection.received_at_us) else { return };
+        let since = |at_us: i64| u64::try_from(now - at_us).ok().map(std::time::Duration::from_micros);
+        if let Some(elapsed) = since(first.detection.received_at_us) {
+            self.inner.metrics.contained(elapsed);
+        }
+        // A sensor clock ahead of ours gives a negative time: not observed.
+        if let Some(elapsed) = first.detection.observed_at_us.and_then(since) {
+            self.inner.metrics.contained_since_alert(elapsed);
         }
     }
 

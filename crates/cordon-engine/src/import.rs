@@ -121,6 +121,8 @@ impl Engine {
         }
         if apply {
             let added = self.inner.store.import_servers(&specs, &format!("import:{hypervisor}")).await?;
+            // The imported servers' operational addresses, into the resolve path's index.
+            self.load_address_index().await?;
             let count = |prefix: &str| report.servers.iter().filter(|s| s.outcome.starts_with(prefix)).count();
             let text = messages::SERVERS_IMPORTED.render(&[
                 ("hypervisor", &hypervisor),

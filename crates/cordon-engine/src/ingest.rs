@@ -122,7 +122,13 @@ impl Engine {
     }
 
     async fn resolve(&self, address: IpAddr, at_us: i64) -> Result<Resolution, EngineError> {
-        let ids = self.inner.store.servers_holding(address, at_us).await?;
+        let index = self.inner.address_index.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let ids = match index.map(|index| index.lookup(address, at_us)) {
+            Some(crate::address_index::Lookup::Held(ids)) => ids,
+            Some(crate::address_index::Lookup::AskStore) | None => {
+                self.inner.store.servers_holding(address, at_us).await?
+            }
+        };
         Ok(match ids.as_slice() {
             [] => Resolution::None,
             [id] => match self.inner.store.server_by_id(*id).await? {

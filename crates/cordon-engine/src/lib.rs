@@ -11,6 +11,7 @@
 //! Architecture invariant: actions on one server run one at a time, oldest first.
 
 mod accounts;
+pub mod address_index;
 mod error;
 mod events;
 mod execute;
@@ -129,6 +130,9 @@ struct Inner {
     started_at: chrono::DateTime<chrono::Utc>,
     /// Where events go; listeners subscribe with [`Engine::subscribe`].
     events: tokio::sync::broadcast::Sender<EngineEvent>,
+    /// Operational addresses in memory for the resolve path; `None` until loaded (every
+    /// address then goes to the store). See `address_index.rs` for why it cannot go stale.
+    address_index: std::sync::RwLock<Option<Arc<address_index::AddressIndex>>>,
 }
 
 impl Engine {
@@ -144,6 +148,7 @@ impl Engine {
                 detections_wake: Notify::new(),
                 policy: std::sync::RwLock::new(Arc::new(PolicySet::default())),
                 events: tokio::sync::broadcast::channel(1024).0,
+                address_index: std::sync::RwLock::new(None),
                 started_at: chrono::Utc::now(),
                 breaker: Mutex::new(cordon_model::policy::CircuitBreaker::new(
                     cordon_model::policy::Policy::default().max_auto_actions,
@@ -151,6 +156,18 @@ impl Engine {
                 )),
             }),
         }
+    }
+
+    /// Loads the address index from the store's operational tenures. Call it after every
+    /// inventory sync (serve does, at start). Returns the number of addresses indexed, or
+    /// `None` when the backend offers no tenures (the store then answers every lookup).
+    pub async fn load_address_index(&self) -> Result<Option<usize>, EngineError> {
+        let Some(tenures) = self.inner.store.operational_tenures().await? else { return Ok(None) };
+        let pools = self.inner.topology.networks.values().filter_map(|n| n.pool.as_ref().map(|p| p.range())).collect();
+        let index = address_index::AddressIndex::new(tenures, pools);
+        let count = index.len();
+        *self.inner.address_index.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(index));
+        Ok(Some(count))
     }
 
     /// When this engine started.

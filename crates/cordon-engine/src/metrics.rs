@@ -32,6 +32,8 @@ pub struct Metrics {
     driver_latency: Mutex<BTreeMap<&'static str, Histogram>>,
     /// From a detection's arrival to its server verified in quarantine.
     time_to_contain: Mutex<Histogram>,
+    /// From the sensor's own alert time (when the detection carries one) to the same point.
+    alert_to_contain: Mutex<Histogram>,
 }
 
 /// Upper bounds of the histogram buckets, in seconds.
@@ -109,6 +111,11 @@ impl Metrics {
         self.time_to_contain.lock().unwrap_or_else(|p| p.into_inner()).observe(elapsed.as_secs_f64());
     }
 
+    /// A server was verified in quarantine this long after the sensor's alert that caused it.
+    pub fn contained_since_alert(&self, elapsed: Duration) {
+        self.alert_to_contain.lock().unwrap_or_else(|p| p.into_inner()).observe(elapsed.as_secs_f64());
+    }
+
     pub fn drift_found(&self) {
         self.drifts.fetch_add(1, Relaxed);
     }
@@ -167,6 +174,17 @@ impl Metrics {
         self.time_to_contain.lock().unwrap_or_else(|p| p.into_inner()).render(
             &mut out,
             "cordon_time_to_contain_seconds",
+            "",
+        );
+        family(
+            &mut out,
+            "cordon_alert_to_contain_seconds",
+            "From the sensor's alert time (detections that carry one) to its server verified in quarantine.",
+            "histogram",
+        );
+        self.alert_to_contain.lock().unwrap_or_else(|p| p.into_inner()).render(
+            &mut out,
+            "cordon_alert_to_contain_seconds",
             "",
         );
         out

@@ -208,6 +208,16 @@ pub struct DetectionFilter {
 }
 
 /// Where a followed file stands, committed with the detections read before it.
+/// One tenure of an operational address (a row of the address history of kind `operational`):
+/// `server_id` held `ip` from `from_us` until `to_us` (open while it still holds it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperationalTenure {
+    pub ip: IpAddr,
+    pub server_id: i64,
+    pub from_us: i64,
+    pub to_us: Option<i64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceCheckpoint {
     pub source: String,
@@ -452,6 +462,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn list_detections(&self, filter: &DetectionFilter) -> Result<Vec<DetectionRecord>>;
     /// The servers that held `address` at `at_us` (Unix microseconds), from the address history.
     async fn servers_holding(&self, address: IpAddr, at_us: i64) -> Result<Vec<i64>>;
+    /// Every tenure of an operational address, for the engine's in-memory address index.
+    /// Operational tenures change only when the inventory is synced from the configuration.
+    /// `None` (the default) means the backend offers none: the engine then resolves every
+    /// address through [`Store::servers_holding`].
+    async fn operational_tenures(&self) -> Result<Option<Vec<OperationalTenure>>> {
+        Ok(None)
+    }
 
     async fn append_step(&self, step: &NewStep) -> Result<StepRecord>;
     async fn steps(&self, action_id: i64) -> Result<Vec<StepRecord>>;

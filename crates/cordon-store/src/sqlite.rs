@@ -1274,6 +1274,30 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn operational_tenures(&self) -> Result<Option<Vec<OperationalTenure>>> {
+        self.run(move |connection| {
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT ip, server_id, valid_from_us, valid_to_us FROM address_history WHERE kind = 'operational'",
+                )
+                .map_err(backend)?;
+            let rows = statement
+                .query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, Option<i64>>(3)?))
+                })
+                .map_err(backend)?;
+            let mut tenures = Vec::new();
+            for row in rows {
+                let (ip, server_id, from_us, to_us) = row.map_err(backend)?;
+                // An unparsable address cannot be in the index; the store still answers for it.
+                let Ok(ip) = ip.parse() else { continue };
+                tenures.push(OperationalTenure { ip, server_id, from_us, to_us });
+            }
+            Ok(Some(tenures))
+        })
+        .await
+    }
+
     async fn append_step(&self, step: &NewStep) -> Result<StepRecord> {
         let step = step.clone();
         self.run(move |connection| {

@@ -91,6 +91,13 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
         if config.manager.on_drift_enforce { cordon_engine::OnDrift::Enforce } else { cordon_engine::OnDrift::Report };
     let engine = Engine::new(store.clone(), topology, settings);
     engine.set_policy(crate::sources::policy_set(&config));
+    // After the inventory sync: the operational addresses it recorded, in memory.
+    engine.load_address_index().await.map_err(|e| Failure {
+        number: e.number(),
+        text: e.text,
+        remedy: None,
+        exit_code: 1,
+    })?;
     // Notifications: their secrets are read now, so that a missing file stops the start.
     let notifier = match &config.notify {
         Some(notify) => Some(

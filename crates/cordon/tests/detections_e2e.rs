@@ -112,6 +112,51 @@ fn cef_syslog_over_udp_and_tcp_quarantines_the_host_at_risk() {
 }
 
 #[test]
+fn time_to_contain_is_exported_after_a_quarantine_from_eve() {
+    let lab = Lab::up(&format!("cbn{}", std::process::id() % 100_000));
+    let eve = lab.dir.path().join("eve.json");
+    append(
+        &lab.config(),
+        &format!(
+            "\n[[source]]\nname = \"ids-1\"\ntype = \"suricata-eve\"\npath = \"{}\"\n{}",
+            eve.display(),
+            ids_rules()
+        ),
+    );
+    std::fs::write(&eve, "").unwrap();
+    let manager = Manager::start(&lab.config(), &lab.dir.path().join("data"));
+    let metrics = || {
+        let out = std::process::Command::new("curl")
+            .args(["-sf", "-H"])
+            .arg(format!("Authorization: Bearer {}", std::fs::read_to_string(&manager.token_file).unwrap().trim()))
+            .arg(format!("{}/metrics", manager.url))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Both families exist before anything was contained, with no observation.
+    let before = metrics();
+    assert!(before.contains("# TYPE cordon_time_to_contain_seconds histogram"), "{before}");
+    assert!(before.contains("cordon_time_to_contain_seconds_count 0"), "{before}");
+    assert!(before.contains("cordon_alert_to_contain_seconds_count 0"), "{before}");
+
+    // An operator's quarantine is not a detection: not observed.
+    let out = manager.cordon(&["quarantine", "sbc-02", "--reason", "by hand", "--wait"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(metrics().contains("cordon_time_to_contain_seconds_count 0"));
+
+    // A high-severity alert stamped now by the sensor: one observation in each histogram.
+    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6f+0000");
+    append(&eve, &eve_alert("10.10.0.11", 7001, 1).replace("2026-11-27T10:00:00.000000+0000", &now.to_string()));
+    manager.wait_until(15, "sbc-01 quarantined", |m| state_of(m, "sbc-01") == "quarantined");
+    assert_eq!(lab.port("p-sbc-01"), ("br-quarantine".to_string(), true));
+    let after = metrics();
+    assert!(after.contains("cordon_time_to_contain_seconds_count 1"), "{after}");
+    assert!(after.contains("cordon_time_to_contain_seconds_bucket{le=\"+Inf\"} 1"), "{after}");
+    assert!(after.contains("cordon_alert_to_contain_seconds_count 1"), "{after}");
+}
+
+#[test]
 fn a_followed_eve_file_survives_sigkill_without_loss_or_duplicates() {
     let lab = Lab::up(&format!("k{}", std::process::id() % 100_000));
     let eve = lab.dir.path().join("eve.json");

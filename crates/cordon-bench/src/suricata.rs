@@ -1,0 +1,128 @@
+//! The Suricata CPU ratio: a pcap written here (UDP traffic from the lab's servers, 1 packet in
+//! `1/alert_every` carrying a signature that a local rule matches), replayed by `suricata -r`
+//! with its CPU time measured (getrusage of the child), then the EVE file it wrote appended to
+//! the file a running `cordon serve` follows, and the CPU Cordon spends until every detection
+//! of it is processed.
+
+use std::io::Write as _;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+
+/// What `suricata -r` produced and what it cost.
+#[derive(Debug)]
+pub struct Replay {
+    pub packets: usize,
+    pub eve: String,
+    pub eve_lines: usize,
+    pub alerts: usize,
+    pub cpu: Duration,
+}
+
+const RULES: &str = "alert udp any any -> any any (msg:\"CORDON BENCH EVIL\"; content:\"CORDON-EVIL\"; \
+                     classtype:trojan-activity; priority:1; sid:9000001; rev:1;)\n";
+
+/// Writes a classic pcap (Ethernet) of `packets` UDP packets from `sources`, one flow per
+/// source and destination port, every `alert_every`-th packet carrying the signature.
+pub fn write_pcap(path: &Path, sources: &[Ipv4Addr], packets: usize, alert_every: usize) -> anyhow::Result<()> {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    // Global header: magic, version 2.4, zone, sigfigs, snaplen, LINKTYPE_ETHERNET.
+    out.write_all(&0xa1b2_c3d4u32.to_le_bytes())?;
+    out.write_all(&2u16.to_le_bytes())?;
+    out.write_all(&4u16.to_le_bytes())?;
+    out.write_all(&[0; 8])?;
+    out.write_all(&65_535u32.to_le_bytes())?;
+    out.write_all(&1u32.to_le_bytes())?;
+    let destination = Ipv4Addr::new(203, 0, 113, 5);
+    let start = 1_795_773_600u32;
+    for i in 0..packets {
+        let alert = i % alert_every == 0;
+        // Alerts go round the sources on their own, whatever `alert_every` and the count share.
+        let source = if alert { sources[(i / alert_every) % sources.len()] } else { sources[i % sources.len()] };
+        let payload: Vec<u8> = if alert {
+            format!("GET CORDON-EVIL beacon {i:08}").into_bytes()
+        } else {
+            format!("ordinary datagram {i:08} ..............................").into_bytes()
+        };
+        let udp_len = 8 + payload.len();
+        let ip_len = 20 + udp_len;
+        let mut frame = Vec::with_capacity(14 + ip_len);
+        frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01, 0x02, 0, 0, 0, 0, 0x02, 0x08, 0x00]);
+        let mut ip = [0u8; 20];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+        ip[4..6].copy_from_slice(&(i as u16).to_be_bytes());
+        ip[8] = 64;
+        ip[9] = 17;
+        ip[12..16].copy_from_slice(&source.octets());
+        ip[16..20].copy_from_slice(&destination.octets());
+        let sum = checksum(&ip);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        frame.extend_from_slice(&ip);
+        let source_port = 40_000 + (i / sources.len() % 20) as u16;
+        frame.extend_from_slice(&source_port.to_be_bytes());
+        frame.extend_from_slice(&9999u16.to_be_bytes());
+        frame.extend_from_slice(&(udp_len as u16).to_be_bytes());
+        frame.extend_from_slice(&[0, 0]); // no UDP checksum (allowed over IPv4)
+        frame.extend_from_slice(&payload);
+        // 100 µs apart.
+        let micros = i as u64 * 100;
+        out.write_all(&(start + (micros / 1_000_000) as u32).to_le_bytes())?;
+        out.write_all(&((micros % 1_000_000) as u32).to_le_bytes())?;
+        out.write_all(&(frame.len() as u32).to_le_bytes())?;
+        out.write_all(&(frame.len() as u32).to_le_bytes())?;
+        out.write_all(&frame)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn checksum(header: &[u8]) -> u16 {
+    let mut sum: u32 = header.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Runs `suricata -r pcap` with the local rule; returns its EVE output and its CPU time.
+pub fn replay(dir: &Path, pcap: &Path, packets: usize) -> anyhow::Result<Replay> {
+    let rules = dir.join("local.rules");
+    std::fs::write(&rules, RULES)?;
+    let log_dir = dir.join("suricata");
+    std::fs::create_dir_all(&log_dir)?;
+    let before = children_cpu();
+    let out = Command::new("suricata")
+        .arg("-r")
+        .arg(pcap)
+        .arg("-S")
+        .arg(&rules)
+        .arg("-l")
+        .arg(&log_dir)
+        .args(["-k", "none", "--runmode", "single"])
+        .output()
+        .context("running suricata (scripts/install-deps.sh installs it)")?;
+    let cpu = children_cpu().saturating_sub(before);
+    if !out.status.success() {
+        bail!("suricata -r failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let eve = std::fs::read_to_string(log_dir.join("eve.json"))?;
+    let eve_lines = eve.lines().count();
+    let alerts = eve.lines().filter(|l| l.contains("\"event_type\":\"alert\"")).count();
+    Ok(Replay { packets, eve, eve_lines, alerts, cpu })
+}
+
+/// User + system CPU time of every waited-for child of this process so far.
+fn children_cpu() -> Duration {
+    // SAFETY: getrusage only writes into the struct we pass; RUSAGE_CHILDREN is always valid.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::from_micros(t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
