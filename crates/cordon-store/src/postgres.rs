@@ -14,22 +14,33 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use cordon_model::{ActionCommand, ActionKind, ActionState, AddressPool, Detection, MacAddr, Role, ServerState};
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use crate::*;
 
 /// Ordered migrations; the index + 1 is the schema version.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/postgres/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/postgres/0001_initial.sql"),
+    include_str!("../migrations/postgres/0002_audit_chain_and_console.sql"),
+];
+
+/// The migration that adds the audit chain's columns; the rows before it are sealed with it.
+const AUDIT_CHAIN_MIGRATION: usize = 2;
 
 /// Keys of the transaction-scoped advisory locks (arbitrary, fixed: part of the schema).
 const LOCK_MIGRATIONS: i64 = 0x636f_7264_6f6e_0001;
 const LOCK_INVENTORY: i64 = 0x636f_7264_6f6e_0002;
+/// Serializes audit appends across instances: two rows never claim one predecessor. Always the
+/// last lock a transaction takes (right before its commit), so it cannot take part in a deadlock.
+const LOCK_AUDIT: i64 = 0x636f_7264_6f6e_0003;
 
 /// Connections per process: enough for the dispatcher, the workers, the API and the sources.
 const POOL_SIZE: usize = 16;
@@ -39,12 +50,14 @@ pub struct PostgresStore {
     pool: Pool,
     /// The URL without its password, for messages.
     display: String,
+    /// The instance named in the audit rows the store writes for state changes.
+    instance: Arc<str>,
 }
 
 impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the password.
-        f.debug_struct("PostgresStore").field("database", &self.display).finish()
+        f.debug_struct("PostgresStore").field("database", &self.display).field("instance", &self.instance).finish()
     }
 }
 
@@ -103,6 +116,152 @@ fn get<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, i: usize) -> Res
     row.try_get(i).map_err(|e| backend(format!("column {i}: {e}")))
 }
 
+/// A unique constraint names a taken name; anything else is the backend's.
+fn unique_violation(error: tokio_postgres::Error, what: &str) -> StoreError {
+    if error.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+        StoreError::AlreadyExists { what: what.to_string() }
+    } else {
+        db(error)
+    }
+}
+
+const TOKEN_COLUMNS: &str = "id, name, role, created_at, revoked_at IS NOT NULL, expires_at";
+
+fn token_row(row: &Row) -> Result<TokenRecord> {
+    Ok(TokenRecord {
+        id: get(row, 0)?,
+        name: get(row, 1)?,
+        role: parse(get::<&str>(row, 2)?)?,
+        created_at: get(row, 3)?,
+        revoked: get(row, 4)?,
+        expires_at: get(row, 5)?,
+    })
+}
+
+const USER_COLUMNS: &str = "id, name, role, password_hash, created_at, updated_at";
+
+fn user_row(row: &Row) -> Result<UserRecord> {
+    Ok(UserRecord {
+        id: get(row, 0)?,
+        name: get(row, 1)?,
+        role: parse(get::<&str>(row, 2)?)?,
+        password_hash: get(row, 3)?,
+        created_at: get(row, 4)?,
+        updated_at: get(row, 5)?,
+    })
+}
+
+const SESSION_SELECT: &str = "SELECT s.id, s.user_id, u.name, u.role, s.csrf, s.created_at, s.last_seen_at, s.expires_at \
+     FROM console_sessions s JOIN console_users u ON u.id = s.user_id";
+
+fn session_row(row: &Row) -> Result<SessionRecord> {
+    Ok(SessionRecord {
+        id: get(row, 0)?,
+        user_id: get(row, 1)?,
+        user_name: get(row, 2)?,
+        role: parse(get::<&str>(row, 3)?)?,
+        csrf: get(row, 4)?,
+        created_at: get(row, 5)?,
+        last_seen_at: get(row, 6)?,
+        expires_at: get(row, 7)?,
+    })
+}
+
+/// Chains the audit rows written before the chain existed, in id order (once, in the migration
+/// that adds the columns: sealing later would hide a row whose hash was removed).
+async fn seal_audit(tx: &impl GenericClient) -> Result<()> {
+    let rows = tx
+        .query("SELECT id, at, actor, origin, verb, target, detail, instance FROM audit ORDER BY id", &[])
+        .await
+        .map_err(db)?;
+    let mut previous = AUDIT_GENESIS.to_string();
+    for row in &rows {
+        let (id, at, entry) = audit_row_unsealed(row)?;
+        let hash = audit_hash(&previous, id, at.timestamp_micros(), &entry);
+        tx.execute("UPDATE audit SET prev_hash = $2, hash = $3 WHERE id = $1", &[&id, &previous, &hash])
+            .await
+            .map_err(db)?;
+        previous = hash;
+    }
+    Ok(())
+}
+
+fn audit_row_unsealed(r: &Row) -> Result<(i64, Timestamp, AuditEntry)> {
+    Ok((
+        get(r, 0)?,
+        get(r, 1)?,
+        AuditEntry {
+            actor: get(r, 2)?,
+            origin: get(r, 3)?,
+            verb: get(r, 4)?,
+            target: get(r, 5)?,
+            detail: get(r, 6)?,
+            instance: get(r, 7)?,
+        },
+    ))
+}
+
+const AUDIT_COLUMNS: &str = "id, at, actor, origin, verb, target, detail, instance, prev_hash, hash";
+
+fn audit_row(r: &Row) -> Result<AuditRecord> {
+    let (id, at, entry) = audit_row_unsealed(r)?;
+    Ok(AuditRecord {
+        id,
+        at,
+        entry,
+        prev_hash: get::<Option<String>>(r, 8)?.unwrap_or_default(),
+        hash: get::<Option<String>>(r, 9)?.unwrap_or_default(),
+    })
+}
+
+/// Appends one row to the audit chain inside the caller's transaction. The advisory lock
+/// serializes appenders across instances until the caller commits, so that two rows never
+/// claim one predecessor (a row lock on the last row would not cover an empty trail); it is
+/// the transaction's last lock. Read committed: the read of the last row after the lock sees
+/// the previous holder's commit.
+async fn append_audit_in(tx: &impl GenericClient, entry: &AuditEntry) -> Result<AuditRecord> {
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_AUDIT]).await.map_err(db)?;
+    let last = tx.query_opt("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1", &[]).await.map_err(db)?;
+    let (id, prev_hash) = match last {
+        Some(row) => (get::<i64>(&row, 0)? + 1, get::<Option<String>>(&row, 1)?.unwrap_or_default()),
+        None => (1, AUDIT_GENESIS.to_string()),
+    };
+    // Stored at microsecond precision (TIMESTAMPTZ's), hashed from the same microseconds.
+    let at = DateTime::from_timestamp_micros(now_us()).unwrap_or_default();
+    let hash = audit_hash(&prev_hash, id, at.timestamp_micros(), entry);
+    tx.execute(
+        "INSERT INTO audit (id, at, actor, origin, verb, target, detail, instance, prev_hash, hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        &[
+            &id,
+            &at,
+            &entry.actor,
+            &entry.origin,
+            &entry.verb,
+            &entry.target,
+            &entry.detail,
+            &entry.instance,
+            &prev_hash,
+            &hash,
+        ],
+    )
+    .await
+    .map_err(db)?;
+    Ok(AuditRecord { id, at, entry: entry.clone(), prev_hash, hash })
+}
+
+/// The audit row of a change the store made itself (a state change).
+fn state_change(instance: &str, verb: &str, target: String, detail: String) -> AuditEntry {
+    AuditEntry {
+        actor: "cordon".into(),
+        origin: "engine".into(),
+        verb: verb.into(),
+        target,
+        detail,
+        instance: instance.into(),
+    }
+}
+
 impl PostgresStore {
     /// Connects to `url` (`postgres://user@host:port/db` or a key=value string), with
     /// `password` when it is kept out of the URL (read from a file), and applies pending
@@ -124,9 +283,15 @@ impl PostgresStore {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(backend)?;
-        let store = PostgresStore { pool, display };
+        let store = PostgresStore { pool, display, instance: Arc::from("cordon") };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Names the instance in the audit rows written for state changes (default `cordon`).
+    pub fn with_instance(mut self, instance: &str) -> Self {
+        self.instance = Arc::from(instance);
+        self
     }
 
     /// Where this store connects, without the password (`postgres://user@host:port/db`).
@@ -167,6 +332,9 @@ impl PostgresStore {
         }
         for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
             tx.batch_execute(sql).await.map_err(|e| backend(format!("migration {}: {}", index + 1, db(e))))?;
+            if index + 1 == AUDIT_CHAIN_MIGRATION {
+                seal_audit(&tx).await?;
+            }
             tx.execute(
                 "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
                 &[&(index as i64 + 1), &Utc::now()],
@@ -666,6 +834,16 @@ impl PostgresStore {
         .await
         .map_err(db)?;
         let record = existing_action(&tx, id).await?;
+        let mut detail = format!("{state} -> {next} ({command})");
+        if let Some(kind) = extras.kind {
+            detail.push_str(&format!(", as {kind}"));
+        }
+        if let Some(message) = &extras.message {
+            detail.push_str(&format!(", message {}", message.number));
+        }
+        // A claim is written in the name of the claiming instance, as in SQLite.
+        let instance = extras.lease.map(|(holder, _)| holder).unwrap_or(&self.instance);
+        append_audit_in(&tx, &state_change(instance, "action_state", format!("action {id}"), detail)).await?;
         tx.commit().await.map_err(db)?;
         Ok(record)
     }
@@ -743,35 +921,64 @@ impl Store for PostgresStore {
     }
 
     async fn set_server_state(&self, server_id: i64, state: ServerState) -> Result<()> {
-        let changed = self
-            .client()
-            .await?
-            .execute(
-                "UPDATE servers SET state = $2, updated_at = $3 WHERE id = $1",
-                &[&server_id, &state.as_str(), &Utc::now()],
-            )
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let Some(row) = tx
+            .query_opt("SELECT name, state FROM servers WHERE id = $1 FOR UPDATE", &[&server_id])
             .await
-            .map_err(db)?;
-        if changed == 0 {
+            .map_err(db)?
+        else {
             return Err(StoreError::NotFound { what: format!("server {server_id}") });
+        };
+        let (name, before): (String, String) = (get(&row, 0)?, get(&row, 1)?);
+        tx.execute(
+            "UPDATE servers SET state = $2, updated_at = $3 WHERE id = $1",
+            &[&server_id, &state.as_str(), &Utc::now()],
+        )
+        .await
+        .map_err(db)?;
+        if before != state.as_str() {
+            let detail = format!("{before} -> {state}");
+            append_audit_in(&tx, &state_change(&self.instance, "server_state", format!("server {name}"), detail))
+                .await?;
         }
-        Ok(())
+        tx.commit().await.map_err(db)
     }
 
     async fn record_nic_position(&self, server_id: i64, mac: MacAddr, network: &str, ip: Option<IpAddr>) -> Result<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        let changed = tx
-            .execute(
-                "UPDATE nics SET current_network = $3, current_ip = $4 WHERE server_id = $1 AND mac = $2",
-                &[&server_id, &mac.to_string(), &network, &ip.map(|i| i.to_string())],
+        let Some(row) = tx
+            .query_opt(
+                "SELECT s.name, n.current_network, n.current_ip FROM nics n JOIN servers s ON s.id = n.server_id
+                 WHERE n.server_id = $1 AND n.mac = $2 FOR UPDATE OF n",
+                &[&server_id, &mac.to_string()],
             )
             .await
-            .map_err(db)?;
-        if changed == 0 {
+            .map_err(db)?
+        else {
             return Err(StoreError::NotFound { what: format!("NIC {mac} of server {server_id}") });
-        }
+        };
+        let (name, before_network, before_ip): (String, String, Option<String>) =
+            (get(&row, 0)?, get(&row, 1)?, get(&row, 2)?);
+        let ip_text = ip.map(|i| i.to_string());
+        tx.execute(
+            "UPDATE nics SET current_network = $3, current_ip = $4 WHERE server_id = $1 AND mac = $2",
+            &[&server_id, &mac.to_string(), &network, &ip_text],
+        )
+        .await
+        .map_err(db)?;
         tx.execute("UPDATE servers SET updated_at = $2 WHERE id = $1", &[&server_id, &Utc::now()]).await.map_err(db)?;
+        if (before_network.as_str(), before_ip.as_deref()) != (network, ip_text.as_deref()) {
+            let shown = |net: &str, ip: Option<&str>| format!("{net} {}", ip.unwrap_or("(no address)"));
+            let detail = format!(
+                "NIC {mac}: {} -> {}",
+                shown(&before_network, before_ip.as_deref()),
+                shown(network, ip_text.as_deref())
+            );
+            append_audit_in(&tx, &state_change(&self.instance, "nic_position", format!("server {name}"), detail))
+                .await?;
+        }
         tx.commit().await.map_err(db)
     }
 
@@ -845,8 +1052,9 @@ impl Store for PostgresStore {
     }
 
     async fn create_action(&self, action: &NewAction) -> Result<ActionRecord> {
-        let client = self.client().await?;
-        let row = client
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let row = tx
             .query_one(
                 "INSERT INTO actions (kind, state, generation, server_id, address, reason, trigger, requested_by, instance, attempts,
                  decided_by, message_number, message_text, created_at, updated_at)
@@ -868,7 +1076,28 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(db)?;
-        existing_action(&client, get(&row, 0)?).await
+        let id: i64 = get(&row, 0)?;
+        let record = existing_action(&tx, id).await?;
+        let on = match (&record.server_name, record.address) {
+            (Some(server), _) => format!("server {server}"),
+            (None, Some(address)) => format!("address {address} (no server)"),
+            (None, None) => "no server".to_string(),
+        };
+        let mut detail = format!("{} on {on}, {}, by {}", record.kind, record.state, record.trigger);
+        if let Some(reason) = &record.reason {
+            detail.push_str(&format!(": {reason}"));
+        }
+        let entry = AuditEntry {
+            actor: record.requested_by.clone(),
+            origin: record.trigger.clone(),
+            verb: "action_created".into(),
+            target: format!("action {id}"),
+            detail,
+            instance: record.instance.clone(),
+        };
+        append_audit_in(&tx, &entry).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(record)
     }
 
     async fn action(&self, id: i64) -> Result<Option<ActionRecord>> {
@@ -1042,6 +1271,8 @@ impl Store for PostgresStore {
         .await
         .map_err(db)?;
         let record = existing_action(&tx, id).await?;
+        let detail = format!("kind now {kind} ({state})");
+        append_audit_in(&tx, &state_change(&self.instance, "action_kind", format!("action {id}"), detail)).await?;
         tx.commit().await.map_err(db)?;
         Ok(record)
     }
@@ -1277,78 +1508,192 @@ impl Store for PostgresStore {
     }
 
     async fn append_audit(&self, entry: &AuditEntry) -> Result<AuditRecord> {
-        let row = self
-            .client()
-            .await?
-            .query_one(
-                "INSERT INTO audit (at, actor, origin, verb, target, detail, instance) VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 RETURNING id, at",
-                &[&Utc::now(), &entry.actor, &entry.origin, &entry.verb, &entry.target, &entry.detail, &entry.instance],
-            )
-            .await
-            .map_err(db)?;
-        Ok(AuditRecord { id: get(&row, 0)?, at: get(&row, 1)?, entry: entry.clone() })
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let record = append_audit_in(&tx, entry).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(record)
     }
 
     async fn list_audit(&self, limit: u32) -> Result<Vec<AuditRecord>> {
+        let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit ORDER BY id DESC LIMIT $1");
+        self.client().await?.query(&sql, &[&i64::from(limit)]).await.map_err(db)?.iter().map(audit_row).collect()
+    }
+
+    async fn audit_rows(&self, after_id: i64, limit: u32) -> Result<Vec<AuditRecord>> {
+        let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit WHERE id > $1 ORDER BY id LIMIT $2");
         self.client()
             .await?
-            .query(
-                "SELECT id, at, actor, origin, verb, target, detail, instance FROM audit ORDER BY id DESC LIMIT $1",
-                &[&i64::from(limit)],
-            )
+            .query(&sql, &[&after_id, &i64::from(limit)])
             .await
             .map_err(db)?
             .iter()
-            .map(|r| {
-                Ok(AuditRecord {
-                    id: get(r, 0)?,
-                    at: get(r, 1)?,
-                    entry: AuditEntry {
-                        actor: get(r, 2)?,
-                        origin: get(r, 3)?,
-                        verb: get(r, 4)?,
-                        target: get(r, 5)?,
-                        detail: get(r, 6)?,
-                        instance: get(r, 7)?,
-                    },
-                })
-            })
+            .map(audit_row)
             .collect()
     }
 
-    async fn create_token(&self, name: &str, role: Role, hash: &str) -> Result<TokenRecord> {
+    async fn create_token(
+        &self,
+        name: &str,
+        role: Role,
+        hash: &str,
+        expires_at: Option<Timestamp>,
+    ) -> Result<TokenRecord> {
+        let sql = format!(
+            "INSERT INTO api_tokens (name, role, hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5) \
+             RETURNING {TOKEN_COLUMNS}"
+        );
         let row = self
             .client()
             .await?
-            .query_one(
-                "INSERT INTO api_tokens (name, role, hash, created_at) VALUES ($1, $2, $3, $4) RETURNING id, created_at",
-                &[&name, &role.as_str(), &hash, &Utc::now()],
-            )
+            .query_one(&sql, &[&name, &role.as_str(), &hash, &Utc::now(), &expires_at])
             .await
-            .map_err(db)?;
-        Ok(TokenRecord { id: get(&row, 0)?, name: name.to_string(), role, created_at: get(&row, 1)?, revoked: false })
+            .map_err(|e| unique_violation(e, &format!("token {name}")))?;
+        token_row(&row)
     }
 
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        let sql = format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE hash = $1 AND revoked_at IS NULL \
+             AND (expires_at IS NULL OR expires_at > $2)"
+        );
         self.client()
             .await?
-            .query_opt(
-                "SELECT id, name, role, created_at FROM api_tokens WHERE hash = $1 AND revoked_at IS NULL",
-                &[&hash],
-            )
+            .query_opt(&sql, &[&hash, &Utc::now()])
             .await
             .map_err(db)?
-            .map(|r| {
-                Ok(TokenRecord {
-                    id: get(&r, 0)?,
-                    name: get(&r, 1)?,
-                    role: parse(get::<&str>(&r, 2)?)?,
-                    created_at: get(&r, 3)?,
-                    revoked: false,
-                })
-            })
+            .map(|r| token_row(&r))
             .transpose()
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY id");
+        self.client().await?.query(&sql, &[]).await.map_err(db)?.iter().map(token_row).collect()
+    }
+
+    async fn revoke_token(&self, id: i64) -> Result<TokenRecord> {
+        let client = self.client().await?;
+        client
+            .execute("UPDATE api_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL", &[&id, &Utc::now()])
+            .await
+            .map_err(db)?;
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = $1");
+        client
+            .query_opt(&sql, &[&id])
+            .await
+            .map_err(db)?
+            .map(|r| token_row(&r))
+            .transpose()?
+            .ok_or_else(|| StoreError::NotFound { what: format!("token {id}") })
+    }
+
+    async fn create_user(&self, name: &str, role: Role, password_hash: &str) -> Result<UserRecord> {
+        let sql = format!(
+            "INSERT INTO console_users (name, role, password_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
+             RETURNING {USER_COLUMNS}"
+        );
+        let row = self
+            .client()
+            .await?
+            .query_one(&sql, &[&name, &role.as_str(), &password_hash, &Utc::now()])
+            .await
+            .map_err(|e| unique_violation(e, &format!("user {name}")))?;
+        user_row(&row)
+    }
+
+    async fn user_by_name(&self, name: &str) -> Result<Option<UserRecord>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM console_users WHERE name = $1");
+        self.client().await?.query_opt(&sql, &[&name]).await.map_err(db)?.map(|r| user_row(&r)).transpose()
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserRecord>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM console_users ORDER BY name");
+        self.client().await?.query(&sql, &[]).await.map_err(db)?.iter().map(user_row).collect()
+    }
+
+    async fn set_user_password(&self, name: &str, password_hash: &str) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let changed = tx
+            .execute(
+                "UPDATE console_users SET password_hash = $2, updated_at = $3 WHERE name = $1",
+                &[&name, &password_hash, &Utc::now()],
+            )
+            .await
+            .map_err(db)?;
+        if changed == 0 {
+            return Err(StoreError::NotFound { what: format!("user {name}") });
+        }
+        // A new password ends every session opened with the old one.
+        tx.execute(
+            "DELETE FROM console_sessions WHERE user_id = (SELECT id FROM console_users WHERE name = $1)",
+            &[&name],
+        )
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn remove_user(&self, name: &str) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        tx.execute(
+            "DELETE FROM console_sessions WHERE user_id = (SELECT id FROM console_users WHERE name = $1)",
+            &[&name],
+        )
+        .await
+        .map_err(db)?;
+        let removed = tx.execute("DELETE FROM console_users WHERE name = $1", &[&name]).await.map_err(db)?;
+        if removed == 0 {
+            return Err(StoreError::NotFound { what: format!("user {name}") });
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn create_session(&self, session: &NewSession) -> Result<SessionRecord> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "INSERT INTO console_sessions (hash, user_id, csrf, created_at, last_seen_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $4, $5) RETURNING id",
+                &[&session.hash, &session.user_id, &session.csrf, &Utc::now(), &session.expires_at],
+            )
+            .await
+            .map_err(db)?;
+        let id: i64 = get(&row, 0)?;
+        session_row(&client.query_one(&format!("{SESSION_SELECT} WHERE s.id = $1"), &[&id]).await.map_err(db)?)
+    }
+
+    async fn session_by_hash(&self, hash: &str) -> Result<Option<SessionRecord>> {
+        self.client()
+            .await?
+            .query_opt(&format!("{SESSION_SELECT} WHERE s.hash = $1"), &[&hash])
+            .await
+            .map_err(db)?
+            .map(|r| session_row(&r))
+            .transpose()
+    }
+
+    async fn touch_session(&self, id: i64, at: Timestamp) -> Result<()> {
+        self.client()
+            .await?
+            .execute("UPDATE console_sessions SET last_seen_at = $2 WHERE id = $1", &[&id, &at])
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn delete_session(&self, hash: &str) -> Result<()> {
+        self.client().await?.execute("DELETE FROM console_sessions WHERE hash = $1", &[&hash]).await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn delete_expired_sessions(&self, idle_before: Timestamp, now: Timestamp) -> Result<u64> {
+        self.client()
+            .await?
+            .execute("DELETE FROM console_sessions WHERE last_seen_at < $1 OR expires_at <= $2", &[&idle_before, &now])
+            .await
+            .map_err(db)
     }
 
     async fn count_tokens(&self) -> Result<u64> {

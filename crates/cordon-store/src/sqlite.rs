@@ -1150,7 +1150,8 @@ impl Store for SqliteStore {
         message: Option<MessageRef>,
     ) -> Result<ActionRecord> {
         let instance = self.instance.clone();
-        let change = Transition { id, generation, command, kind: Some(kind), message, not_before_us: None, lease: None };
+        let change =
+            Transition { id, generation, command, kind: Some(kind), message, not_before_us: None, lease: None };
         self.run(move |connection| transition(connection, &instance, change)).await
     }
 

@@ -688,6 +688,62 @@ async fn postgres_instances_race_for_one_action_and_exactly_one_wins() {
     assert_eq!(one.running_actions().await.unwrap().len(), 3);
 }
 
+/// Two instances (two stores, two connection pools) append to one trail at once, with action
+/// state changes (which append in their own transactions) mixed in: no two rows may claim one
+/// predecessor, so the whole chain verifies and every append is in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cp2_postgres_instances_appending_concurrently_leave_one_chain() {
+    const APPENDS: usize = 200;
+    let url = support::postgres::fresh_database("cp2_audit_race");
+    let one = PostgresStore::connect(&url, None).await.unwrap().with_instance("i1");
+    let two = PostgresStore::connect(&url, None).await.unwrap().with_instance("i2");
+    one.sync_inventory(&inventory(&[A])).await.unwrap();
+    let a = one.server_by_name("a").await.unwrap().unwrap();
+    let mut tasks = Vec::new();
+    for (name, store) in [("i1", one.clone()), ("i2", two.clone())] {
+        for task in 0..4 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for n in 0..APPENDS / 4 {
+                    let entry = AuditEntry {
+                        actor: format!("{name}-task{task}"),
+                        origin: "127.0.0.1".into(),
+                        verb: "check".into(),
+                        target: format!("append {n}"),
+                        detail: String::new(),
+                        instance: name.into(),
+                    };
+                    store.append_audit(&entry).await.unwrap();
+                }
+            }));
+        }
+        let store = store.clone();
+        let server_id = a.id;
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..10 {
+                let action = store.create_action(&new_action(server_id, ActionKind::Notify)).await.unwrap();
+                store.transition_action(action.id, action.generation, ActionCommand::Cancel, None).await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let verdict = verify_audit(&two).await.unwrap();
+    assert_eq!(verdict.broken, None);
+    // 2 × 200 appends, and 2 × 10 actions created and cancelled (two rows each).
+    assert_eq!(verdict.verified.rows, (2 * APPENDS + 2 * 10 * 2) as u64);
+    let rows = one.audit_rows(0, 1_000).await.unwrap();
+    assert_eq!(rows.first().map(|r| r.id), Some(1));
+    assert_eq!(rows.last().map(|r| r.id), Some(rows.len() as i64), "ids follow one another without gaps");
+    for instance in ["i1", "i2"] {
+        let appended = rows.iter().filter(|r| r.entry.verb == "check" && r.entry.instance == instance).count();
+        assert_eq!(appended, APPENDS, "{instance}");
+        let changes = rows.iter().filter(|r| r.entry.verb == "action_state" && r.entry.instance == instance).count();
+        assert_eq!(changes, 10, "state changes are written in the name of the store's instance");
+    }
+}
+
 #[tokio::test]
 async fn postgres_refuses_a_newer_schema_and_names_an_unreachable_server() {
     let url = support::postgres::fresh_database("cpg_schema");

@@ -380,7 +380,7 @@ async fn open_store(manager: &cordon_config::ManagerConfig) -> Result<(Arc<dyn S
         other => Failure::new(&messages::STORE_FAILURE, &[("detail", &other)]),
     })?;
     let described = store.describe().to_string();
-    Ok((Arc::new(store), described))
+    Ok((Arc::new(store.with_instance(&manager.instance)), described))
 }
 
 fn init_logging() {
