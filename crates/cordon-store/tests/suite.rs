@@ -744,6 +744,49 @@ async fn cp2_postgres_instances_appending_concurrently_leave_one_chain() {
     }
 }
 
+/// A PostgreSQL database from before the chain (schema version 1) with audit rows: migration 2
+/// seals them in id order, the chain goes on from the last one, and a row edited by hand
+/// afterwards is named by the verification.
+#[tokio::test]
+async fn cp2_postgres_rows_from_before_the_chain_are_sealed_and_tampering_is_named() {
+    let url = support::postgres::fresh_database("cp2_seal");
+    let database = url.rsplit('/').next().unwrap();
+    let server = support::postgres::server();
+    server.psql(database, include_str!("../migrations/postgres/0001_initial.sql"));
+    server.psql(
+        database,
+        "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL);
+         INSERT INTO schema_migrations VALUES (1, now());
+         INSERT INTO audit (at, actor, origin, verb, target, detail, instance) VALUES
+           ('2026-11-01 10:00:00.123456+00', 'token:admin', '127.0.0.1', 'quarantine', 'server a', 'old', 'i1'),
+           ('2026-11-01 10:00:01+00', 'token:admin', '127.0.0.1', 'release', 'server a', '', 'i1'),
+           ('2026-11-01 10:00:02.5+00', 'cli', 'cli', 'check', 'action 1', '', 'i2');",
+    );
+    let store = PostgresStore::connect(&url, None).await.unwrap();
+    let verdict = verify_audit(&store).await.unwrap();
+    assert_eq!(verdict.broken, None);
+    assert_eq!((verdict.verified.rows, verdict.verified.head_id), (3, 3));
+    let entry = AuditEntry {
+        actor: "token:admin".into(),
+        origin: "127.0.0.1".into(),
+        verb: "check".into(),
+        target: "action 2".into(),
+        detail: String::new(),
+        instance: "i1".into(),
+    };
+    let appended = store.append_audit(&entry).await.unwrap();
+    assert_eq!((appended.id, appended.prev_hash.as_str()), (4, verdict.verified.head_hash.as_str()));
+    assert_eq!(verify_audit(&store).await.unwrap().verified.rows, 4);
+
+    server.psql(database, "UPDATE audit SET detail = 'nothing happened' WHERE id = 1");
+    let broken = verify_audit(&store).await.unwrap().broken.unwrap();
+    assert_eq!(broken.id, 1, "{broken}");
+    server.psql(database, "UPDATE audit SET detail = 'old' WHERE id = 1; DELETE FROM audit WHERE id = 2");
+    let broken = verify_audit(&store).await.unwrap().broken.unwrap();
+    assert_eq!(broken.id, 3, "{broken}");
+    assert!(broken.detail.contains("does not follow row 1"), "{broken}");
+}
+
 #[tokio::test]
 async fn postgres_refuses_a_newer_schema_and_names_an_unreachable_server() {
     let url = support::postgres::fresh_database("cpg_schema");

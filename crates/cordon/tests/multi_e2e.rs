@@ -286,6 +286,34 @@ fn two_instances_share_the_work_and_one_takes_over_when_the_other_is_killed() {
     }
     let reconciled = survivor.json(&["reconcile", "-o", "json"]);
     assert_eq!(reconciled["drifts"].as_array().map(Vec::len), Some(0), "{reconciled:#}");
+    // One audit chain written by both instances: it verifies, and the takeover's state changes
+    // are in it in the name of the instance that made each of them.
+    let out = survivor.cordon(&["audit", "verify"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    let survivor_name = if victim_name == "cpg-a" { "cpg-b" } else { "cpg-a" };
+    let rows = survivor.json(&["audit", "list", "--limit", "10000", "-o", "json"]);
+    for id in &orphans {
+        let target = format!("action {id}");
+        // Oldest first: the victim's claim, the survivor's takeover (backoff), its claim.
+        let changes: Vec<(String, &str)> = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .rev()
+            .filter(|r| r["verb"] == "action_state" && r["target"] == target.as_str())
+            .map(|r| {
+                let detail = r["detail"].as_str().unwrap();
+                (detail.split(',').next().unwrap().to_string(), r["instance"].as_str().unwrap())
+            })
+            .filter(|(detail, _)| detail.ends_with("(start)") || detail.ends_with("(backoff)"))
+            .collect();
+        let expected = [
+            ("pending -> running (start)".to_string(), victim_name),
+            ("running -> retrying (backoff)".to_string(), survivor_name),
+            ("retrying -> running (start)".to_string(), survivor_name),
+        ];
+        assert_eq!(changes, expected, "{target}");
+    }
     println!(
         "phase 2: {} of 3 running actions orphaned by SIGKILL of {victim_name}; the survivor finished the batch \
          {:.2} s after the kill (action lease {ACTION_LEASE_SECS} s)",
