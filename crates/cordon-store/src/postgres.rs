@@ -5,8 +5,8 @@
 //! one row. Concurrency between instances is handled by the database itself: row locks
 //! (`SELECT ... FOR UPDATE`, `SKIP LOCKED` when claiming an action), transaction-scoped
 //! advisory locks where a whole set must be read before an insert (quarantine leases, the
-//! inventory sync, migrations), and compare-and-swap updates. PostgreSQL's defaults
-//! (`synchronous_commit = on`) make a returned commit durable.
+//! inventory sync, migrations, the head of the audit chain), and compare-and-swap updates.
+//! PostgreSQL's defaults (`synchronous_commit = on`) make a returned commit durable.
 //!
 //! The SQL mirrors `sqlite.rs` statement for statement, so that a new `Store` method is written
 //! twice the same way: `$n` parameters, BIGINT for every integer, TIMESTAMPTZ for times.
