@@ -253,6 +253,8 @@ pub struct DetectionView {
     pub server: Option<String>,
     /// What the engine decided (null while not processed yet).
     pub decision: Option<String>,
+    /// The instance that received it.
+    pub instance: String,
 }
 
 /// Body of `POST /api/v1/detections` (a webhook or `cordon report`): one detection. Parsed by
@@ -363,6 +365,7 @@ impl From<&cordon_store::DetectionRecord> for DetectionView {
             action_id: record.action_id,
             server: record.server_name.clone(),
             decision: record.decision.clone(),
+            instance: record.instance.clone(),
         }
     }
 }
@@ -481,6 +484,37 @@ pub struct StatusView {
     pub breaker: BreakerView,
     pub drivers: Vec<DriverHealthView>,
     pub sources: Vec<SourceStatusView>,
+    /// The instances that share the database, from their heartbeats, with their leases.
+    pub instances: Vec<InstanceView>,
+}
+
+/// One manager instance, as its heartbeats record it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InstanceView {
+    pub name: String,
+    /// Where its API listens.
+    pub address: String,
+    pub started_at: String,
+    pub heartbeat_at: String,
+    /// False once it missed its heartbeats for a whole action lease (stopped or dead).
+    pub live: bool,
+    /// The running actions it holds a lease on.
+    pub actions: Vec<ActionLeaseView>,
+    /// The named leases it holds (`reconciler`, `detections`).
+    pub leases: Vec<NamedLeaseView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ActionLeaseView {
+    pub action: i64,
+    /// When the lease ends unless renewed.
+    pub until: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NamedLeaseView {
+    pub name: String,
+    pub until: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -11,6 +11,7 @@ mod contain;
 mod ingest;
 mod inventory;
 mod lab;
+mod multi;
 mod report;
 mod suricata;
 
@@ -47,6 +48,13 @@ enum Command {
         inventory: InventoryArgs,
         #[command(flatten)]
         contain: ContainArgs,
+    },
+    /// Sustained actions/s on PostgreSQL with one and two instances (real linux-bridge ports).
+    Multi {
+        #[arg(long, default_value_t = 100)]
+        servers: u32,
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
     },
 }
 
@@ -118,6 +126,7 @@ fn main() -> anyhow::Result<()> {
             Box::new(move || inventory::run(inventory.servers, inventory.lookups)),
             Box::new(move || contain::run(&contain.options()?)),
         ],
+        Command::Multi { servers, rounds } => vec![Box::new(move || multi::run(servers, rounds))],
     };
     let mut results = Vec::new();
     for group in groups {

@@ -123,6 +123,9 @@ impl Config {
         if let Some(tls) = &self.manager.tls {
             files.push(("[manager] tls_key_file".to_string(), tls.key_file.as_path()));
         }
+        if let Some(file) = &self.manager.database_password_file {
+            files.push(("[manager] database_password_file".to_string(), file.as_path()));
+        }
         for source in &self.sources {
             if let SourceKind::Webhook { token_file, hmac_secret_file } = &source.kind {
                 for (key, file) in [("token_file", token_file), ("hmac_secret_file", hmac_secret_file)] {
@@ -207,6 +210,16 @@ pub struct ManagerConfig {
     pub on_drift_enforce: bool,
     /// How long one switch or hypervisor call may take before its step fails; default 10 s.
     pub driver_timeout_secs: u64,
+    /// `database = "postgres://user@host:port/name"`: several instances share this PostgreSQL
+    /// database. `None`: the embedded SQLite database in `data_dir` (the default). The URL
+    /// never holds a password (the validator refuses one).
+    pub database: Option<String>,
+    /// The file that holds the PostgreSQL password (only with `database`), read at start.
+    pub database_password_file: Option<PathBuf>,
+    /// How long an instance's lease on a running action lasts without renewal (renewed every
+    /// third of it); an instance that died loses its actions to another one after this long.
+    /// Default 15 s.
+    pub action_lease_secs: u64,
     /// A console session unused this long ends; default 30 min.
     pub session_idle_timeout_secs: u64,
     /// A console session ends this long after sign-in whatever its use; default 12 h.

@@ -409,6 +409,28 @@ impl Validator<'_> {
             None => Some(12 * 3600),
         };
         let secure_cookies = entry.and_then(|e| e.get_bool("secure_cookies")).is_some_and(|flag| flag.value);
+        let database = match field("database") {
+            Some((e, leaf)) => self.parse_with(e, "database", leaf, parse_database_url).map(Some),
+            None => Some(None),
+        };
+        let database_password_file = match field("database_password_file") {
+            Some((e, leaf)) => {
+                if e.absent("database") {
+                    self.at(
+                        leaf.span.start,
+                        e.key_of("database_password_file"),
+                        "only with `database` (a PostgreSQL URL): the embedded SQLite database has no password",
+                    );
+                }
+                self.check(e, "database_password_file", leaf, check_path)
+                    .map(|text| Some(resolve_path(path, Path::new(&text))))
+            }
+            None => Some(None),
+        };
+        let action_lease_secs = match entry {
+            Some(e) => self.duration(e, "action_lease", 15, false),
+            None => Some(15),
+        };
         Some(ManagerConfig {
             listen: listen?,
             data_dir: data_dir?,
@@ -425,6 +447,9 @@ impl Validator<'_> {
             session_idle_timeout_secs: session_idle_timeout_secs?,
             session_lifetime_secs: session_lifetime_secs?,
             secure_cookies,
+            database: database?,
+            database_password_file: database_password_file?,
+            action_lease_secs: action_lease_secs?,
         })
     }
 
@@ -2004,6 +2029,26 @@ fn check_rule_name(text: &str) -> Result<(), String> {
 }
 
 /// A path in the file: not empty, no NUL.
+/// `[manager] database`: a PostgreSQL URL without a password.
+fn parse_database_url(text: &str) -> Result<String, String> {
+    let Some(rest) = text.strip_prefix("postgres://").or_else(|| text.strip_prefix("postgresql://")) else {
+        return Err(format!(
+            "`{text}` is not a PostgreSQL URL (expected postgres://USER@HOST:PORT/DATABASE; leave `database` out for \
+             the embedded SQLite database)"
+        ));
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    if let Some((user_info, _)) = authority.rsplit_once('@')
+        && user_info.contains(':')
+    {
+        return Err("the URL holds a password: put it in a file named by `database_password_file` instead".into());
+    }
+    if authority.rsplit_once('@').map_or(authority, |(_, host)| host).is_empty() {
+        return Err(format!("`{text}` names no host (expected postgres://USER@HOST:PORT/DATABASE)"));
+    }
+    Ok(text.to_string())
+}
+
 fn check_path(text: &str) -> Result<(), String> {
     if text.is_empty() {
         Err("must not be empty".to_string())

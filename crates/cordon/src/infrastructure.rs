@@ -6,8 +6,8 @@ use std::net::{IpAddr, ToSocketAddrs};
 use cordon_config::Config;
 
 /// Every address of this host (read from `/proc`: IPv4 local routes, IPv6 interface addresses),
-/// the listen address, and the hosts of the hypervisor URIs and BMC endpoints (names resolved
-/// now; a name that does not resolve is skipped with a warning).
+/// the listen address, and the hosts of the hypervisor URIs, the BMC endpoints and the PostgreSQL
+/// database (names resolved now; a name that does not resolve is skipped with a warning).
 pub fn addresses(config: &Config) -> Vec<(IpAddr, String)> {
     let mut found: Vec<(IpAddr, String)> = Vec::new();
     let mut add = |address: IpAddr, what: String| {
@@ -24,6 +24,11 @@ pub fn addresses(config: &Config) -> Vec<(IpAddr, String)> {
             for address in resolve(&host, &format!("hypervisor {}", hypervisor.name)) {
                 add(address, format!("the endpoint of hypervisor {}", hypervisor.name));
             }
+        }
+    }
+    if let Some(host) = config.manager.database.as_deref().and_then(url_host) {
+        for address in resolve(&host, "the database") {
+            add(address, "the database host".to_string());
         }
     }
     for server in &config.servers {
@@ -115,6 +120,7 @@ mod tests {
         assert_eq!(url_host("https://[2001:db8::5]:8443").as_deref(), Some("2001:db8::5"));
         assert_eq!(url_host("https://10.0.0.7").as_deref(), Some("10.0.0.7"));
         assert_eq!(url_host("qemu:///system?socket=/tmp/x/libvirt-sock"), None);
+        assert_eq!(url_host("postgres://cordon@10.0.0.9:5432/cordon").as_deref(), Some("10.0.0.9"));
     }
 
     #[test]
