@@ -8,6 +8,7 @@
 //! expired (410, 60071), and when its action no longer awaits approval or the link was already
 //! used (409, 60072). Answers are small HTML pages that carry the numbered message.
 
+use crate::console::html::escape;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
@@ -235,20 +236,4 @@ fn capitalized(text: &str) -> String {
         Some(first) => first.to_uppercase().chain(chars).collect(),
         None => String::new(),
     }
-}
-
-/// Text made safe inside HTML elements and attribute values.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }

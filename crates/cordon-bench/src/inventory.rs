@@ -21,52 +21,79 @@ pub fn run(servers: u32, lookups: u32) -> anyhow::Result<BenchResult> {
     runtime.block_on(bench(servers, lookups))
 }
 
-/// The `i`-th server's operational address: 10.0.0.0/8 from 10.0.0.1 upwards.
-fn address(i: u32) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 0, 1)) + i))
+/// A synthetic inventory of physical servers, one NIC each on network `office`, addresses counted
+/// up from `first`, quarantine addresses from `pool` on network `quarantine` (shared with `multi`).
+pub(crate) struct Synthetic {
+    pub office_subnet: &'static str,
+    pub quarantine_subnet: &'static str,
+    pub pool: &'static str,
+    pub first: Ipv4Addr,
+    /// How many servers share one switch (`tor-0`, `tor-1`, ...).
+    pub per_switch: u32,
 }
 
-fn inventory(servers: u32) -> Inventory {
-    Inventory {
-        networks: vec![
-            NetworkSpec {
-                name: "office".into(),
-                role: NetworkRole::Operational,
-                subnet: "10.0.0.0/8".into(),
-                quarantine_network: Some("quarantine".into()),
-                pool: None,
-                bridge: Some("br-office".into()),
-            },
-            NetworkSpec {
-                name: "quarantine".into(),
-                role: NetworkRole::Quarantine,
-                subnet: "172.16.0.0/12".into(),
-                quarantine_network: None,
-                pool: Some("172.16.0.10-172.31.255.250".into()),
-                bridge: Some("br-quarantine".into()),
-            },
-        ],
-        tenants: vec![TenantSpec { name: "ops".into(), admin_email: "ops@example.com".into() }],
-        servers: (0..servers)
-            .map(|i| {
-                let b = i.to_be_bytes();
-                ServerSpec {
-                    name: format!("srv-{i:06}"),
-                    kind: ServerKind::Physical,
-                    tenant: Some("ops".into()),
-                    user_email: None,
-                    hypervisor: None,
-                    domain: None,
-                    nics: vec![NicSpec {
-                        mac: MacAddr([0x02, 0x00, b[0], b[1], b[2], b[3]]),
-                        network: "office".into(),
-                        ip: Some(address(i)),
-                        switch: Some(format!("tor-{}", i / 1000)),
-                        port: Some(format!("p-{i}")),
-                    }],
-                }
-            })
-            .collect(),
+/// The 100,000-server inventory of this bench: 10.0.0.0/8 from 10.0.0.1 upwards.
+const LARGE: Synthetic = Synthetic {
+    office_subnet: "10.0.0.0/8",
+    quarantine_subnet: "172.16.0.0/12",
+    pool: "172.16.0.10-172.31.255.250",
+    first: Ipv4Addr::new(10, 0, 0, 1),
+    per_switch: 1000,
+};
+
+impl Synthetic {
+    /// The `i`-th server's name.
+    pub fn name(i: u32) -> String {
+        format!("srv-{i:06}")
+    }
+
+    /// The `i`-th server's operational address.
+    pub fn address(&self, i: u32) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from(u32::from(self.first) + i))
+    }
+
+    pub fn inventory(&self, servers: u32) -> Inventory {
+        Inventory {
+            networks: vec![
+                NetworkSpec {
+                    name: "office".into(),
+                    role: NetworkRole::Operational,
+                    subnet: self.office_subnet.into(),
+                    quarantine_network: Some("quarantine".into()),
+                    pool: None,
+                    bridge: Some("br-office".into()),
+                },
+                NetworkSpec {
+                    name: "quarantine".into(),
+                    role: NetworkRole::Quarantine,
+                    subnet: self.quarantine_subnet.into(),
+                    quarantine_network: None,
+                    pool: Some(self.pool.into()),
+                    bridge: Some("br-quarantine".into()),
+                },
+            ],
+            tenants: vec![TenantSpec { name: "ops".into(), admin_email: "ops@example.com".into() }],
+            servers: (0..servers)
+                .map(|i| {
+                    let b = i.to_be_bytes();
+                    ServerSpec {
+                        name: Self::name(i),
+                        kind: ServerKind::Physical,
+                        tenant: Some("ops".into()),
+                        user_email: None,
+                        hypervisor: None,
+                        domain: None,
+                        nics: vec![NicSpec {
+                            mac: MacAddr([0x02, 0x00, b[0], b[1], b[2], b[3]]),
+                            network: "office".into(),
+                            ip: Some(self.address(i)),
+                            switch: Some(format!("tor-{}", i / self.per_switch)),
+                            port: Some(format!("p-{i}")),
+                        }],
+                    }
+                })
+                .collect(),
+        }
     }
 }
 
@@ -77,7 +104,7 @@ async fn bench(servers: u32, lookups: u32) -> anyhow::Result<BenchResult> {
     let (rss_before, _) = memory_mib();
 
     let build = Instant::now();
-    let inventory = inventory(servers);
+    let inventory = LARGE.inventory(servers);
     let build = build.elapsed();
 
     // First start: a fresh database, every server added.
@@ -113,7 +140,7 @@ async fn bench(servers: u32, lookups: u32) -> anyhow::Result<BenchResult> {
     let targets: Vec<(u32, IpAddr)> = (0..lookups)
         .map(|_| {
             let i = rng.below(u64::from(servers)) as u32;
-            (i, address(i))
+            (i, LARGE.address(i))
         })
         .collect();
     let now_us = chrono::Utc::now().timestamp_micros();
@@ -139,7 +166,7 @@ async fn bench(servers: u32, lookups: u32) -> anyhow::Result<BenchResult> {
         let server = store.server_by_address(*ip).await?;
         by_address.push(t.elapsed());
         let name = server.map(|s| s.name);
-        anyhow::ensure!(name.as_deref() == Some(format!("srv-{i:06}").as_str()), "{ip} resolved to {name:?}");
+        anyhow::ensure!(name.as_deref() == Some(Synthetic::name(*i).as_str()), "{ip} resolved to {name:?}");
     }
     result.figure("lookup Store::server_by_address p50", by_address.percentile_us(50.0), "µs", None);
     result.figure("lookup Store::server_by_address p99", by_address.percentile_us(99.0), "µs", None);

@@ -15,7 +15,7 @@
 //! request to the last action's end.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,10 +23,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use cordon_drivers::{LinuxBridgeSwitch, SwitchDriver};
 use cordon_engine::{Actor, Engine, EngineSettings, NetworkPlan, Request, Topology};
-use cordon_model::{ActionKind, ActionState, AddressPool, MacAddr, NetworkRole, ServerKind};
-use cordon_store::{Inventory, NetworkSpec, NicSpec, PostgresStore, ServerSpec, SqliteStore, Store, TenantSpec};
+use cordon_model::{ActionKind, ActionState, AddressPool, NetworkRole};
+use cordon_store::{PostgresStore, SqliteStore, Store};
 use serde_json::json;
 
+use crate::inventory::Synthetic;
 use crate::report::BenchResult;
 
 #[path = "../../cordon-store/tests/support/postgres.rs"]
@@ -74,53 +75,14 @@ fn ip(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn address(i: u32) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 10, 0, 1)) + i))
-}
-
-fn inventory(servers: u32) -> Inventory {
-    Inventory {
-        networks: vec![
-            NetworkSpec {
-                name: "office".into(),
-                role: NetworkRole::Operational,
-                subnet: "10.10.0.0/16".into(),
-                quarantine_network: Some("quarantine".into()),
-                pool: None,
-                bridge: Some("br-office".into()),
-            },
-            NetworkSpec {
-                name: "quarantine".into(),
-                role: NetworkRole::Quarantine,
-                subnet: "10.99.0.0/16".into(),
-                quarantine_network: None,
-                pool: Some("10.99.0.10-10.99.255.250".into()),
-                bridge: Some("br-quarantine".into()),
-            },
-        ],
-        tenants: vec![TenantSpec { name: "ops".into(), admin_email: "ops@example.com".into() }],
-        servers: (0..servers)
-            .map(|i| {
-                let b = i.to_be_bytes();
-                ServerSpec {
-                    name: format!("srv-{i:04}"),
-                    kind: ServerKind::Physical,
-                    tenant: Some("ops".into()),
-                    user_email: None,
-                    hypervisor: None,
-                    domain: None,
-                    nics: vec![NicSpec {
-                        mac: MacAddr([0x02, 0, b[0], b[1], b[2], b[3]]),
-                        network: "office".into(),
-                        ip: Some(address(i)),
-                        switch: Some("tor-1".into()),
-                        port: Some(format!("p-{i}")),
-                    }],
-                }
-            })
-            .collect(),
-    }
-}
+/// 10.10.0.1 upwards on one switch, `tor-0`.
+const SMALL: Synthetic = Synthetic {
+    office_subnet: "10.10.0.0/16",
+    quarantine_subnet: "10.99.0.0/16",
+    pool: "10.99.0.10-10.99.255.250",
+    first: Ipv4Addr::new(10, 10, 0, 1),
+    per_switch: u32::MAX,
+};
 
 fn topology(netns: &str) -> Topology {
     let mut topology = Topology::default();
@@ -146,8 +108,8 @@ fn topology(netns: &str) -> Topology {
             pool: Some(AddressPool::new("10.99.0.10-10.99.255.250".parse().expect("a valid range"), [])),
         },
     );
-    let switch: Arc<dyn SwitchDriver> = Arc::new(LinuxBridgeSwitch::new("tor-1", Some(netns.to_string())));
-    topology.switches.insert("tor-1".into(), switch);
+    let switch: Arc<dyn SwitchDriver> = Arc::new(LinuxBridgeSwitch::new("tor-0", Some(netns.to_string())));
+    topology.switches.insert("tor-0".into(), switch);
     topology
 }
 
@@ -159,7 +121,7 @@ async fn measure(
     servers: u32,
     rounds: u32,
 ) -> anyhow::Result<(f64, serde_json::Value)> {
-    stores[0].sync_inventory(&inventory(servers)).await?;
+    stores[0].sync_inventory(&SMALL.inventory(servers)).await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut engines = Vec::new();
     for (index, store) in stores.iter().enumerate() {
@@ -185,7 +147,7 @@ async fn measure(
                 let engine = &engines[i as usize % engines.len()];
                 let request = Request {
                     kind,
-                    server: format!("srv-{i:04}"),
+                    server: Synthetic::name(i),
                     reason: None,
                     trigger: "bench".into(),
                     actor: actor.clone(),

@@ -11,7 +11,7 @@
 //! Architecture invariant: no page loads anything from another origin: the script and the
 //! stylesheet are compiled into the binary.
 
-mod html;
+pub(crate) mod html;
 mod pages;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
