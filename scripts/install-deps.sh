@@ -13,6 +13,7 @@ PACKAGES=(
     curl
     procps           # ps, pkill -- used by scripts and tests to inspect processes
     sqlite3          # operators inspect the store with the sqlite3 shell
+    postgresql       # PostgreSQL 15: the store suite and the several-instances tests start a private server
     shellcheck       # tests lint scripts/*.sh and .ci/run
     clamav           # clamscan and the engine: ClamAV tests use custom signatures, no freshclam
     clamav-daemon    # clamd: its VirusEvent runs `cordon report`

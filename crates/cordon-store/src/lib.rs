@@ -8,6 +8,7 @@
 //! which applies the model's state machine and compares-and-swaps the generation, so two
 //! writers can never both move one action.
 
+mod postgres;
 mod sqlite;
 
 use std::net::IpAddr;
@@ -18,6 +19,7 @@ use cordon_model::{
     ServerKind, ServerState,
 };
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 pub type Timestamp = DateTime<Utc>;
@@ -37,6 +39,16 @@ pub enum StoreError {
     PoolExhausted { network: String, range: String },
     #[error("database schema version {found} is newer than this binary knows ({known}); upgrade Cordon")]
     SchemaTooNew { found: i64, known: i64 },
+    /// Another action of the same server is running (one action per server at a time, across
+    /// every instance).
+    #[error("action {id} cannot start: server {server_id} has another action running")]
+    ServerBusy { id: i64, server_id: i64 },
+    /// The detection was already settled (by another instance).
+    #[error("detection {id} was already processed")]
+    AlreadySettled { id: i64 },
+    /// The database cannot be reached (refused, unknown host, authentication).
+    #[error("cannot connect to the database: {0}")]
+    Unreachable(String),
     #[error("{0}")]
     Backend(String),
 }
@@ -308,6 +320,21 @@ pub struct TokenRecord {
     pub revoked: bool,
 }
 
+/// A manager process, as its heartbeats record it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceRecord {
+    /// `[manager] instance`.
+    pub name: String,
+    /// Where its API listens, as it said.
+    pub address: String,
+    pub started_at: Timestamp,
+    pub heartbeat_at: Timestamp,
+    /// The running actions it holds a lease on, with the lease expiry (Unix microseconds).
+    pub actions: Vec<(i64, i64)>,
+    /// The named leases it holds (`reconciler`, `detections`), with their expiry.
+    pub leases: Vec<(String, i64)>,
+}
+
 /// Cordon's durable state. Every method commits before it returns.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
@@ -342,8 +369,26 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn open_action(&self, server_id: i64, kind: ActionKind) -> Result<Option<ActionRecord>>;
     /// Actions a worker should run now (pending, or retrying and due), oldest first.
     async fn runnable_actions(&self) -> Result<Vec<ActionRecord>>;
-    /// Actions a previous process left `running` (it died mid-action).
+    /// Every `running` action, oldest first.
     async fn running_actions(&self) -> Result<Vec<ActionRecord>>;
+    /// Starts a runnable action for `instance`: the `start` transition (compare-and-swap on the
+    /// generation, counting an attempt) and the action's lease until `until_us` (Unix
+    /// microseconds), in one transaction. Fails with [`StoreError::ServerBusy`] when another
+    /// action of the same server is running, whichever instance runs it.
+    async fn claim_action(
+        &self,
+        id: i64,
+        generation: i64,
+        instance: &str,
+        until_us: i64,
+        message: Option<MessageRef>,
+    ) -> Result<ActionRecord>;
+    /// Extends the lease of a running action held by `instance`; false when it no longer holds
+    /// it (the action ended, or another instance took it over after the lease expired).
+    async fn renew_action_lease(&self, id: i64, instance: &str, until_us: i64) -> Result<bool>;
+    /// Running actions whose lease expired before `now_us` (their instance died or stalled),
+    /// and, with `previous_life`, those that instance itself held (it restarted).
+    async fn orphaned_actions(&self, now_us: i64, previous_life: Option<&str>) -> Result<Vec<ActionRecord>>;
     /// Applies `command` if the action is still at `generation`; bumps the generation, counts
     /// an attempt on `start`, and sets the action's message when one is given.
     async fn transition_action(
@@ -392,7 +437,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn checkpoint(&self, source: &str) -> Result<Option<SourceCheckpoint>>;
     /// Detections not processed yet, oldest first.
     async fn unprocessed_detections(&self, limit: u32) -> Result<Vec<DetectionRecord>>;
-    /// Records what the engine decided; with an action, counts the detection on it.
+    /// Records what the engine decided; with an action, counts the detection on it. A
+    /// compare-and-swap: [`StoreError::AlreadySettled`] when the detection has a decision.
     async fn settle_detection(
         &self,
         id: i64,
@@ -418,4 +464,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The live (not revoked) token with this hash.
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>>;
     async fn count_tokens(&self) -> Result<u64>;
+
+    /// Records that `instance` is alive now (its heartbeat), with where its API listens.
+    async fn heartbeat(&self, instance: &str, address: &str, started_at: Timestamp) -> Result<()>;
+    /// Every instance that ever sent a heartbeat, most recent first, with the leases it holds.
+    async fn instances(&self) -> Result<Vec<InstanceRecord>>;
+    /// Takes or renews the named lease `name` (`reconciler`, `detections`) for `holder` until
+    /// `until_us` (Unix microseconds); false when another holder has it and it has not expired.
+    async fn acquire_lease(&self, name: &str, holder: &str, until_us: i64) -> Result<bool>;
 }

@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0004_server_origin.sql"),
     include_str!("../migrations/sqlite/0005_retry_schedule.sql"),
     include_str!("../migrations/sqlite/0006_lookup_indexes.sql"),
+    include_str!("../migrations/sqlite/0007_instances_and_leases.sql"),
 ];
 
 #[derive(Debug, Clone)]
@@ -476,7 +477,10 @@ fn sync_nics(tx: &Transaction<'_>, server_id: i64, server: &ServerSpec) -> rusql
     Ok(())
 }
 
-/// Applies `command` (and a new kind, if given) if the action is still at `generation`.
+/// Applies `command` (and a new kind, if given) if the action is still at `generation`. With
+/// `lease` (holder, expiry), the action is claimed: refused while another action of its server
+/// runs, and leased when it becomes `running`.
+#[allow(clippy::too_many_arguments)]
 fn transition(
     connection: &mut Connection,
     id: i64,
@@ -485,13 +489,16 @@ fn transition(
     kind: Option<ActionKind>,
     message: Option<MessageRef>,
     not_before_us: Option<i64>,
+    lease: Option<(&str, i64)>,
 ) -> Result<ActionRecord> {
     let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
-    let current: Option<(String, i64)> = tx
-        .query_row("SELECT state, generation FROM actions WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
+    let current: Option<(String, i64, Option<i64>)> = tx
+        .query_row("SELECT state, generation, server_id FROM actions WHERE id = ?1", [id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .optional()
         .map_err(backend)?;
-    let Some((state, found)) = current else {
+    let Some((state, found, server_id)) = current else {
         return Err(StoreError::NotFound { what: format!("action {id}") });
     };
     if found != generation {
@@ -499,6 +506,18 @@ fn transition(
     }
     let state: ActionState = state.parse().map_err(backend)?;
     let next = state.apply(command).map_err(|source| StoreError::InvalidTransition { id, source })?;
+    if let (Some(_), Some(server_id)) = (lease, server_id) {
+        let busy: bool = tx
+            .query_row(
+                "SELECT COUNT(*) > 0 FROM actions WHERE server_id = ?1 AND state = 'running' AND id != ?2",
+                params![server_id, id],
+                |r| r.get(0),
+            )
+            .map_err(backend)?;
+        if busy {
+            return Err(StoreError::ServerBusy { id, server_id });
+        }
+    }
     let started = i64::from(command == ActionCommand::Start);
     let (number, text) = match &message {
         Some(m) => (Some(i64::from(m.number)), Some(m.text.clone())),
@@ -507,9 +526,23 @@ fn transition(
     tx.execute(
         "UPDATE actions SET state = ?3, generation = generation + 1, attempts = attempts + ?4,
          message_number = COALESCE(?5, message_number), message_text = COALESCE(?6, message_text), updated_at = ?7,
-         kind = COALESCE(?8, kind), not_before_us = ?9
+         kind = COALESCE(?8, kind), not_before_us = ?9,
+         lease_owner = CASE WHEN ?3 = 'running' THEN ?10 ELSE NULL END,
+         lease_until_us = CASE WHEN ?3 = 'running' THEN ?11 ELSE NULL END
          WHERE id = ?1 AND generation = ?2",
-        params![id, generation, next.as_str(), started, number, text, now(), kind.map(|k| k.as_str()), not_before_us],
+        params![
+            id,
+            generation,
+            next.as_str(),
+            started,
+            number,
+            text,
+            now(),
+            kind.map(|k| k.as_str()),
+            not_before_us,
+            lease.map(|l| l.0),
+            lease.map(|l| l.1)
+        ],
     )
     .map_err(backend)?;
     let record = one_action(&tx, id)?.ok_or_else(|| StoreError::NotFound { what: format!("action {id}") })?;
@@ -799,6 +832,48 @@ impl Store for SqliteStore {
         self.run(|connection| many_actions(connection, "WHERE a.state = 'running' ORDER BY a.id", &[])).await
     }
 
+    async fn claim_action(
+        &self,
+        id: i64,
+        generation: i64,
+        instance: &str,
+        until_us: i64,
+        message: Option<MessageRef>,
+    ) -> Result<ActionRecord> {
+        let instance = instance.to_string();
+        self.run(move |connection| {
+            let lease = Some((instance.as_str(), until_us));
+            transition(connection, id, generation, ActionCommand::Start, None, message, None, lease)
+        })
+        .await
+    }
+
+    async fn renew_action_lease(&self, id: i64, instance: &str, until_us: i64) -> Result<bool> {
+        let instance = instance.to_string();
+        self.run(move |connection| {
+            let changed = connection
+                .execute(
+                    "UPDATE actions SET lease_until_us = ?3 WHERE id = ?1 AND lease_owner = ?2 AND state = 'running'",
+                    params![id, instance, until_us],
+                )
+                .map_err(backend)?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn orphaned_actions(&self, now_us: i64, previous_life: Option<&str>) -> Result<Vec<ActionRecord>> {
+        let previous_life = previous_life.map(str::to_string);
+        self.run(move |connection| {
+            many_actions(
+                connection,
+                "WHERE a.state = 'running' AND (a.lease_until_us IS NULL OR a.lease_until_us < ?1 OR a.lease_owner = ?2) ORDER BY a.id",
+                &[&now_us, &previous_life],
+            )
+        })
+        .await
+    }
+
     async fn transition_action(
         &self,
         id: i64,
@@ -806,7 +881,7 @@ impl Store for SqliteStore {
         command: ActionCommand,
         message: Option<MessageRef>,
     ) -> Result<ActionRecord> {
-        self.run(move |connection| transition(connection, id, generation, command, None, message, None)).await
+        self.run(move |connection| transition(connection, id, generation, command, None, message, None, None)).await
     }
 
     async fn defer_action(
@@ -817,7 +892,16 @@ impl Store for SqliteStore {
         message: MessageRef,
     ) -> Result<ActionRecord> {
         self.run(move |connection| {
-            transition(connection, id, generation, ActionCommand::Backoff, None, Some(message), Some(not_before_us))
+            transition(
+                connection,
+                id,
+                generation,
+                ActionCommand::Backoff,
+                None,
+                Some(message),
+                Some(not_before_us),
+                None,
+            )
         })
         .await
     }
@@ -830,7 +914,8 @@ impl Store for SqliteStore {
         kind: ActionKind,
         message: Option<MessageRef>,
     ) -> Result<ActionRecord> {
-        self.run(move |connection| transition(connection, id, generation, command, Some(kind), message, None)).await
+        self.run(move |connection| transition(connection, id, generation, command, Some(kind), message, None, None))
+            .await
     }
 
     async fn open_actions(&self, server_id: i64) -> Result<Vec<ActionRecord>> {
@@ -986,11 +1071,15 @@ impl Store for SqliteStore {
         let decision = decision.to_string();
         self.run(move |connection| {
             let tx = connection.transaction().map_err(backend)?;
-            tx.execute(
-                "UPDATE detections SET decision = ?2, server_id = ?3, action_id = ?4 WHERE id = ?1",
-                params![id, decision, server_id, action_id],
-            )
-            .map_err(backend)?;
+            let changed = tx
+                .execute(
+                    "UPDATE detections SET decision = ?2, server_id = ?3, action_id = ?4 WHERE id = ?1 AND decision IS NULL",
+                    params![id, decision, server_id, action_id],
+                )
+                .map_err(backend)?;
+            if changed == 0 {
+                return Err(StoreError::AlreadySettled { id });
+            }
             if let Some(action_id) = action_id {
                 tx.execute("UPDATE actions SET detections = detections + 1 WHERE id = ?1", [action_id])
                     .map_err(backend)?;
@@ -1211,6 +1300,87 @@ impl Store for SqliteStore {
                 )
                 .optional()
                 .map_err(backend)
+        })
+        .await
+    }
+
+    async fn heartbeat(&self, instance: &str, address: &str, started_at: Timestamp) -> Result<()> {
+        let (instance, address) = (instance.to_string(), address.to_string());
+        self.run(move |connection| {
+            connection
+                .execute(
+                    "INSERT INTO instances (name, address, started_at, heartbeat_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(name) DO UPDATE SET address = excluded.address, started_at = excluded.started_at,
+                     heartbeat_at = excluded.heartbeat_at",
+                    params![instance, address, started_at.to_rfc3339_opts(SecondsFormat::Micros, true), now()],
+                )
+                .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn instances(&self) -> Result<Vec<InstanceRecord>> {
+        let now = now_us();
+        self.run(move |connection| {
+            let mut statement = connection
+                .prepare_cached("SELECT name, address, started_at, heartbeat_at FROM instances ORDER BY heartbeat_at DESC, name")
+                .map_err(backend)?;
+            let mut instances: Vec<InstanceRecord> = statement
+                .query_map([], |r| {
+                    Ok(InstanceRecord {
+                        name: r.get(0)?,
+                        address: r.get(1)?,
+                        started_at: parse_time(&r.get::<_, String>(2)?)?,
+                        heartbeat_at: parse_time(&r.get::<_, String>(3)?)?,
+                        actions: Vec::new(),
+                        leases: Vec::new(),
+                    })
+                })
+                .map_err(backend)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(backend)?;
+            drop(statement);
+            for instance in &mut instances {
+                let mut statement = connection
+                    .prepare_cached(
+                        "SELECT id, lease_until_us FROM actions WHERE state = 'running' AND lease_owner = ?1 ORDER BY id",
+                    )
+                    .map_err(backend)?;
+                instance.actions = statement
+                    .query_map([&instance.name], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(backend)?
+                    .collect::<rusqlite::Result<_>>()
+                    .map_err(backend)?;
+                let mut statement = connection
+                    .prepare_cached("SELECT name, until_us FROM leases WHERE holder = ?1 AND until_us >= ?2 ORDER BY name")
+                    .map_err(backend)?;
+                instance.leases = statement
+                    .query_map(params![instance.name, now], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(backend)?
+                    .collect::<rusqlite::Result<_>>()
+                    .map_err(backend)?;
+            }
+            Ok(instances)
+        })
+        .await
+    }
+
+    async fn acquire_lease(&self, name: &str, holder: &str, until_us: i64) -> Result<bool> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        let now_micros = now_us();
+        self.run(move |connection| {
+            // Taken when free, expired, or already ours; the upsert's WHERE makes it one step.
+            let changed = connection
+                .execute(
+                    "INSERT INTO leases (name, holder, until_us, acquired_at) VALUES (?1, ?2, ?3, ?5)
+                     ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, until_us = excluded.until_us,
+                     acquired_at = CASE WHEN leases.holder = excluded.holder THEN leases.acquired_at ELSE excluded.acquired_at END
+                     WHERE leases.holder = excluded.holder OR leases.until_us < ?4",
+                    params![name, holder, until_us, now_micros, now()],
+                )
+                .map_err(backend)?;
+            Ok(changed == 1)
         })
         .await
     }

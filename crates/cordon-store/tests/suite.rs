@@ -1,12 +1,18 @@
-//! The store suite: every backend must pass it. Each test takes a fresh store from `stores()`.
+//! The store suite: every backend must pass it. Each test takes a fresh store of each backend
+//! from `stores()`: an in-memory SQLite database, and a new database on the PostgreSQL server
+//! that this test binary starts (`support/postgres.rs`).
+
+mod support;
 
 use std::net::IpAddr;
 
 use cordon_model::{ActionCommand, ActionKind, ActionState, AddressPool, NetworkRole, Role, ServerKind, ServerState};
 use cordon_store::*;
 
-fn stores() -> Vec<(&'static str, Box<dyn Store>)> {
-    vec![("sqlite", Box::new(SqliteStore::open_in_memory().unwrap()))]
+async fn stores() -> Vec<(&'static str, Box<dyn Store>)> {
+    let url = support::postgres::fresh_database("cpg_suite");
+    let postgres = PostgresStore::connect(&url, None).await.unwrap();
+    vec![("sqlite", Box::new(SqliteStore::open_in_memory().unwrap())), ("postgres", Box::new(postgres))]
 }
 
 fn ip(text: &str) -> IpAddr {
@@ -76,7 +82,7 @@ const C: (&str, &str, &str) = ("c", "02:00:00:00:00:03", "10.10.0.13");
 
 #[tokio::test]
 async fn inventory_sync_adds_updates_and_retires_without_deleting() {
-    for (backend, store) in stores() {
+    for (backend, store) in stores().await {
         let report = store.sync_inventory(&inventory(&[A, B])).await.unwrap();
         assert_eq!(report.added, vec!["a", "b"], "{backend}");
         let again = store.sync_inventory(&inventory(&[A, B])).await.unwrap();
@@ -99,7 +105,7 @@ async fn inventory_sync_adds_updates_and_retires_without_deleting() {
 
 #[tokio::test]
 async fn servers_are_found_by_operational_and_current_address() {
-    for (backend, store) in stores() {
+    for (backend, store) in stores().await {
         store.sync_inventory(&inventory(&[A, B])).await.unwrap();
         assert_eq!(store.server_by_address(ip("10.10.0.12")).await.unwrap().unwrap().name, "b", "{backend}");
         assert!(store.server_by_address(ip("10.10.0.99")).await.unwrap().is_none());
@@ -112,7 +118,7 @@ async fn servers_are_found_by_operational_and_current_address() {
 
 #[tokio::test]
 async fn leases_are_unique_reused_and_exhaust() {
-    for (backend, store) in stores() {
+    for (backend, store) in stores().await {
         store.sync_inventory(&inventory(&[A, B, C])).await.unwrap();
         let pool = AddressPool::new("10.99.0.100-10.99.0.101".parse().unwrap(), []);
         let servers = store.list_servers().await.unwrap();
@@ -131,7 +137,7 @@ async fn leases_are_unique_reused_and_exhaust() {
 
 #[tokio::test]
 async fn transitions_follow_the_state_machine_with_compare_and_swap() {
-    for (backend, store) in stores() {
+    for (backend, store) in stores().await {
         store.sync_inventory(&inventory(&[A])).await.unwrap();
         let a = store.server_by_name("a").await.unwrap().unwrap();
         let action = store.create_action(&new_action(a.id, ActionKind::Quarantine)).await.unwrap();
@@ -154,7 +160,7 @@ async fn transitions_follow_the_state_machine_with_compare_and_swap() {
 
 #[tokio::test]
 async fn open_runnable_and_listed_actions() {
-    for (backend, store) in stores() {
+    for (backend, store) in stores().await {
         store.sync_inventory(&inventory(&[A, B])).await.unwrap();
         let a = store.server_by_name("a").await.unwrap().unwrap();
         let b = store.server_by_name("b").await.unwrap().unwrap();
@@ -188,7 +194,7 @@ async fn open_runnable_and_listed_actions() {
 
 #[tokio::test]
 async fn unresolved_actions_have_no_server() {
-    for (backend, store) in stores() {
+    for (backend, store) in stores().await {
         let mut action = new_action(0, ActionKind::Quarantine);
         action.server_id = None;
         action.address = Some(ip("10.10.0.99"));
@@ -200,7 +206,7 @@ async fn unresolved_actions_have_no_server() {
 
 #[tokio::test]
 async fn steps_messages_audit_and_tokens() {
-    for (backend, store) in stores() {
+    for (backend, store) in stores().await {
         store.sync_inventory(&inventory(&[A])).await.unwrap();
         let a = store.server_by_name("a").await.unwrap().unwrap();
         let action = store.create_action(&new_action(a.id, ActionKind::Quarantine)).await.unwrap();
@@ -255,7 +261,7 @@ async fn steps_messages_audit_and_tokens() {
 
 #[tokio::test]
 async fn server_state_is_recorded() {
-    for (backend, store) in stores() {
+    for (backend, store) in stores().await {
         store.sync_inventory(&inventory(&[A])).await.unwrap();
         let a = store.server_by_name("a").await.unwrap().unwrap();
         assert_eq!(a.state, ServerState::Operational);
@@ -293,7 +299,7 @@ fn rusqlite_bump(path: &std::path::Path) {
 
 #[tokio::test]
 async fn imported_servers_are_added_once_and_never_retired_by_the_configuration() {
-    for (backend, store) in stores() {
+    for (backend, store) in stores().await {
         store.sync_inventory(&inventory(&[A])).await.unwrap();
         let vm = ServerSpec {
             name: "vpc-001".into(),
@@ -323,4 +329,145 @@ async fn imported_servers_are_added_once_and_never_retired_by_the_configuration(
         assert!(report.retired.is_empty(), "{backend}: an imported server is not in the configuration by design");
         assert!(!store.server_by_name("vpc-001").await.unwrap().unwrap().retired);
     }
+}
+
+fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+#[tokio::test]
+async fn claims_lease_actions_one_per_server_and_orphans_expire() {
+    for (backend, store) in stores().await {
+        store.sync_inventory(&inventory(&[A])).await.unwrap();
+        let a = store.server_by_name("a").await.unwrap().unwrap();
+        let first = store.create_action(&new_action(a.id, ActionKind::Quarantine)).await.unwrap();
+        let second = store.create_action(&new_action(a.id, ActionKind::Unquarantine)).await.unwrap();
+        let until = now_us() + 60_000_000;
+        let message = MessageRef { number: 21001, text: "started".into() };
+        let claimed = store.claim_action(first.id, 1, "i1", until, Some(message.clone())).await.unwrap();
+        assert_eq!((claimed.state, claimed.attempts, claimed.message), (ActionState::Running, 1, Some(message)));
+        let again = store.claim_action(first.id, 1, "i2", until, None).await.unwrap_err();
+        assert!(matches!(again, StoreError::Conflict { .. }), "{backend}: {again}");
+        let busy = store.claim_action(second.id, 1, "i2", until, None).await.unwrap_err();
+        assert_eq!(busy, StoreError::ServerBusy { id: second.id, server_id: a.id }, "{backend}: one action per server");
+
+        assert!(store.renew_action_lease(first.id, "i1", until + 1).await.unwrap(), "{backend}");
+        assert!(!store.renew_action_lease(first.id, "i2", until + 1).await.unwrap(), "{backend}: not its lease");
+        assert!(store.orphaned_actions(now_us(), None).await.unwrap().is_empty(), "{backend}: lease is live");
+        let mine: Vec<i64> = store.orphaned_actions(now_us(), Some("i1")).await.unwrap().iter().map(|x| x.id).collect();
+        assert_eq!(mine, vec![first.id], "{backend}: a restarted instance resumes its own actions");
+        let expired: Vec<i64> = store.orphaned_actions(until + 2, None).await.unwrap().iter().map(|x| x.id).collect();
+        assert_eq!(expired, vec![first.id], "{backend}: an expired lease is orphaned");
+
+        let instances = {
+            store.heartbeat("i1", "127.0.0.1:8080", chrono::Utc::now()).await.unwrap();
+            store.instances().await.unwrap()
+        };
+        assert_eq!(instances.len(), 1, "{backend}");
+        assert_eq!(instances[0].actions, vec![(first.id, until + 1)], "{backend}: the instance lists its leases");
+
+        // Taking over: back in line (generation CAS), then claimed by another instance.
+        let back = store.transition_action(first.id, claimed.generation, ActionCommand::Backoff, None).await.unwrap();
+        assert!(!store.renew_action_lease(first.id, "i1", until).await.unwrap(), "{backend}: the lease ended");
+        let taken = store.claim_action(first.id, back.generation, "i2", until, None).await.unwrap();
+        assert_eq!((taken.state, taken.attempts), (ActionState::Running, 2), "{backend}");
+        store.transition_action(first.id, taken.generation, ActionCommand::Succeed, None).await.unwrap();
+        store.claim_action(second.id, 1, "i2", until, None).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn named_leases_have_one_holder_until_they_expire() {
+    for (backend, store) in stores().await {
+        let now = now_us();
+        assert!(store.acquire_lease("reconciler", "i1", now + 10_000_000).await.unwrap(), "{backend}");
+        assert!(store.acquire_lease("reconciler", "i1", now + 20_000_000).await.unwrap(), "{backend}: renewal");
+        assert!(!store.acquire_lease("reconciler", "i2", now + 20_000_000).await.unwrap(), "{backend}: held");
+        assert!(store.acquire_lease("detections", "i2", now + 20_000_000).await.unwrap(), "{backend}: another name");
+        store.heartbeat("i1", "a:1", chrono::Utc::now()).await.unwrap();
+        store.heartbeat("i2", "b:2", chrono::Utc::now()).await.unwrap();
+        let instances = store.instances().await.unwrap();
+        let leases = |name: &str| instances.iter().find(|i| i.name == name).unwrap().leases.clone();
+        assert_eq!(leases("i1"), vec![("reconciler".to_string(), now + 20_000_000)], "{backend}");
+        assert_eq!(leases("i2"), vec![("detections".to_string(), now + 20_000_000)], "{backend}");
+        // Expired: another holder takes it.
+        assert!(store.acquire_lease("reconciler", "i1", now - 1).await.unwrap());
+        assert!(store.acquire_lease("reconciler", "i2", now + 20_000_000).await.unwrap(), "{backend}: expired");
+    }
+}
+
+#[tokio::test]
+async fn a_detection_is_settled_once() {
+    for (backend, store) in stores().await {
+        let detection = cordon_model::Detection {
+            received_at_us: now_us(),
+            observed_at_us: None,
+            source: "eve".into(),
+            sensor: None,
+            subject: ip("10.10.0.11"),
+            peer: None,
+            src_ip: Some(ip("10.10.0.11")),
+            dest_ip: None,
+            target_ip: None,
+            signature_id: None,
+            signature: "test".into(),
+            category: None,
+            severity: cordon_model::ThreatSeverity::High,
+            raw: "{}".into(),
+        };
+        let ids = store.record_detections(&[detection], "i1", None).await.unwrap();
+        store.settle_detection(ids[0], "ignored", None, None).await.unwrap();
+        let twice = store.settle_detection(ids[0], "ignored", None, None).await.unwrap_err();
+        assert_eq!(twice, StoreError::AlreadySettled { id: ids[0] }, "{backend}");
+        assert!(store.unprocessed_detections(10).await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn postgres_instances_race_for_one_action_and_exactly_one_wins() {
+    let url = support::postgres::fresh_database("cpg_race");
+    let one = PostgresStore::connect(&url, None).await.unwrap();
+    let two = PostgresStore::connect(&url, None).await.unwrap();
+    one.sync_inventory(&inventory(&[A, B, C])).await.unwrap();
+    two.sync_inventory(&inventory(&[A, B, C])).await.unwrap();
+    let mut ids = Vec::new();
+    for server in one.list_servers().await.unwrap() {
+        for _ in 0..5 {
+            ids.push(one.create_action(&new_action(server.id, ActionKind::Reboot)).await.unwrap().id);
+        }
+    }
+    let until = now_us() + 60_000_000;
+    let claims = ids.iter().flat_map(|id| {
+        let (one, two) = (one.clone(), two.clone());
+        let id = *id;
+        [
+            tokio::spawn(async move { one.claim_action(id, 1, "i1", until, None).await.is_ok() }),
+            tokio::spawn(async move { two.claim_action(id, 1, "i2", until, None).await.is_ok() }),
+        ]
+    });
+    let mut won = 0;
+    for claim in claims.collect::<Vec<_>>() {
+        won += usize::from(claim.await.unwrap());
+    }
+    assert_eq!(won, 3, "one running action per server, each claimed by exactly one instance");
+    assert_eq!(one.running_actions().await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn postgres_refuses_a_newer_schema_and_names_an_unreachable_server() {
+    let url = support::postgres::fresh_database("cpg_schema");
+    let store = PostgresStore::connect(&url, None).await.unwrap();
+    store.sync_inventory(&inventory(&[A])).await.unwrap();
+    let again = PostgresStore::connect(&url, None).await.unwrap();
+    assert!(again.server_by_name("a").await.unwrap().is_some(), "migrations apply once");
+    let database = url.rsplit('/').next().unwrap();
+    support::postgres::server().psql(database, "INSERT INTO schema_migrations VALUES (999, now())");
+    let error = PostgresStore::connect(&url, None).await.unwrap_err();
+    assert!(matches!(error, StoreError::SchemaTooNew { found: 999, .. }), "{error}");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let error =
+        PostgresStore::connect(&format!("postgres://cordon:secret@127.0.0.1:{port}/x"), None).await.unwrap_err();
+    assert!(matches!(error, StoreError::Unreachable(_)), "{error}");
+    assert!(!error.to_string().contains("secret"), "the password never shows: {error}");
 }

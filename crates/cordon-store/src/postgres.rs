@@ -1,0 +1,1411 @@
+//! The PostgreSQL store: several managers on one database, through `tokio-postgres` and a
+//! small `deadpool` pool.
+//!
+//! Every method takes a pooled connection and runs in one transaction when it writes more than
+//! one row. Concurrency between instances is handled by the database itself: row locks
+//! (`SELECT ... FOR UPDATE`, `SKIP LOCKED` when claiming an action), transaction-scoped
+//! advisory locks where a whole set must be read before an insert (quarantine leases, the
+//! inventory sync, migrations), and compare-and-swap updates. PostgreSQL's defaults
+//! (`synchronous_commit = on`) make a returned commit durable.
+//!
+//! The SQL mirrors `sqlite.rs` statement for statement, so that a new `Store` method is written
+//! twice the same way: `$n` parameters, BIGINT for every integer, TIMESTAMPTZ for times.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use cordon_model::{ActionCommand, ActionKind, ActionState, AddressPool, Detection, MacAddr, Role, ServerState};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+use crate::*;
+
+/// Ordered migrations; the index + 1 is the schema version.
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/postgres/0001_initial.sql")];
+
+/// Keys of the transaction-scoped advisory locks (arbitrary, fixed: part of the schema).
+const LOCK_MIGRATIONS: i64 = 0x636f_7264_6f6e_0001;
+const LOCK_INVENTORY: i64 = 0x636f_7264_6f6e_0002;
+
+/// Connections per process: enough for the dispatcher, the workers, the API and the sources.
+const POOL_SIZE: usize = 16;
+
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+    /// The URL without its password, for messages.
+    display: String,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password.
+        f.debug_struct("PostgresStore").field("database", &self.display).finish()
+    }
+}
+
+fn backend(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(error.to_string())
+}
+
+/// A database error with its detail (tokio-postgres's `Display` alone says only "db error").
+fn db(error: tokio_postgres::Error) -> StoreError {
+    match error.as_db_error() {
+        Some(db) => StoreError::Backend(format!("{}: {}", db.code().code(), db.message())),
+        None => StoreError::Backend(error.to_string()),
+    }
+}
+
+fn now_us() -> i64 {
+    Utc::now().timestamp_micros()
+}
+
+fn parse<T: FromStr>(text: &str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    text.parse::<T>().map_err(|e| backend(format!("stored value {text:?}: {e}")))
+}
+
+fn optional_parse<T: FromStr>(text: Option<String>) -> Result<Option<T>>
+where
+    T::Err: std::fmt::Display,
+{
+    text.map(|t| parse(&t)).transpose()
+}
+
+fn address_text(address: Option<IpAddr>) -> String {
+    address.map(|a| a.to_string()).unwrap_or_default()
+}
+
+/// The value of column `i`, with the column named in the error.
+fn get<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, i: usize) -> Result<T> {
+    row.try_get(i).map_err(|e| backend(format!("column {i}: {e}")))
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user@host:port/db` or a key=value string), with
+    /// `password` when it is kept out of the URL (read from a file), and applies pending
+    /// migrations. Fails with [`StoreError::Unreachable`] when no connection can be made.
+    pub async fn connect(url: &str, password: Option<&str>) -> Result<Self> {
+        let mut config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| StoreError::Unreachable(format!("invalid database URL: {e}")))?;
+        if let Some(password) = password {
+            config.password(password);
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(10));
+        }
+        config.application_name("cordon");
+        let display = describe(&config);
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(backend)?;
+        let store = PostgresStore { pool, display };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Where this store connects, without the password (`postgres://user@host:port/db`).
+    pub fn describe(&self) -> &str {
+        &self.display
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(error) => {
+                StoreError::Unreachable(format!("{}: {}", self.display, db(error)))
+            }
+            other => StoreError::Unreachable(format!("{}: {other}", self.display)),
+        })
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        // Two instances starting together: the second waits, then finds nothing to do.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_MIGRATIONS]).await.map_err(db)?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)",
+        )
+        .await
+        .map_err(db)?;
+        let current: i64 =
+            tx.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[]).await.map_err(db)?.get(0);
+        let known = MIGRATIONS.len() as i64;
+        if current > known {
+            return Err(StoreError::SchemaTooNew { found: current, known });
+        }
+        for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            tx.batch_execute(sql).await.map_err(|e| backend(format!("migration {}: {}", index + 1, db(e))))?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
+                &[&(index as i64 + 1), &Utc::now()],
+            )
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+}
+
+fn describe(config: &tokio_postgres::Config) -> String {
+    let user = config.get_user().unwrap_or("");
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .unwrap_or_default();
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let name = config.get_dbname().unwrap_or("");
+    format!("postgres://{user}@{host}:{port}/{name}")
+}
+
+const SERVER_COLUMNS: &str = "id, name, kind, tenant, user_email, state, retired, updated_at, hypervisor, domain";
+
+fn server_row(row: &Row) -> Result<ServerRecord> {
+    Ok(ServerRecord {
+        id: get(row, 0)?,
+        name: get(row, 1)?,
+        kind: parse(get::<&str>(row, 2)?)?,
+        tenant: get(row, 3)?,
+        user_email: get(row, 4)?,
+        state: parse(get::<&str>(row, 5)?)?,
+        retired: get(row, 6)?,
+        nics: Vec::new(),
+        updated_at: get(row, 7)?,
+        hypervisor: get(row, 8)?,
+        domain: get(row, 9)?,
+    })
+}
+
+async fn load_nics(client: &impl GenericClient, server: &mut ServerRecord) -> Result<()> {
+    let rows = client
+        .query(
+            "SELECT mac, network, operational_ip, switch, port, current_network, current_ip FROM nics
+             WHERE server_id = $1 ORDER BY position",
+            &[&server.id],
+        )
+        .await
+        .map_err(db)?;
+    server.nics = rows
+        .iter()
+        .map(|row| {
+            let operational: String = get(row, 2)?;
+            Ok(NicRecord {
+                mac: parse(get::<&str>(row, 0)?)?,
+                network: get(row, 1)?,
+                operational_ip: if operational.is_empty() { None } else { Some(parse(&operational)?) },
+                switch: get(row, 3)?,
+                port: get(row, 4)?,
+                current_network: get(row, 5)?,
+                current_ip: optional_parse(get(row, 6)?)?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok(())
+}
+
+async fn one_server(
+    client: &impl GenericClient,
+    clause: &str,
+    param: &(dyn ToSql + Sync),
+) -> Result<Option<ServerRecord>> {
+    let sql = format!("SELECT {SERVER_COLUMNS} FROM servers WHERE {clause}");
+    match client.query_opt(&sql, &[param]).await.map_err(db)? {
+        Some(row) => {
+            let mut server = server_row(&row)?;
+            load_nics(client, &mut server).await?;
+            Ok(Some(server))
+        }
+        None => Ok(None),
+    }
+}
+
+const ACTION_COLUMNS: &str = "a.id, a.kind, a.state, a.generation, a.server_id, s.name, a.address, a.reason, a.trigger, a.requested_by, \
+     a.instance, a.attempts, a.message_number, a.message_text, a.detections, a.decided_by, a.created_at, a.updated_at";
+
+fn action_row(row: &Row) -> Result<ActionRecord> {
+    let number: Option<i64> = get(row, 12)?;
+    let text: Option<String> = get(row, 13)?;
+    Ok(ActionRecord {
+        id: get(row, 0)?,
+        kind: parse(get::<&str>(row, 1)?)?,
+        state: parse(get::<&str>(row, 2)?)?,
+        generation: get(row, 3)?,
+        server_id: get(row, 4)?,
+        server_name: get(row, 5)?,
+        address: optional_parse(get(row, 6)?)?,
+        reason: get(row, 7)?,
+        trigger: get(row, 8)?,
+        requested_by: get(row, 9)?,
+        instance: get(row, 10)?,
+        attempts: get::<i64>(row, 11)? as u32,
+        message: number.map(|n| MessageRef { number: n as u32, text: text.unwrap_or_default() }),
+        detections: get::<i64>(row, 14)? as u64,
+        decided_by: get(row, 15)?,
+        created_at: get(row, 16)?,
+        updated_at: get(row, 17)?,
+    })
+}
+
+async fn one_action(client: &impl GenericClient, id: i64) -> Result<Option<ActionRecord>> {
+    let sql =
+        format!("SELECT {ACTION_COLUMNS} FROM actions a LEFT JOIN servers s ON s.id = a.server_id WHERE a.id = $1");
+    client.query_opt(&sql, &[&id]).await.map_err(db)?.map(|row| action_row(&row)).transpose()
+}
+
+async fn existing_action(client: &impl GenericClient, id: i64) -> Result<ActionRecord> {
+    one_action(client, id).await?.ok_or_else(|| StoreError::NotFound { what: format!("action {id}") })
+}
+
+async fn many_actions(
+    client: &impl GenericClient,
+    clause: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<ActionRecord>> {
+    let sql = format!("SELECT {ACTION_COLUMNS} FROM actions a LEFT JOIN servers s ON s.id = a.server_id {clause}");
+    client.query(&sql, params).await.map_err(db)?.iter().map(action_row).collect()
+}
+
+const MESSAGE_COLUMNS: &str = "id, number, text, server_id, action_id, instance, created_at";
+
+fn message_row(row: &Row) -> Result<MessageRecord> {
+    Ok(MessageRecord {
+        id: get(row, 0)?,
+        message: NewMessage {
+            number: get::<i64>(row, 1)? as u32,
+            text: get(row, 2)?,
+            server_id: get(row, 3)?,
+            action_id: get(row, 4)?,
+            instance: get(row, 5)?,
+        },
+        created_at: get(row, 6)?,
+    })
+}
+
+const DETECTION_COLUMNS: &str = "d.id, d.received_at_us, d.observed_at_us, d.source, d.sensor, d.subject, d.peer, d.src_ip, \
+     d.dest_ip, d.target_ip, d.signature_id, d.signature, d.category, d.severity, d.raw, d.instance, d.decision, d.server_id, \
+     s.name, d.action_id";
+
+fn detection_row(row: &Row) -> Result<DetectionRecord> {
+    Ok(DetectionRecord {
+        id: get(row, 0)?,
+        detection: Detection {
+            received_at_us: get(row, 1)?,
+            observed_at_us: get(row, 2)?,
+            source: get(row, 3)?,
+            sensor: get(row, 4)?,
+            subject: parse(get::<&str>(row, 5)?)?,
+            peer: optional_parse(get(row, 6)?)?,
+            src_ip: optional_parse(get(row, 7)?)?,
+            dest_ip: optional_parse(get(row, 8)?)?,
+            target_ip: optional_parse(get(row, 9)?)?,
+            signature_id: get(row, 10)?,
+            signature: get(row, 11)?,
+            category: get(row, 12)?,
+            severity: parse(get::<&str>(row, 13)?)?,
+            raw: get(row, 14)?,
+        },
+        instance: get(row, 15)?,
+        decision: get(row, 16)?,
+        server_id: get(row, 17)?,
+        server_name: get(row, 18)?,
+        action_id: get(row, 19)?,
+    })
+}
+
+async fn many_detections(
+    client: &impl GenericClient,
+    clause: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<DetectionRecord>> {
+    let sql =
+        format!("SELECT {DETECTION_COLUMNS} FROM detections d LEFT JOIN servers s ON s.id = d.server_id {clause}");
+    client.query(&sql, params).await.map_err(db)?.iter().map(detection_row).collect()
+}
+
+/// (mac, network, operational ip, switch, port) of a NIC, as text, for comparing with the config.
+type NicRow = (String, String, String, Option<String>, Option<String>);
+
+async fn sync_inventory(tx: &impl GenericClient, inventory: &Inventory) -> Result<SyncReport> {
+    let at = Utc::now();
+    for network in &inventory.networks {
+        tx.execute(
+            "INSERT INTO networks (name, role, subnet, quarantine_network, pool, bridge, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT(name) DO UPDATE SET role = excluded.role, subnet = excluded.subnet, quarantine_network = excluded.quarantine_network,
+             pool = excluded.pool, bridge = excluded.bridge, updated_at = excluded.updated_at",
+            &[&network.name, &network.role.as_str(), &network.subnet, &network.quarantine_network, &network.pool, &network.bridge, &at],
+        )
+        .await
+        .map_err(db)?;
+    }
+    for tenant in &inventory.tenants {
+        tx.execute(
+            "INSERT INTO tenants (name, admin_email, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT(name) DO UPDATE SET admin_email = excluded.admin_email, updated_at = excluded.updated_at",
+            &[&tenant.name, &tenant.admin_email, &at],
+        )
+        .await
+        .map_err(db)?;
+    }
+    let mut report = SyncReport::default();
+    let mut wanted = BTreeSet::new();
+    for server in &inventory.servers {
+        wanted.insert(server.name.clone());
+        let existing = tx
+            .query_opt(
+                "SELECT id, kind, tenant, user_email, retired, hypervisor, domain FROM servers WHERE name = $1",
+                &[&server.name],
+            )
+            .await
+            .map_err(db)?;
+        let server_id: i64 = match existing {
+            None => {
+                let row = tx
+                    .query_one(
+                        "INSERT INTO servers (name, kind, tenant, user_email, state, retired, created_at, updated_at, hypervisor, domain)
+                         VALUES ($1, $2, $3, $4, $5, FALSE, $6, $6, $7, $8) RETURNING id",
+                        &[
+                            &server.name,
+                            &server.kind.as_str(),
+                            &server.tenant,
+                            &server.user_email,
+                            &ServerState::Operational.as_str(),
+                            &at,
+                            &server.hypervisor,
+                            &server.domain,
+                        ],
+                    )
+                    .await
+                    .map_err(db)?;
+                report.added.push(server.name.clone());
+                get(&row, 0)?
+            }
+            Some(row) => {
+                let id: i64 = get(&row, 0)?;
+                let changed_fields = get::<&str>(&row, 1)? != server.kind.as_str()
+                    || get::<Option<String>>(&row, 2)? != server.tenant
+                    || get::<Option<String>>(&row, 3)? != server.user_email
+                    || get::<bool>(&row, 4)?
+                    || get::<Option<String>>(&row, 5)? != server.hypervisor
+                    || get::<Option<String>>(&row, 6)? != server.domain;
+                tx.execute(
+                    "UPDATE servers SET kind = $2, tenant = $3, user_email = $4, retired = FALSE, updated_at = $5, hypervisor = $6,
+                     domain = $7, origin = 'config' WHERE id = $1",
+                    &[&id, &server.kind.as_str(), &server.tenant, &server.user_email, &at, &server.hypervisor, &server.domain],
+                )
+                .await
+                .map_err(db)?;
+                let nics_changed = sync_nics_changed(tx, id, server).await?;
+                if changed_fields || nics_changed {
+                    report.updated.push(server.name.clone());
+                }
+                id
+            }
+        };
+        sync_nics(tx, server_id, server).await?;
+    }
+    // Imported servers are not in the configuration by design: they are never retired by it.
+    let live =
+        tx.query("SELECT id, name FROM servers WHERE NOT retired AND origin = 'config'", &[]).await.map_err(db)?;
+    for row in live {
+        let (id, name): (i64, String) = (get(&row, 0)?, get(&row, 1)?);
+        if !wanted.contains(&name) {
+            tx.execute("UPDATE servers SET retired = TRUE, updated_at = $2 WHERE id = $1", &[&id, &at])
+                .await
+                .map_err(db)?;
+            tx.execute(
+                "UPDATE address_history SET valid_to_us = $2 WHERE server_id = $1 AND kind = 'operational' AND valid_to_us IS NULL",
+                &[&id, &now_us()],
+            )
+            .await
+            .map_err(db)?;
+            report.retired.push(name);
+        }
+    }
+    Ok(report)
+}
+
+async fn import_servers(tx: &impl GenericClient, servers: &[ServerSpec], origin: &str) -> Result<SyncReport> {
+    let at = Utc::now();
+    let mut report = SyncReport::default();
+    for server in servers {
+        let exists: bool =
+            tx.query_one("SELECT COUNT(*) > 0 FROM servers WHERE name = $1", &[&server.name]).await.map_err(db)?.get(0);
+        if exists {
+            continue;
+        }
+        let row = tx
+            .query_one(
+                "INSERT INTO servers (name, kind, tenant, user_email, state, retired, created_at, updated_at, hypervisor, domain, origin)
+                 VALUES ($1, $2, $3, $4, $5, FALSE, $6, $6, $7, $8, $9) RETURNING id",
+                &[
+                    &server.name,
+                    &server.kind.as_str(),
+                    &server.tenant,
+                    &server.user_email,
+                    &ServerState::Operational.as_str(),
+                    &at,
+                    &server.hypervisor,
+                    &server.domain,
+                    &origin,
+                ],
+            )
+            .await
+            .map_err(db)?;
+        sync_nics(tx, get(&row, 0)?, server).await?;
+        report.added.push(server.name.clone());
+    }
+    Ok(report)
+}
+
+async fn sync_nics_changed(tx: &impl GenericClient, server_id: i64, server: &ServerSpec) -> Result<bool> {
+    let rows = tx
+        .query(
+            "SELECT mac, network, operational_ip, switch, port FROM nics WHERE server_id = $1 ORDER BY position",
+            &[&server_id],
+        )
+        .await
+        .map_err(db)?;
+    let stored: Vec<NicRow> =
+        rows.iter().map(|r| Ok((get(r, 0)?, get(r, 1)?, get(r, 2)?, get(r, 3)?, get(r, 4)?))).collect::<Result<_>>()?;
+    let configured: Vec<NicRow> = server
+        .nics
+        .iter()
+        .map(|n| (n.mac.to_string(), n.network.clone(), address_text(n.ip), n.switch.clone(), n.port.clone()))
+        .collect();
+    Ok(stored != configured)
+}
+
+/// As in SQLite: one open `operational` history row per configured (NIC, address).
+async fn sync_address_history(tx: &impl GenericClient, server_id: i64, nics: &[NicSpec]) -> Result<()> {
+    let at = now_us();
+    let wanted: Vec<(String, String)> =
+        nics.iter().filter_map(|n| n.ip.map(|ip| (n.mac.to_string(), ip.to_string()))).collect();
+    let open: Vec<(i64, String, String)> = tx
+        .query(
+            "SELECT id, mac, ip FROM address_history WHERE server_id = $1 AND kind = 'operational' AND valid_to_us IS NULL",
+            &[&server_id],
+        )
+        .await
+        .map_err(db)?
+        .iter()
+        .map(|r| Ok((get(r, 0)?, get(r, 1)?, get(r, 2)?)))
+        .collect::<Result<_>>()?;
+    let first_sight: bool = tx
+        .query_one("SELECT COUNT(*) = 0 FROM address_history WHERE server_id = $1", &[&server_id])
+        .await
+        .map_err(db)?
+        .get(0);
+    for (id, mac, ip) in &open {
+        if !wanted.contains(&(mac.clone(), ip.clone())) {
+            tx.execute("UPDATE address_history SET valid_to_us = $2 WHERE id = $1", &[id, &at]).await.map_err(db)?;
+        }
+    }
+    for (mac, ip) in &wanted {
+        if !open.iter().any(|(_, m, i)| m == mac && i == ip) {
+            let from: i64 = if first_sight { 0 } else { at };
+            tx.execute(
+                "INSERT INTO address_history (ip, server_id, mac, kind, valid_from_us) VALUES ($1, $2, $3, 'operational', $4)",
+                &[ip, &server_id, mac, &from],
+            )
+            .await
+            .map_err(db)?;
+        }
+    }
+    Ok(())
+}
+
+async fn sync_nics(tx: &impl GenericClient, server_id: i64, server: &ServerSpec) -> Result<()> {
+    sync_address_history(tx, server_id, &server.nics).await?;
+    let macs: Vec<String> = server.nics.iter().map(|n| n.mac.to_string()).collect();
+    tx.execute("DELETE FROM nics WHERE server_id = $1 AND NOT (mac = ANY($2))", &[&server_id, &macs])
+        .await
+        .map_err(db)?;
+    for (position, nic) in server.nics.iter().enumerate() {
+        tx.execute(
+            "INSERT INTO nics (server_id, mac, position, network, operational_ip, switch, port, current_network, current_ip)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $4, NULLIF($5, ''))
+             ON CONFLICT(server_id, mac) DO UPDATE SET position = excluded.position, network = excluded.network,
+             operational_ip = excluded.operational_ip, switch = excluded.switch, port = excluded.port,
+             current_ip = CASE WHEN nics.current_network = excluded.network THEN NULLIF(excluded.operational_ip, '') ELSE nics.current_ip END,
+             current_network = CASE WHEN nics.current_network = nics.network THEN excluded.network ELSE nics.current_network END",
+            &[
+                &server_id,
+                &nic.mac.to_string(),
+                &(position as i64),
+                &nic.network,
+                &address_text(nic.ip),
+                &nic.switch,
+                &nic.port,
+            ],
+        )
+        .await
+        .map_err(db)?;
+    }
+    Ok(())
+}
+
+/// What a transition changes besides the state (see `sqlite::transition`).
+#[derive(Default)]
+struct TransitionExtras<'a> {
+    kind: Option<ActionKind>,
+    message: Option<MessageRef>,
+    not_before_us: Option<i64>,
+    /// (holder, expiry): claim the action for a worker.
+    lease: Option<(&'a str, i64)>,
+}
+
+impl PostgresStore {
+    /// Applies `command` if the action is still at `generation`, under the action's row lock.
+    async fn transition(
+        &self,
+        id: i64,
+        generation: i64,
+        command: ActionCommand,
+        extras: TransitionExtras<'_>,
+    ) -> Result<ActionRecord> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        // A claim skips a row another instance is claiming right now; others wait for it.
+        let lock = if extras.lease.is_some() { "FOR UPDATE SKIP LOCKED" } else { "FOR UPDATE" };
+        let sql = format!("SELECT state, generation, server_id FROM actions WHERE id = $1 {lock}");
+        let Some(row) = tx.query_opt(&sql, &[&id]).await.map_err(db)? else {
+            if extras.lease.is_some()
+                && tx.query_opt("SELECT 1 FROM actions WHERE id = $1", &[&id]).await.map_err(db)?.is_some()
+            {
+                return Err(StoreError::Conflict { id, expected: generation, found: generation + 1 });
+            }
+            return Err(StoreError::NotFound { what: format!("action {id}") });
+        };
+        let (state, found, server_id): (String, i64, Option<i64>) = (get(&row, 0)?, get(&row, 1)?, get(&row, 2)?);
+        if found != generation {
+            return Err(StoreError::Conflict { id, expected: generation, found });
+        }
+        let state: ActionState = parse(&state)?;
+        let next = state.apply(command).map_err(|source| StoreError::InvalidTransition { id, source })?;
+        if let (Some(_), Some(server_id)) = (extras.lease, server_id) {
+            // One action per server at a time across instances: the server's row serializes
+            // the claims of its actions.
+            tx.execute("SELECT 1 FROM servers WHERE id = $1 FOR UPDATE", &[&server_id]).await.map_err(db)?;
+            let busy: bool = tx
+                .query_one(
+                    "SELECT COUNT(*) > 0 FROM actions WHERE server_id = $1 AND state = 'running' AND id <> $2",
+                    &[&server_id, &id],
+                )
+                .await
+                .map_err(db)?
+                .get(0);
+            if busy {
+                return Err(StoreError::ServerBusy { id, server_id });
+            }
+        }
+        let started = i64::from(command == ActionCommand::Start);
+        let (number, text) = match &extras.message {
+            Some(m) => (Some(i64::from(m.number)), Some(m.text.clone())),
+            None => (None, None),
+        };
+        let running = next == ActionState::Running;
+        let (owner, until) = match extras.lease {
+            Some((holder, until)) if running => (Some(holder.to_string()), Some(until)),
+            _ => (None, None),
+        };
+        tx.execute(
+            "UPDATE actions SET state = $3, generation = generation + 1, attempts = attempts + $4,
+             message_number = COALESCE($5, message_number), message_text = COALESCE($6, message_text), updated_at = $7,
+             kind = COALESCE($8, kind), not_before_us = $9, lease_owner = $10, lease_until_us = $11
+             WHERE id = $1 AND generation = $2",
+            &[
+                &id,
+                &generation,
+                &next.as_str(),
+                &started,
+                &number,
+                &text,
+                &Utc::now(),
+                &extras.kind.map(|k| k.as_str()),
+                &extras.not_before_us,
+                &owner,
+                &until,
+            ],
+        )
+        .await
+        .map_err(db)?;
+        let record = existing_action(&tx, id).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(record)
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn sync_inventory(&self, inventory: &Inventory) -> Result<SyncReport> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        // Instances that start together sync one after the other.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_INVENTORY]).await.map_err(db)?;
+        let report = sync_inventory(&tx, inventory).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(report)
+    }
+
+    async fn import_servers(&self, servers: &[ServerSpec], origin: &str) -> Result<SyncReport> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_INVENTORY]).await.map_err(db)?;
+        let report = import_servers(&tx, servers, origin).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(report)
+    }
+
+    async fn list_servers(&self) -> Result<Vec<ServerRecord>> {
+        let client = self.client().await?;
+        let sql = format!("SELECT {SERVER_COLUMNS} FROM servers ORDER BY name");
+        let mut servers: Vec<ServerRecord> =
+            client.query(&sql, &[]).await.map_err(db)?.iter().map(server_row).collect::<Result<_>>()?;
+        // All NICs in one query rather than one per server.
+        let rows = client
+            .query(
+                "SELECT server_id, mac, network, operational_ip, switch, port, current_network, current_ip FROM nics
+                 ORDER BY server_id, position",
+                &[],
+            )
+            .await
+            .map_err(db)?;
+        let mut by_server: std::collections::HashMap<i64, Vec<NicRecord>> = std::collections::HashMap::new();
+        for row in &rows {
+            let operational: String = get(row, 3)?;
+            by_server.entry(get(row, 0)?).or_default().push(NicRecord {
+                mac: parse(get::<&str>(row, 1)?)?,
+                network: get(row, 2)?,
+                operational_ip: if operational.is_empty() { None } else { Some(parse(&operational)?) },
+                switch: get(row, 4)?,
+                port: get(row, 5)?,
+                current_network: get(row, 6)?,
+                current_ip: optional_parse(get(row, 7)?)?,
+            });
+        }
+        for server in &mut servers {
+            server.nics = by_server.remove(&server.id).unwrap_or_default();
+        }
+        Ok(servers)
+    }
+
+    async fn server_by_name(&self, name: &str) -> Result<Option<ServerRecord>> {
+        one_server(&self.client().await?, "name = $1", &name).await
+    }
+
+    async fn server_by_id(&self, id: i64) -> Result<Option<ServerRecord>> {
+        one_server(&self.client().await?, "id = $1", &id).await
+    }
+
+    async fn server_by_address(&self, address: IpAddr) -> Result<Option<ServerRecord>> {
+        one_server(
+            &self.client().await?,
+            "NOT retired AND id IN (SELECT server_id FROM nics WHERE operational_ip = $1 OR current_ip = $1) ORDER BY id LIMIT 1",
+            &address.to_string(),
+        )
+        .await
+    }
+
+    async fn set_server_state(&self, server_id: i64, state: ServerState) -> Result<()> {
+        let changed = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE servers SET state = $2, updated_at = $3 WHERE id = $1",
+                &[&server_id, &state.as_str(), &Utc::now()],
+            )
+            .await
+            .map_err(db)?;
+        if changed == 0 {
+            return Err(StoreError::NotFound { what: format!("server {server_id}") });
+        }
+        Ok(())
+    }
+
+    async fn record_nic_position(&self, server_id: i64, mac: MacAddr, network: &str, ip: Option<IpAddr>) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let changed = tx
+            .execute(
+                "UPDATE nics SET current_network = $3, current_ip = $4 WHERE server_id = $1 AND mac = $2",
+                &[&server_id, &mac.to_string(), &network, &ip.map(|i| i.to_string())],
+            )
+            .await
+            .map_err(db)?;
+        if changed == 0 {
+            return Err(StoreError::NotFound { what: format!("NIC {mac} of server {server_id}") });
+        }
+        tx.execute("UPDATE servers SET updated_at = $2 WHERE id = $1", &[&server_id, &Utc::now()]).await.map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn lease_address(&self, server_id: i64, mac: MacAddr, network: &str, pool: &AddressPool) -> Result<IpAddr> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        // The set of leased addresses is read and then extended: one leaser per network at a
+        // time, whichever instance it runs in.
+        tx.execute("SELECT pg_advisory_xact_lock(hashtextextended('cordon-lease:' || $1, 0))", &[&network])
+            .await
+            .map_err(db)?;
+        let mac_text = mac.to_string();
+        if let Some(row) = tx
+            .query_opt(
+                "SELECT ip FROM ip_leases WHERE server_id = $1 AND mac = $2 AND network = $3",
+                &[&server_id, &mac_text, &network],
+            )
+            .await
+            .map_err(db)?
+        {
+            return parse(get::<&str>(&row, 0)?);
+        }
+        let leased: BTreeSet<IpAddr> = tx
+            .query("SELECT ip FROM ip_leases WHERE network = $1", &[&network])
+            .await
+            .map_err(db)?
+            .iter()
+            .filter_map(|r| r.try_get::<_, &str>(0).ok().and_then(|t| t.parse().ok()))
+            .collect();
+        let Some(ip) = pool.allocate(&leased) else {
+            return Err(StoreError::PoolExhausted { network: network.to_string(), range: pool.range().to_string() });
+        };
+        tx.execute(
+            "INSERT INTO ip_leases (network, ip, server_id, mac, leased_at) VALUES ($1, $2, $3, $4, $5)",
+            &[&network, &ip.to_string(), &server_id, &mac_text, &Utc::now()],
+        )
+        .await
+        .map_err(db)?;
+        tx.execute(
+            "INSERT INTO address_history (ip, server_id, mac, kind, valid_from_us) VALUES ($1, $2, $3, 'quarantine', $4)",
+            &[&ip.to_string(), &server_id, &mac_text, &now_us()],
+        )
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(ip)
+    }
+
+    async fn release_address(&self, server_id: i64, mac: MacAddr, network: &str) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let mac = mac.to_string();
+        let released = tx
+            .query_opt(
+                "DELETE FROM ip_leases WHERE server_id = $1 AND mac = $2 AND network = $3 RETURNING ip",
+                &[&server_id, &mac, &network],
+            )
+            .await
+            .map_err(db)?;
+        if let Some(row) = released {
+            let ip: String = get(&row, 0)?;
+            tx.execute(
+                "UPDATE address_history SET valid_to_us = $4
+                 WHERE server_id = $1 AND mac = $2 AND ip = $3 AND kind = 'quarantine' AND valid_to_us IS NULL",
+                &[&server_id, &mac, &ip, &now_us()],
+            )
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn create_action(&self, action: &NewAction) -> Result<ActionRecord> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "INSERT INTO actions (kind, state, generation, server_id, address, reason, trigger, requested_by, instance, attempts,
+                 decided_by, message_number, message_text, created_at, updated_at)
+                 VALUES ($1, $2, 1, $3, $4, $5, $6, $7, $8, 0, $10, $11, $12, $9, $9) RETURNING id",
+                &[
+                    &action.kind.as_str(),
+                    &action.state.as_str(),
+                    &action.server_id,
+                    &action.address.map(|a| a.to_string()),
+                    &action.reason,
+                    &action.trigger,
+                    &action.requested_by,
+                    &action.instance,
+                    &Utc::now(),
+                    &action.decided_by,
+                    &action.message.as_ref().map(|m| i64::from(m.number)),
+                    &action.message.as_ref().map(|m| m.text.clone()),
+                ],
+            )
+            .await
+            .map_err(db)?;
+        existing_action(&client, get(&row, 0)?).await
+    }
+
+    async fn action(&self, id: i64) -> Result<Option<ActionRecord>> {
+        one_action(&self.client().await?, id).await
+    }
+
+    async fn list_actions(&self, filter: &ActionFilter) -> Result<Vec<ActionRecord>> {
+        let state = filter.state.map(|s| s.as_str().to_string());
+        let limit = i64::from(filter.limit.unwrap_or(500));
+        many_actions(
+            &self.client().await?,
+            "WHERE ($1::text IS NULL OR a.state = $1) AND ($2::bigint IS NULL OR a.server_id = $2) ORDER BY a.id DESC LIMIT $3",
+            &[&state, &filter.server_id, &limit],
+        )
+        .await
+    }
+
+    async fn count_actions(&self) -> Result<Vec<(ActionKind, ActionState, u64)>> {
+        self.client()
+            .await?
+            .query("SELECT kind, state, COUNT(*) FROM actions GROUP BY kind, state ORDER BY kind, state", &[])
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|r| Ok((parse(get::<&str>(r, 0)?)?, parse(get::<&str>(r, 1)?)?, get::<i64>(r, 2)? as u64)))
+            .collect()
+    }
+
+    async fn latest_actions(&self) -> Result<Vec<ActionRecord>> {
+        many_actions(
+            &self.client().await?,
+            "WHERE a.id IN (SELECT MAX(id) FROM actions WHERE server_id IS NOT NULL GROUP BY server_id) ORDER BY a.id",
+            &[],
+        )
+        .await
+    }
+
+    async fn open_action(&self, server_id: i64, kind: ActionKind) -> Result<Option<ActionRecord>> {
+        let open: Vec<&str> = ActionState::ALL.iter().filter(|s| s.is_open()).map(|s| s.as_str()).collect();
+        let clause = format!(
+            "WHERE a.server_id = $1 AND a.kind = $2 AND a.state IN ({}) ORDER BY a.id LIMIT 1",
+            open.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ")
+        );
+        Ok(many_actions(&self.client().await?, &clause, &[&server_id, &kind.as_str()]).await?.into_iter().next())
+    }
+
+    async fn runnable_actions(&self) -> Result<Vec<ActionRecord>> {
+        many_actions(
+            &self.client().await?,
+            "WHERE a.state IN ('pending', 'retrying') AND (a.not_before_us IS NULL OR a.not_before_us <= $1) ORDER BY a.id",
+            &[&now_us()],
+        )
+        .await
+    }
+
+    async fn running_actions(&self) -> Result<Vec<ActionRecord>> {
+        many_actions(&self.client().await?, "WHERE a.state = 'running' ORDER BY a.id", &[]).await
+    }
+
+    async fn claim_action(
+        &self,
+        id: i64,
+        generation: i64,
+        instance: &str,
+        until_us: i64,
+        message: Option<MessageRef>,
+    ) -> Result<ActionRecord> {
+        let extras = TransitionExtras { message, lease: Some((instance, until_us)), ..Default::default() };
+        self.transition(id, generation, ActionCommand::Start, extras).await
+    }
+
+    async fn renew_action_lease(&self, id: i64, instance: &str, until_us: i64) -> Result<bool> {
+        let changed = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE actions SET lease_until_us = $3 WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+                &[&id, &instance, &until_us],
+            )
+            .await
+            .map_err(db)?;
+        Ok(changed == 1)
+    }
+
+    async fn orphaned_actions(&self, now_us: i64, previous_life: Option<&str>) -> Result<Vec<ActionRecord>> {
+        many_actions(
+            &self.client().await?,
+            "WHERE a.state = 'running' AND (a.lease_until_us IS NULL OR a.lease_until_us < $1 OR a.lease_owner = $2::text)
+             ORDER BY a.id",
+            &[&now_us, &previous_life],
+        )
+        .await
+    }
+
+    async fn transition_action(
+        &self,
+        id: i64,
+        generation: i64,
+        command: ActionCommand,
+        message: Option<MessageRef>,
+    ) -> Result<ActionRecord> {
+        self.transition(id, generation, command, TransitionExtras { message, ..Default::default() }).await
+    }
+
+    async fn defer_action(
+        &self,
+        id: i64,
+        generation: i64,
+        not_before_us: i64,
+        message: MessageRef,
+    ) -> Result<ActionRecord> {
+        let extras =
+            TransitionExtras { message: Some(message), not_before_us: Some(not_before_us), ..Default::default() };
+        self.transition(id, generation, ActionCommand::Backoff, extras).await
+    }
+
+    async fn transition_action_as(
+        &self,
+        id: i64,
+        generation: i64,
+        command: ActionCommand,
+        kind: ActionKind,
+        message: Option<MessageRef>,
+    ) -> Result<ActionRecord> {
+        self.transition(id, generation, command, TransitionExtras { kind: Some(kind), message, ..Default::default() })
+            .await
+    }
+
+    async fn open_actions(&self, server_id: i64) -> Result<Vec<ActionRecord>> {
+        many_actions(
+            &self.client().await?,
+            "WHERE a.server_id = $1 AND a.state IN ('awaiting_approval', 'pending', 'running', 'retrying') ORDER BY a.id DESC",
+            &[&server_id],
+        )
+        .await
+    }
+
+    async fn unresolved_action(&self, address: IpAddr) -> Result<Option<ActionRecord>> {
+        Ok(many_actions(
+            &self.client().await?,
+            "WHERE a.server_id IS NULL AND a.address = $1 AND a.state NOT IN ('checked', 'cancelled', 'rejected')
+             ORDER BY a.id DESC LIMIT 1",
+            &[&address.to_string()],
+        )
+        .await?
+        .into_iter()
+        .next())
+    }
+
+    async fn change_action_kind(&self, id: i64, generation: i64, kind: ActionKind) -> Result<ActionRecord> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let Some(row) =
+            tx.query_opt("SELECT state, generation FROM actions WHERE id = $1 FOR UPDATE", &[&id]).await.map_err(db)?
+        else {
+            return Err(StoreError::NotFound { what: format!("action {id}") });
+        };
+        let (state, found): (String, i64) = (get(&row, 0)?, get(&row, 1)?);
+        if found != generation {
+            return Err(StoreError::Conflict { id, expected: generation, found });
+        }
+        let state: ActionState = parse(&state)?;
+        if !matches!(state, ActionState::AwaitingApproval | ActionState::Pending) {
+            return Err(StoreError::KindLocked { id, state });
+        }
+        tx.execute(
+            "UPDATE actions SET kind = $2, generation = generation + 1, updated_at = $3 WHERE id = $1",
+            &[&id, &kind.as_str(), &Utc::now()],
+        )
+        .await
+        .map_err(db)?;
+        let record = existing_action(&tx, id).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(record)
+    }
+
+    async fn record_detections(
+        &self,
+        detections: &[Detection],
+        instance: &str,
+        checkpoint: Option<&SourceCheckpoint>,
+    ) -> Result<Vec<i64>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let insert = tx
+            .prepare(
+                "INSERT INTO detections (received_at_us, observed_at_us, source, sensor, subject, peer, src_ip, dest_ip,
+                 target_ip, signature_id, signature, category, severity, raw, instance)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id",
+            )
+            .await
+            .map_err(db)?;
+        let text = |a: Option<IpAddr>| a.map(|a| a.to_string());
+        let mut ids = Vec::with_capacity(detections.len());
+        for d in detections {
+            let row = tx
+                .query_one(
+                    &insert,
+                    &[
+                        &d.received_at_us,
+                        &d.observed_at_us,
+                        &d.source,
+                        &d.sensor,
+                        &d.subject.to_string(),
+                        &text(d.peer),
+                        &text(d.src_ip),
+                        &text(d.dest_ip),
+                        &text(d.target_ip),
+                        &d.signature_id,
+                        &d.signature,
+                        &d.category,
+                        &d.severity.as_str(),
+                        &d.raw,
+                        &instance,
+                    ],
+                )
+                .await
+                .map_err(db)?;
+            ids.push(get(&row, 0)?);
+        }
+        if let Some(cp) = checkpoint {
+            tx.execute(
+                "INSERT INTO source_checkpoints (source, path, inode, byte_offset, updated_at) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT(source) DO UPDATE SET path = excluded.path, inode = excluded.inode, byte_offset = excluded.byte_offset,
+                 updated_at = excluded.updated_at",
+                &[&cp.source, &cp.path, &(cp.inode as i64), &(cp.offset as i64), &Utc::now()],
+            )
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(ids)
+    }
+
+    async fn checkpoint(&self, source: &str) -> Result<Option<SourceCheckpoint>> {
+        self.client()
+            .await?
+            .query_opt("SELECT source, path, inode, byte_offset FROM source_checkpoints WHERE source = $1", &[&source])
+            .await
+            .map_err(db)?
+            .map(|r| {
+                Ok(SourceCheckpoint {
+                    source: get(&r, 0)?,
+                    path: get(&r, 1)?,
+                    inode: get::<i64>(&r, 2)? as u64,
+                    offset: get::<i64>(&r, 3)? as u64,
+                })
+            })
+            .transpose()
+    }
+
+    async fn unprocessed_detections(&self, limit: u32) -> Result<Vec<DetectionRecord>> {
+        many_detections(&self.client().await?, "WHERE d.decision IS NULL ORDER BY d.id LIMIT $1", &[&i64::from(limit)])
+            .await
+    }
+
+    async fn settle_detection(
+        &self,
+        id: i64,
+        decision: &str,
+        server_id: Option<i64>,
+        action_id: Option<i64>,
+    ) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let changed = tx
+            .execute(
+                "UPDATE detections SET decision = $2, server_id = $3, action_id = $4 WHERE id = $1 AND decision IS NULL",
+                &[&id, &decision, &server_id, &action_id],
+            )
+            .await
+            .map_err(db)?;
+        if changed == 0 {
+            return Err(StoreError::AlreadySettled { id });
+        }
+        if let Some(action_id) = action_id {
+            tx.execute("UPDATE actions SET detections = detections + 1 WHERE id = $1", &[&action_id])
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn list_detections(&self, filter: &DetectionFilter) -> Result<Vec<DetectionRecord>> {
+        let limit = i64::from(filter.limit.unwrap_or(100));
+        many_detections(
+            &self.client().await?,
+            "WHERE ($1::text IS NULL OR d.source = $1) AND ($2::bigint IS NULL OR d.action_id = $2) ORDER BY d.id DESC LIMIT $3",
+            &[&filter.source, &filter.action_id, &limit],
+        )
+        .await
+    }
+
+    async fn servers_holding(&self, address: IpAddr, at_us: i64) -> Result<Vec<i64>> {
+        self.client()
+            .await?
+            .query(
+                "SELECT DISTINCT server_id FROM address_history
+                 WHERE ip = $1 AND valid_from_us <= $2 AND (valid_to_us IS NULL OR valid_to_us > $2) ORDER BY server_id",
+                &[&address.to_string(), &at_us],
+            )
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|r| get(r, 0))
+            .collect()
+    }
+
+    async fn append_step(&self, step: &NewStep) -> Result<StepRecord> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        // The action's row lock orders the steps of one action.
+        tx.execute("SELECT 1 FROM actions WHERE id = $1 FOR UPDATE", &[&step.action_id]).await.map_err(db)?;
+        let seq: i64 = tx
+            .query_one("SELECT COALESCE(MAX(seq), 0) + 1 FROM action_steps WHERE action_id = $1", &[&step.action_id])
+            .await
+            .map_err(db)?
+            .get(0);
+        tx.execute(
+            "INSERT INTO action_steps (action_id, seq, attempt, name, target, outcome, detail, message_number, instance,
+             started_at, finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            &[
+                &step.action_id,
+                &seq,
+                &i64::from(step.attempt),
+                &step.name,
+                &step.target,
+                &step.outcome.as_str(),
+                &step.detail,
+                &step.message_number.map(i64::from),
+                &step.instance,
+                &step.started_at,
+                &step.finished_at,
+            ],
+        )
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(StepRecord { seq, step: step.clone() })
+    }
+
+    async fn steps(&self, action_id: i64) -> Result<Vec<StepRecord>> {
+        self.client()
+            .await?
+            .query(
+                "SELECT seq, attempt, name, target, outcome, detail, message_number, instance, started_at, finished_at
+                 FROM action_steps WHERE action_id = $1 ORDER BY seq",
+                &[&action_id],
+            )
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|r| {
+                Ok(StepRecord {
+                    seq: get(r, 0)?,
+                    step: NewStep {
+                        action_id,
+                        attempt: get::<i64>(r, 1)? as u32,
+                        name: get(r, 2)?,
+                        target: get(r, 3)?,
+                        outcome: StepOutcome::parse(get(r, 4)?).unwrap_or(StepOutcome::Failed),
+                        detail: get(r, 5)?,
+                        message_number: get::<Option<i64>>(r, 6)?.map(|n| n as u32),
+                        instance: get(r, 7)?,
+                        started_at: get(r, 8)?,
+                        finished_at: get(r, 9)?,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    async fn record_message(&self, message: &NewMessage) -> Result<MessageRecord> {
+        let at = Utc::now();
+        let severity = cordon_model::Message::find(message.number).map(|m| m.severity().as_str()).unwrap_or("ERROR");
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "INSERT INTO messages (number, severity, text, server_id, action_id, instance, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id, created_at",
+                &[
+                    &i64::from(message.number),
+                    &severity,
+                    &message.text,
+                    &message.server_id,
+                    &message.action_id,
+                    &message.instance,
+                    &at,
+                ],
+            )
+            .await
+            .map_err(db)?;
+        Ok(MessageRecord { id: get(&row, 0)?, created_at: get(&row, 1)?, message: message.clone() })
+    }
+
+    async fn messages_for_action(&self, action_id: i64) -> Result<Vec<MessageRecord>> {
+        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE action_id = $1 ORDER BY id");
+        self.client().await?.query(&sql, &[&action_id]).await.map_err(db)?.iter().map(message_row).collect()
+    }
+
+    async fn recent_messages(&self, limit: u32) -> Result<Vec<MessageRecord>> {
+        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages ORDER BY id DESC LIMIT $1");
+        self.client().await?.query(&sql, &[&i64::from(limit)]).await.map_err(db)?.iter().map(message_row).collect()
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<AuditRecord> {
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "INSERT INTO audit (at, actor, origin, verb, target, detail, instance) VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 RETURNING id, at",
+                &[&Utc::now(), &entry.actor, &entry.origin, &entry.verb, &entry.target, &entry.detail, &entry.instance],
+            )
+            .await
+            .map_err(db)?;
+        Ok(AuditRecord { id: get(&row, 0)?, at: get(&row, 1)?, entry: entry.clone() })
+    }
+
+    async fn list_audit(&self, limit: u32) -> Result<Vec<AuditRecord>> {
+        self.client()
+            .await?
+            .query(
+                "SELECT id, at, actor, origin, verb, target, detail, instance FROM audit ORDER BY id DESC LIMIT $1",
+                &[&i64::from(limit)],
+            )
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|r| {
+                Ok(AuditRecord {
+                    id: get(r, 0)?,
+                    at: get(r, 1)?,
+                    entry: AuditEntry {
+                        actor: get(r, 2)?,
+                        origin: get(r, 3)?,
+                        verb: get(r, 4)?,
+                        target: get(r, 5)?,
+                        detail: get(r, 6)?,
+                        instance: get(r, 7)?,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    async fn create_token(&self, name: &str, role: Role, hash: &str) -> Result<TokenRecord> {
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "INSERT INTO api_tokens (name, role, hash, created_at) VALUES ($1, $2, $3, $4) RETURNING id, created_at",
+                &[&name, &role.as_str(), &hash, &Utc::now()],
+            )
+            .await
+            .map_err(db)?;
+        Ok(TokenRecord { id: get(&row, 0)?, name: name.to_string(), role, created_at: get(&row, 1)?, revoked: false })
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        self.client()
+            .await?
+            .query_opt(
+                "SELECT id, name, role, created_at FROM api_tokens WHERE hash = $1 AND revoked_at IS NULL",
+                &[&hash],
+            )
+            .await
+            .map_err(db)?
+            .map(|r| {
+                Ok(TokenRecord {
+                    id: get(&r, 0)?,
+                    name: get(&r, 1)?,
+                    role: parse(get::<&str>(&r, 2)?)?,
+                    created_at: get(&r, 3)?,
+                    revoked: false,
+                })
+            })
+            .transpose()
+    }
+
+    async fn count_tokens(&self) -> Result<u64> {
+        let row = self.client().await?.query_one("SELECT COUNT(*) FROM api_tokens", &[]).await.map_err(db)?;
+        Ok(get::<i64>(&row, 0)? as u64)
+    }
+
+    async fn heartbeat(&self, instance: &str, address: &str, started_at: Timestamp) -> Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO instances (name, address, started_at, heartbeat_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT(name) DO UPDATE SET address = excluded.address, started_at = excluded.started_at,
+                 heartbeat_at = excluded.heartbeat_at",
+                &[&instance, &address, &started_at, &Utc::now()],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn instances(&self) -> Result<Vec<InstanceRecord>> {
+        let client = self.client().await?;
+        let mut instances: Vec<InstanceRecord> = client
+            .query(
+                "SELECT name, address, started_at, heartbeat_at FROM instances ORDER BY heartbeat_at DESC, name",
+                &[],
+            )
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|r| {
+                Ok(InstanceRecord {
+                    name: get(r, 0)?,
+                    address: get(r, 1)?,
+                    started_at: get(r, 2)?,
+                    heartbeat_at: get(r, 3)?,
+                    actions: Vec::new(),
+                    leases: Vec::new(),
+                })
+            })
+            .collect::<Result<_>>()?;
+        for instance in &mut instances {
+            instance.actions = client
+                .query(
+                    "SELECT id, lease_until_us FROM actions WHERE state = 'running' AND lease_owner = $1 ORDER BY id",
+                    &[&instance.name],
+                )
+                .await
+                .map_err(db)?
+                .iter()
+                .map(|r| Ok((get(r, 0)?, get(r, 1)?)))
+                .collect::<Result<_>>()?;
+            instance.leases = client
+                .query(
+                    "SELECT name, until_us FROM leases WHERE holder = $1 AND until_us >= $2 ORDER BY name",
+                    &[&instance.name, &now_us()],
+                )
+                .await
+                .map_err(db)?
+                .iter()
+                .map(|r| Ok((get(r, 0)?, get(r, 1)?)))
+                .collect::<Result<_>>()?;
+        }
+        Ok(instances)
+    }
+
+    async fn acquire_lease(&self, name: &str, holder: &str, until_us: i64) -> Result<bool> {
+        // Taken when free, expired, or already ours; the upsert's WHERE makes it one step.
+        let changed = self
+            .client()
+            .await?
+            .execute(
+                "INSERT INTO leases (name, holder, until_us, acquired_at) VALUES ($1, $2, $3, $5)
+                 ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, until_us = excluded.until_us,
+                 acquired_at = CASE WHEN leases.holder = excluded.holder THEN leases.acquired_at ELSE excluded.acquired_at END
+                 WHERE leases.holder = excluded.holder OR leases.until_us < $4",
+                &[&name, &holder, &until_us, &now_us(), &Utc::now()],
+            )
+            .await
+            .map_err(db)?;
+        Ok(changed == 1)
+    }
+}
