@@ -410,6 +410,33 @@ pub async fn status(State(state): State<ApiState>) -> ApiResult<Json<StatusView>
         .collect();
     sources.sort_by(|a, b| a.name.cmp(&b.name));
     let started = engine.started_at();
+    let time = |us: i64| {
+        chrono::DateTime::from_timestamp_micros(us)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    let live_after = chrono::Utc::now()
+        - chrono::Duration::from_std(engine.settings().action_lease).unwrap_or(chrono::Duration::seconds(15));
+    let instances = engine
+        .store()
+        .instances()
+        .await
+        .map_err(cordon_engine::EngineError::from)?
+        .into_iter()
+        .map(|i| InstanceView {
+            live: i.heartbeat_at >= live_after,
+            name: i.name,
+            address: i.address,
+            started_at: i.started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            heartbeat_at: i.heartbeat_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            actions: i
+                .actions
+                .into_iter()
+                .map(|(action, until)| ActionLeaseView { action, until: time(until) })
+                .collect(),
+            leases: i.leases.into_iter().map(|(name, until)| NamedLeaseView { name, until: time(until) }).collect(),
+        })
+        .collect();
     Ok(Json(StatusView {
         version: env!("CARGO_PKG_VERSION").to_string(),
         instance: engine.instance().to_string(),
@@ -420,5 +447,6 @@ pub async fn status(State(state): State<ApiState>) -> ApiResult<Json<StatusView>
         breaker: breaker_view(&state),
         drivers,
         sources,
+        instances,
     }))
 }

@@ -453,6 +453,37 @@ pub struct StatusView {
     pub breaker: BreakerView,
     pub drivers: Vec<DriverHealthView>,
     pub sources: Vec<SourceStatusView>,
+    /// The instances that share the database, from their heartbeats, with their leases.
+    pub instances: Vec<InstanceView>,
+}
+
+/// One manager instance, as its heartbeats record it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InstanceView {
+    pub name: String,
+    /// Where its API listens.
+    pub address: String,
+    pub started_at: String,
+    pub heartbeat_at: String,
+    /// False once it missed its heartbeats for a whole action lease (stopped or dead).
+    pub live: bool,
+    /// The running actions it holds a lease on.
+    pub actions: Vec<ActionLeaseView>,
+    /// The named leases it holds (`reconciler`, `detections`).
+    pub leases: Vec<NamedLeaseView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ActionLeaseView {
+    pub action: i64,
+    /// When the lease ends unless renewed.
+    pub until: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NamedLeaseView {
+    pub name: String,
+    pub until: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -174,6 +174,16 @@ pub struct ManagerConfig {
     pub on_drift_enforce: bool,
     /// How long one switch or hypervisor call may take before its step fails; default 10 s.
     pub driver_timeout_secs: u64,
+    /// `database = "postgres://user@host:port/name"`: several instances share this PostgreSQL
+    /// database. `None`: the embedded SQLite database in `data_dir` (the default). The URL
+    /// never holds a password (the validator refuses one).
+    pub database: Option<String>,
+    /// The file that holds the PostgreSQL password (only with `database`), read at start.
+    pub database_password_file: Option<PathBuf>,
+    /// How long an instance's lease on a running action lasts without renewal (renewed every
+    /// third of it); an instance that died loses its actions to another one after this long.
+    /// Default 15 s.
+    pub action_lease_secs: u64,
 }
 
 /// One `[[network]]`.

@@ -501,7 +501,8 @@ fn unknown_keys_are_errors_with_their_line() {
             "typo in manager",
             &[("listen =", "lisen =")],
             "cordon.toml:2: manager.lisen: unknown key (expected one of: listen, data_dir, instance, graceful_timeout, \
-             reboot_deadline, max_attempts, retry_backoff, reconcile_interval, on_drift, driver_timeout)",
+             reboot_deadline, max_attempts, retry_backoff, reconcile_interval, on_drift, driver_timeout, database, \
+             database_password_file, action_lease)",
         ),
         (
             "typo in a network",
@@ -532,7 +533,8 @@ fn unknown_keys_are_errors_with_their_line() {
             "quoted unknown key",
             &[("[manager]\n", "[manager]\n\"my key\" = \"x\"\n")],
             "cordon.toml:2: manager.\"my key\": unknown key (expected one of: listen, data_dir, instance, graceful_timeout, \
-             reboot_deadline, max_attempts, retry_backoff, reconcile_interval, on_drift, driver_timeout)",
+             reboot_deadline, max_attempts, retry_backoff, reconcile_interval, on_drift, driver_timeout, database, \
+             database_password_file, action_lease)",
         ),
     ]);
 }
@@ -2461,4 +2463,39 @@ fn manager_recovery_settings() {
     assert!(parse("reconcile_interval = \"0s\"").is_err());
     assert_eq!(defaults.driver_timeout_secs, 10);
     assert_eq!(parse("driver_timeout = \"3s\"").unwrap().manager.driver_timeout_secs, 3);
+}
+
+#[test]
+fn manager_database_is_sqlite_by_default_or_a_postgres_url_without_password() {
+    let parse = |extra: &str| parse(Path::new("/etc/cordon/cordon.toml"), &format!("[manager]\n{extra}\n"));
+    let defaults = parse("").unwrap().manager;
+    assert_eq!((defaults.database, defaults.database_password_file, defaults.action_lease_secs), (None, None, 15));
+    let set = parse(
+        "database = \"postgres://cordon@db.example:5432/cordon\"\ndatabase_password_file = \"pg.pass\"\naction_lease = \"5s\"",
+    )
+    .unwrap()
+    .manager;
+    assert_eq!(set.database.as_deref(), Some("postgres://cordon@db.example:5432/cordon"));
+    assert_eq!(set.database_password_file, Some(PathBuf::from("/etc/cordon/pg.pass")));
+    assert_eq!(set.action_lease_secs, 5);
+    let cases = [
+        (
+            "database = \"postgres://cordon:hunter2@db/cordon\"",
+            "/etc/cordon/cordon.toml:2: manager.database: the URL holds a password: put it in a file named by \
+             `database_password_file` instead",
+        ),
+        (
+            "database = \"mysql://db/cordon\"",
+            "/etc/cordon/cordon.toml:2: manager.database: `mysql://db/cordon` is not a PostgreSQL URL (expected \
+             postgres://USER@HOST:PORT/DATABASE; leave `database` out for the embedded SQLite database)",
+        ),
+        (
+            "database_password_file = \"pg.pass\"",
+            "/etc/cordon/cordon.toml:2: manager.database_password_file: only with `database` (a PostgreSQL URL): the embedded \
+             SQLite database has no password",
+        ),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(parse(text).unwrap_err().to_string(), expected, "{text}");
+    }
 }

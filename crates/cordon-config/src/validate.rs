@@ -380,6 +380,28 @@ impl Validator<'_> {
             Some(e) => self.duration(e, "driver_timeout", 10, false),
             None => Some(10),
         };
+        let database = match field("database") {
+            Some((e, leaf)) => self.parse_with(e, "database", leaf, parse_database_url).map(Some),
+            None => Some(None),
+        };
+        let database_password_file = match field("database_password_file") {
+            Some((e, leaf)) => {
+                if e.absent("database") {
+                    self.at(
+                        leaf.span.start,
+                        e.key_of("database_password_file"),
+                        "only with `database` (a PostgreSQL URL): the embedded SQLite database has no password",
+                    );
+                }
+                self.check(e, "database_password_file", leaf, check_path)
+                    .map(|text| Some(resolve_path(path, Path::new(&text))))
+            }
+            None => Some(None),
+        };
+        let action_lease_secs = match entry {
+            Some(e) => self.duration(e, "action_lease", 15, false),
+            None => Some(15),
+        };
         Some(ManagerConfig {
             listen: listen?,
             data_dir: data_dir?,
@@ -391,6 +413,9 @@ impl Validator<'_> {
             reconcile_interval_secs: reconcile_interval_secs?,
             on_drift_enforce: on_drift_enforce?,
             driver_timeout_secs: driver_timeout_secs?,
+            database: database?,
+            database_password_file: database_password_file?,
+            action_lease_secs: action_lease_secs?,
         })
     }
 
@@ -1865,6 +1890,26 @@ fn check_rule_name(text: &str) -> Result<(), String> {
 }
 
 /// A path in the file: not empty, no NUL.
+/// `[manager] database`: a PostgreSQL URL without a password.
+fn parse_database_url(text: &str) -> Result<String, String> {
+    let Some(rest) = text.strip_prefix("postgres://").or_else(|| text.strip_prefix("postgresql://")) else {
+        return Err(format!(
+            "`{text}` is not a PostgreSQL URL (expected postgres://USER@HOST:PORT/DATABASE; leave `database` out for \
+             the embedded SQLite database)"
+        ));
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    if let Some((user_info, _)) = authority.rsplit_once('@')
+        && user_info.contains(':')
+    {
+        return Err("the URL holds a password: put it in a file named by `database_password_file` instead".into());
+    }
+    if authority.rsplit_once('@').map_or(authority, |(_, host)| host).is_empty() {
+        return Err(format!("`{text}` names no host (expected postgres://USER@HOST:PORT/DATABASE)"));
+    }
+    Ok(text.to_string())
+}
+
 fn check_path(text: &str) -> Result<(), String> {
     if text.is_empty() {
         Err("must not be empty".to_string())

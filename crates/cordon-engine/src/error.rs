@@ -53,6 +53,10 @@ impl From<StoreError> for EngineError {
                 &messages::POOL_EXHAUSTED,
                 &[("network", network), ("range", range)],
             ),
+            // Another instance settled the detection first: a conflict, not a failure.
+            StoreError::AlreadySettled { .. } => {
+                EngineError::new(ErrorKind::Conflict, &messages::STORE_FAILURE, &[("detail", &error)])
+            }
             _ => EngineError::new(ErrorKind::Internal, &messages::STORE_FAILURE, &[("detail", &error)]),
         }
     }

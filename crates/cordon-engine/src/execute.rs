@@ -16,6 +16,11 @@ struct StepFailure {
     message: MessageRef,
 }
 
+/// When a lease taken or renewed now for `lease` ends, in Unix microseconds.
+pub(crate) fn lease_until(lease: std::time::Duration) -> i64 {
+    Utc::now().timestamp_micros() + lease.as_micros() as i64
+}
+
 impl Engine {
     /// Runs one runnable action to its end (succeeded or failed).
     pub(crate) async fn execute(&self, action: ActionRecord) -> Result<(), EngineError> {
@@ -32,15 +37,63 @@ impl Engine {
             started_message,
             &[("server", &server.name), ("action", &action.id), ("kind", &kind)],
         );
+        let instance = self.inner.settings.instance.clone();
+        let lease = self.inner.settings.action_lease;
         let action = match store
-            .transition_action(action.id, action.generation, ActionCommand::Start, Some(started.clone()))
+            .claim_action(action.id, action.generation, &instance, lease_until(lease), Some(started.clone()))
             .await
         {
             Ok(action) => action,
-            // Another worker (or an operator's cancel) moved it first: nothing to do.
-            Err(StoreError::Conflict { .. } | StoreError::InvalidTransition { .. }) => return Ok(()),
+            // Another worker or instance (or an operator's cancel) moved it first, or another
+            // action of the server runs on another instance: nothing to do now.
+            Err(StoreError::Conflict { .. } | StoreError::InvalidTransition { .. } | StoreError::ServerBusy { .. }) => {
+                return Ok(());
+            }
             Err(other) => return Err(other.into()),
         };
+        // The lease is renewed while the action runs; if another instance took the action over
+        // (this one stalled past the lease), this worker stops where it is.
+        let (lost_sender, lost) = tokio::sync::oneshot::channel::<()>();
+        let renewer = {
+            let (store, id, instance) = (store.clone(), action.id, instance.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(lease / 3).await;
+                    match store.renew_action_lease(id, &instance, lease_until(lease)).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            let _ = lost_sender.send(());
+                            return;
+                        }
+                        Err(error) => tracing::warn!(action = id, %error, "could not renew the action's lease"),
+                    }
+                }
+            })
+        };
+        let id = action.id;
+        let result = tokio::select! {
+            result = self.execute_claimed(action, server, started) => result,
+            Ok(()) = lost => {
+                let message = EngineError::message_ref(
+                    &messages::ACTION_LEASE_LOST,
+                    &[("instance", &instance), ("action", &id)],
+                );
+                self.note(&message, Some(server_id), Some(id)).await
+            }
+        };
+        renewer.abort();
+        result
+    }
+
+    /// The rest of [`Engine::execute`], once this instance holds the action's lease.
+    async fn execute_claimed(
+        &self,
+        action: ActionRecord,
+        server: ServerRecord,
+        started: MessageRef,
+    ) -> Result<(), EngineError> {
+        let store = &self.inner.store;
+        let kind = action.kind;
         self.note(&started, Some(server.id), Some(action.id)).await?;
         tracing::debug!(action = action.id, server = %server.name, %kind, attempt = action.attempts, "action started");
         let clock = Instant::now();

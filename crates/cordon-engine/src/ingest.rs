@@ -90,8 +90,11 @@ impl Engine {
     /// Processes committed detections until `shutdown` completes.
     pub async fn run_detections(&self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let lease = self.inner.settings.action_lease;
         loop {
-            loop {
+            // One processor across instances: the holder of the `detections` lease, renewed
+            // before each batch (settling is also a compare-and-swap, for a holder that stalled).
+            while self.hold_lease("detections", lease).await {
                 match self.inner.store.unprocessed_detections(500).await {
                     Ok(batch) if batch.is_empty() => break,
                     Ok(batch) => {
@@ -99,6 +102,9 @@ impl Engine {
                             let (id, source) = (record.id, record.detection.source.clone());
                             match self.process(record).await {
                                 Ok(outcome) => self.inner.metrics.detection(&source, outcome),
+                                Err(error) if error.kind == crate::ErrorKind::Conflict => {
+                                    tracing::warn!(detection = id, "another instance processed this detection first");
+                                }
                                 Err(error) => {
                                     tracing::error!(detection = id, %error, "could not process a detection; it stays queued");
                                     tokio::time::sleep(std::time::Duration::from_millis(500)).await;

@@ -84,6 +84,10 @@ pub struct EngineSettings {
     pub retry_base: Duration,
     /// The database, for `cordon status` (e.g. `sqlite:/var/lib/cordon/cordon.db`).
     pub database: String,
+    /// How long a lease on a running action (and on the detection processor) lasts without
+    /// renewal; renewed every third of it. Another instance takes an action over once its
+    /// lease expired.
+    pub action_lease: Duration,
 }
 
 impl EngineSettings {
@@ -95,6 +99,7 @@ impl EngineSettings {
             max_attempts: 3,
             retry_base: Duration::from_secs(1),
             database: String::new(),
+            action_lease: Duration::from_secs(15),
         }
     }
 }
@@ -346,11 +351,16 @@ impl Engine {
 
     /// Puts actions that a previous process left `running` back in line: their steps are
     /// idempotent, so running them again finishes what the dead process started.
+    ///
+    /// At start, these are the actions this instance itself held (its previous process died)
+    /// and those whose lease expired; while running, [`Engine::run`] takes over the latter.
     pub async fn recover(&self) -> Result<usize, EngineError> {
-        let running = self.inner.store.running_actions().await?;
-        for action in &running {
-            tracing::warn!(action = action.id, "action was running when Cordon stopped: resuming it");
-            self.inner.store.transition_action(action.id, action.generation, ActionCommand::Backoff, None).await?;
+        let instance = self.inner.settings.instance.clone();
+        let now = chrono::Utc::now().timestamp_micros();
+        let running = self.inner.store.orphaned_actions(now, Some(&instance)).await?;
+        let mut resumed = 0;
+        for action in running {
+            resumed += usize::from(self.take_over(action).await?);
         }
         // An action without a server cannot run; one left open (by an older version, or a crash
         // between commits) is failed with the message that says why.
@@ -375,7 +385,76 @@ impl Engine {
             tracing::warn!(action = current.id, "an action without a server was left open: failed with 67198");
         }
         self.inner.wake.notify_one();
-        Ok(running.len())
+        Ok(resumed)
+    }
+
+    /// Puts an action whose lease expired back in line (compare-and-swap: one instance does
+    /// it); a worker then resumes it from its journal. False when another instance was first.
+    async fn take_over(&self, action: ActionRecord) -> Result<bool, EngineError> {
+        // Never an action a worker of this process is running (its server is busy here).
+        if let Some(server_id) = action.server_id
+            && self.inner.busy.lock().unwrap_or_else(|p| p.into_inner()).contains(&server_id)
+        {
+            return Ok(false);
+        }
+        let previous = action.lease_owner.clone().unwrap_or_else(|| "unknown".into());
+        let message = EngineError::message_ref(
+            &messages::ACTION_TAKEN_OVER,
+            &[("action", &action.id), ("previous", &previous), ("instance", &self.inner.settings.instance)],
+        );
+        match self
+            .inner
+            .store
+            .transition_action(action.id, action.generation, ActionCommand::Backoff, Some(message.clone()))
+            .await
+        {
+            Ok(_) => {}
+            Err(StoreError::Conflict { .. } | StoreError::InvalidTransition { .. }) => return Ok(false),
+            Err(other) => return Err(other.into()),
+        }
+        self.note(&message, action.server_id, Some(action.id)).await?;
+        self.inner.metrics.action_taken_over();
+        Ok(true)
+    }
+
+    /// Takes over the running actions whose lease expired (their instance died or stalled).
+    async fn take_over_orphans(&self) -> Result<(), EngineError> {
+        let now = chrono::Utc::now().timestamp_micros();
+        for action in self.inner.store.orphaned_actions(now, None).await? {
+            if self.take_over(action).await? {
+                self.inner.wake.notify_one();
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes or renews the named lease (`reconciler`, `detections`) for `lease`; false when
+    /// another instance holds it. A database error counts as not holding it.
+    pub(crate) async fn hold_lease(&self, name: &str, lease: Duration) -> bool {
+        let until = execute::lease_until(lease);
+        match self.inner.store.acquire_lease(name, &self.inner.settings.instance, until).await {
+            Ok(held) => held,
+            Err(error) => {
+                tracing::warn!(%error, lease = name, "could not take the lease");
+                false
+            }
+        }
+    }
+
+    /// Records this instance's heartbeat now and every third of the action lease until
+    /// `shutdown` (`cordon status` lists the instances from these).
+    pub async fn run_heartbeat(&self, address: String, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let settings = &self.inner.settings;
+            if let Err(error) = self.inner.store.heartbeat(&settings.instance, &address, self.inner.started_at).await {
+                tracing::warn!(%error, "could not record this instance's heartbeat");
+            }
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tokio::time::sleep(settings.action_lease / 3) => {}
+            }
+        }
     }
 
     /// Runs actions until `shutdown` completes. Workers already started finish their step.
@@ -394,6 +473,7 @@ impl Engine {
     }
 
     async fn dispatch(&self) -> Result<(), EngineError> {
+        self.take_over_orphans().await?;
         for action in self.inner.store.runnable_actions().await? {
             let Some(server_id) = action.server_id else { continue };
             let claimed = self.inner.busy.lock().unwrap_or_else(|p| p.into_inner()).insert(server_id);

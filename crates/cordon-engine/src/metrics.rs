@@ -24,6 +24,8 @@ pub struct Metrics {
     http_unauthorized: AtomicU64,
     http_forbidden: AtomicU64,
     breaker_trips: AtomicU64,
+    /// Running actions this instance took over from an instance whose lease expired.
+    taken_over: AtomicU64,
     drifts: AtomicU64,
     /// Detections processed, by source and outcome (new_action, attached, ignored, shadow,
     /// unresolved, cooldown).
@@ -117,6 +119,10 @@ impl Metrics {
         self.breaker_trips.fetch_add(1, Relaxed);
     }
 
+    pub fn action_taken_over(&self) {
+        self.taken_over.fetch_add(1, Relaxed);
+    }
+
     /// One HTTP request answered; `status` picks the refusal counters.
     pub fn http_request(&self, status: u16) {
         self.http_requests.fetch_add(1, Relaxed);
@@ -185,6 +191,11 @@ impl Metrics {
         family("cordon_driver_errors_total", "Driver calls that failed.", "counter");
         family("cordon_breaker_trips_total", "Times the circuit breaker tripped.", "counter");
         family(
+            "cordon_actions_taken_over_total",
+            "Running actions taken over from an instance whose lease expired.",
+            "counter",
+        );
+        family(
             "cordon_drift_total",
             "Differences the reconciler found between the records and the network.",
             "counter",
@@ -210,6 +221,7 @@ impl Metrics {
         let _ = writeln!(out, "cordon_driver_calls_total {}", self.driver_calls.load(Relaxed));
         let _ = writeln!(out, "cordon_driver_errors_total {}", self.driver_errors.load(Relaxed));
         let _ = writeln!(out, "cordon_breaker_trips_total {}", self.breaker_trips.load(Relaxed));
+        let _ = writeln!(out, "cordon_actions_taken_over_total {}", self.taken_over.load(Relaxed));
         let _ = writeln!(out, "cordon_drift_total {}", self.drifts.load(Relaxed));
         let _ = writeln!(out, "cordon_http_requests_total {}", self.http_requests.load(Relaxed));
         let _ = writeln!(out, "cordon_http_refused_total{{status=\"401\"}} {}", self.http_unauthorized.load(Relaxed));

@@ -142,7 +142,9 @@ impl Engine {
         Ok(report)
     }
 
-    /// Runs [`Engine::reconcile`] now and every `interval` until `shutdown`.
+    /// Runs [`Engine::reconcile`] now and every `interval` until `shutdown`, on one instance
+    /// at a time: the one holding the `reconciler` lease (renewed at each pass, it lasts two
+    /// intervals and an action lease, so another instance takes over only after a holder died).
     pub async fn run_reconciler(
         &self,
         interval: std::time::Duration,
@@ -150,7 +152,16 @@ impl Engine {
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         tokio::pin!(shutdown);
+        let lease = interval * 2 + self.inner.settings.action_lease;
         loop {
+            if !self.hold_lease("reconciler", lease).await {
+                tracing::debug!("another instance holds the reconciler lease: no pass here");
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    _ = tokio::time::sleep(interval) => {}
+                }
+                continue;
+            }
             match self.reconcile(on_drift).await {
                 Ok(report) if !report.drifts.is_empty() => {
                     tracing::info!(

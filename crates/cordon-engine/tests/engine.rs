@@ -376,6 +376,46 @@ async fn an_action_left_running_by_a_dead_process_is_resumed() {
     let _ = f.stop.send(true);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_action_whose_lease_expired_is_taken_over_and_a_live_one_is_not() {
+    let store = memory_store();
+    store.sync_inventory(&inventory(&[A, B])).await.unwrap();
+    let a = store.server_by_name("a").await.unwrap().unwrap();
+    let b = store.server_by_name("b").await.unwrap().unwrap();
+    let new = |server_id| NewAction {
+        kind: ActionKind::Quarantine,
+        server_id: Some(server_id),
+        address: None,
+        state: ActionState::Pending,
+        reason: None,
+        trigger: "test".into(),
+        requested_by: "test".into(),
+        instance: "other".into(),
+        decided_by: None,
+        message: None,
+    };
+    let now = chrono::Utc::now().timestamp_micros();
+    // Another instance claimed both; it died holding `a`'s (its lease ran out) and is alive on `b`.
+    let dead = store.create_action(&new(a.id)).await.unwrap();
+    store.claim_action(dead.id, dead.generation, "other", now - 1, None).await.unwrap();
+    let live = store.create_action(&new(b.id)).await.unwrap();
+    store.claim_action(live.id, live.generation, "other", now + 600_000_000, None).await.unwrap();
+
+    let f = fixture_with("10.99.0.100-10.99.0.101", store.clone(), MemorySwitch::with_ports(&["p-a", "p-b"]));
+    let done = settle(&f.engine, dead.id).await;
+    assert_eq!((done.state, done.attempts, done.lease_owner), (ActionState::Succeeded, 2, None));
+    let numbers: Vec<u32> =
+        store.messages_for_action(dead.id).await.unwrap().iter().map(|m| m.message.number).collect();
+    assert!(numbers.contains(&41060), "the takeover is recorded: {numbers:?}");
+    let still = store.action(live.id).await.unwrap().unwrap();
+    assert_eq!(
+        (still.state, still.lease_owner.as_deref()),
+        (ActionState::Running, Some("other")),
+        "a live lease is kept"
+    );
+    let _ = f.stop.send(true);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Detections in, actions out
 // ---------------------------------------------------------------------------------------------

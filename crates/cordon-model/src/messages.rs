@@ -141,6 +141,9 @@ catalogue! {
     LINK_DECISION = 21031, "link_decision",
         "action {action}: {choice} through an approval link by {recipient}",
         "None: informational. The decision is in the action's audit trail as `link:<address>`.";
+    DATABASE_CONNECTED = 21060, "database_connected",
+        "instance {instance} uses the database {database}",
+        "None: informational. Every instance that names the same PostgreSQL database shares the records and the actions (`cordon status` lists them).";
     SERVER_RETIRED = 40001, "server_retired",
         "server {server} is no longer in the configuration: kept and flagged retired",
         "If the server was removed on purpose, nothing to do. If it still has open actions, check or finish them; Cordon never deletes a server's history.";
@@ -180,6 +183,12 @@ catalogue! {
     NOTIFICATIONS_MISSED = 41032, "notifications_missed",
         "the notifier fell behind and missed {count} engine events",
         "Notifications for those events were not sent: look at `cordon actions list` for what happened meanwhile. A slow SMTP server or webhook is the usual cause.";
+    ACTION_TAKEN_OVER = 41060, "action_taken_over",
+        "action {action} was running on instance {previous}, whose lease expired: instance {instance} resumes it from its journal",
+        "Nothing to do for the action: its steps are idempotent and the journal shows both attempts. Find out why {previous} stopped renewing its lease (crashed, stopped, cut off from the database); `cordon status` lists the live instances.";
+    ACTION_LEASE_LOST = 41061, "action_lease_lost",
+        "instance {instance} lost its lease on action {action}: another instance took it over, this worker stops",
+        "This instance stalled longer than [manager] action_lease (an overloaded host or database, a paused VM): find the stall, or raise action_lease.";
     INVALID_CONFIGURATION = 60001, "invalid_configuration",
         "invalid configuration: {detail}",
         "Fix the file at the line and key named, then start Cordon again. `cordon serve --config FILE --check` validates without starting.";
@@ -255,6 +264,15 @@ catalogue! {
     NO_SUCH_ROUTE = 60042, "no_such_route",
         "no such route: {method} {path}",
         "See the API description at /api/v1/openapi.json (docs/openapi.json) for the routes and their methods.";
+    DATABASE_UNREACHABLE = 60060, "database_unreachable",
+        "cannot connect to the database {database}: {detail}",
+        "Check that PostgreSQL runs and accepts connections from this host, that [manager] database names the right host, port, user and database, and that the file named by database_password_file holds the password.";
+    DATABASE_TOO_NEW = 60061, "database_too_new",
+        "the database {database} has schema version {found}, newer than this Cordon knows ({known})",
+        "A newer Cordon migrated this database: run that version here too (every instance on one database must run the same version), or restore the backup taken before the upgrade.";
+    DATABASE_PASSWORD_FILE = 60062, "database_password_file",
+        "cannot read the database password file {path}: {detail}",
+        "Create the file named by [manager] database_password_file, readable by the user Cordon runs as, holding the password on one line.";
     LINK_INVALID = 60070, "link_invalid",
         "approval link refused: {detail}",
         "The link is damaged or was not made by this Cordon (or its link secret changed): open the whole link from the e-mail, or decide with `cordon actions approve|reject ID`.";

@@ -483,6 +483,7 @@ mod tests {
                 decided_by: Some("rule x".into()),
                 created_at: now,
                 updated_at: now,
+                lease_owner: None,
             }),
             tenant: Some("sales".into()),
             admin_email: Some("infra-sales@example.com".into()),

@@ -191,6 +191,8 @@ pub struct ActionRecord {
     pub decided_by: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// While `running`: the instance that holds the action's lease (runs it).
+    pub lease_owner: Option<String>,
 }
 
 /// A stored detection and what the engine made of it.
@@ -387,7 +389,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// it (the action ended, or another instance took it over after the lease expired).
     async fn renew_action_lease(&self, id: i64, instance: &str, until_us: i64) -> Result<bool>;
     /// Running actions whose lease expired before `now_us` (their instance died or stalled),
-    /// and, with `previous_life`, those that instance itself held (it restarted).
+    /// and, with `previous_life` (an instance starting), also those that instance itself held
+    /// (its previous process died) and those without a lease (started by an older version).
     async fn orphaned_actions(&self, now_us: i64, previous_life: Option<&str>) -> Result<Vec<ActionRecord>>;
     /// Applies `command` if the action is still at `generation`; bumps the generation, counts
     /// an attempt on `start`, and sets the action's message when one is given.

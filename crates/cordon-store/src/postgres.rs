@@ -118,6 +118,14 @@ impl PostgresStore {
         &self.display
     }
 
+    /// `url` as it may be shown: without its password, or as given when it does not parse.
+    pub fn redact(url: &str) -> String {
+        match tokio_postgres::Config::from_str(url) {
+            Ok(config) => describe(&config),
+            Err(_) => "(an invalid database URL)".to_string(),
+        }
+    }
+
     async fn client(&self) -> Result<deadpool_postgres::Object> {
         self.pool.get().await.map_err(|e| match e {
             deadpool_postgres::PoolError::Backend(error) => {
@@ -233,7 +241,7 @@ async fn one_server(
 }
 
 const ACTION_COLUMNS: &str = "a.id, a.kind, a.state, a.generation, a.server_id, s.name, a.address, a.reason, a.trigger, a.requested_by, \
-     a.instance, a.attempts, a.message_number, a.message_text, a.detections, a.decided_by, a.created_at, a.updated_at";
+     a.instance, a.attempts, a.message_number, a.message_text, a.detections, a.decided_by, a.created_at, a.updated_at, a.lease_owner";
 
 fn action_row(row: &Row) -> Result<ActionRecord> {
     let number: Option<i64> = get(row, 12)?;
@@ -256,6 +264,7 @@ fn action_row(row: &Row) -> Result<ActionRecord> {
         decided_by: get(row, 15)?,
         created_at: get(row, 16)?,
         updated_at: get(row, 17)?,
+        lease_owner: get(row, 18)?,
     })
 }
 
@@ -933,7 +942,8 @@ impl Store for PostgresStore {
     async fn orphaned_actions(&self, now_us: i64, previous_life: Option<&str>) -> Result<Vec<ActionRecord>> {
         many_actions(
             &self.client().await?,
-            "WHERE a.state = 'running' AND (a.lease_until_us IS NULL OR a.lease_until_us < $1 OR a.lease_owner = $2::text)
+            "WHERE a.state = 'running'
+             AND (a.lease_until_us < $1 OR ($2::text IS NOT NULL AND (a.lease_until_us IS NULL OR a.lease_owner = $2)))
              ORDER BY a.id",
             &[&now_us, &previous_life],
         )

@@ -186,7 +186,7 @@ fn one_server(connection: &Connection, clause: &str, param: &dyn rusqlite::ToSql
 }
 
 const ACTION_COLUMNS: &str = "a.id, a.kind, a.state, a.generation, a.server_id, s.name, a.address, a.reason, a.trigger, a.requested_by, \
-     a.instance, a.attempts, a.message_number, a.message_text, a.detections, a.decided_by, a.created_at, a.updated_at";
+     a.instance, a.attempts, a.message_number, a.message_text, a.detections, a.decided_by, a.created_at, a.updated_at, a.lease_owner";
 
 fn action_row(row: &Row<'_>) -> rusqlite::Result<ActionRecord> {
     let number: Option<i64> = row.get(12)?;
@@ -209,6 +209,7 @@ fn action_row(row: &Row<'_>) -> rusqlite::Result<ActionRecord> {
         decided_by: row.get(15)?,
         created_at: parse_time(&row.get::<_, String>(16)?)?,
         updated_at: parse_time(&row.get::<_, String>(17)?)?,
+        lease_owner: row.get(18)?,
     })
 }
 
@@ -867,7 +868,8 @@ impl Store for SqliteStore {
         self.run(move |connection| {
             many_actions(
                 connection,
-                "WHERE a.state = 'running' AND (a.lease_until_us IS NULL OR a.lease_until_us < ?1 OR a.lease_owner = ?2) ORDER BY a.id",
+                "WHERE a.state = 'running' AND (a.lease_until_us < ?1 OR (?2 IS NOT NULL AND (a.lease_until_us IS NULL OR a.lease_owner = ?2)))
+                 ORDER BY a.id",
                 &[&now_us, &previous_life],
             )
         })

@@ -291,5 +291,30 @@ pub fn status_detail(s: &StatusView) -> String {
             .collect();
         out.push_str(&render(&["NAME", "RECEIVED", "ACCEPTED", "SKIPPED", "REJECTED"], &rows));
     }
+    if !s.instances.is_empty() {
+        out.push_str("\nInstances:\n");
+        let rows: Vec<Vec<String>> = s
+            .instances
+            .iter()
+            .map(|i| {
+                let mut leases: Vec<String> =
+                    i.leases.iter().map(|l| format!("{} until {}", l.name, clock(&l.until))).collect();
+                leases.extend(i.actions.iter().map(|a| format!("action {} until {}", a.action, clock(&a.until))));
+                vec![
+                    i.name.clone(),
+                    if i.live { "live" } else { "gone" }.to_string(),
+                    i.address.clone(),
+                    clock(&i.heartbeat_at).to_string(),
+                    if leases.is_empty() { "-".to_string() } else { leases.join(", ") },
+                ]
+            })
+            .collect();
+        out.push_str(&render(&["NAME", "STATE", "ADDRESS", "HEARTBEAT", "LEASES"], &rows));
+    }
     out
+}
+
+/// The time of day of an RFC 3339 timestamp (`12:00:01.250`), or the whole text.
+fn clock(timestamp: &str) -> &str {
+    timestamp.split_once('T').map_or(timestamp, |(_, time)| time.trim_end_matches('Z'))
 }

@@ -11,7 +11,9 @@ use cordon_config::{Config, HypervisorDriverKind};
 use cordon_drivers::{LibvirtHypervisor, LinuxBridgeSwitch, PowerDriver, RedfishBmc, RedfishSettings, SwitchDriver};
 use cordon_engine::{DomainPower, Engine, EngineSettings, NetworkPlan, Topology};
 use cordon_model::{AddressPool, Role, SwitchDriverKind, messages};
-use cordon_store::{Inventory, NetworkSpec, NewMessage, NicSpec, ServerSpec, SqliteStore, Store, TenantSpec};
+use cordon_store::{
+    Inventory, NetworkSpec, NewMessage, NicSpec, ServerSpec, SqliteStore, Store, StoreError, TenantSpec,
+};
 use tokio::net::TcpListener;
 
 use crate::cli::Failure;
@@ -40,9 +42,10 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
         .mode(0o700)
         .create(data_dir)
         .map_err(|e| store_failure(&format!("cannot create {}: {e}", data_dir.display())))?;
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(&data_dir.join("cordon.db")).map_err(|e| store_failure(&e))?);
     let instance = config.manager.instance.clone();
+    let (store, database) = open_store(&config.manager).await?;
+    let connected = messages::DATABASE_CONNECTED.render(&[("instance", &instance), ("database", &database)]);
+    tracing::info!(number = messages::DATABASE_CONNECTED.number, "{connected}");
 
     let report = store.sync_inventory(&inventory(&config)).await.map_err(|e| store_failure(&e))?;
     let synced = messages::INVENTORY_SYNCED.render(&[
@@ -51,6 +54,7 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
         ("retired", &report.retired.len()),
     ]);
     tracing::info!(number = messages::INVENTORY_SYNCED.number, "{synced}");
+    note(&*store, messages::DATABASE_CONNECTED.number, connected, &instance).await;
     note(&*store, messages::INVENTORY_SYNCED.number, synced, &instance).await;
     for name in &report.retired {
         let text = messages::SERVER_RETIRED.render(&[("server", name)]);
@@ -61,11 +65,15 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
     if store.count_tokens().await.map_err(|e| store_failure(&e))? == 0 {
         let token = cordon_api::new_token();
         let path = data_dir.join("admin.token");
-        write_secret(&path, &token).map_err(|e| store_failure(&format!("cannot write {}: {e}", path.display())))?;
-        store
-            .create_token("admin", Role::Admin, &cordon_api::hash_token(&token))
-            .await
-            .map_err(|e| store_failure(&e))?;
+        let created = store.create_token("admin", Role::Admin, &cordon_api::hash_token(&token)).await;
+        // Instances that start together on one database: the first one creates the token.
+        if let Err(error) = created {
+            if store.count_tokens().await.map_err(|e| store_failure(&e))? == 0 {
+                return Err(store_failure(&error));
+            }
+        } else {
+            write_secret(&path, &token).map_err(|e| store_failure(&format!("cannot write {}: {e}", path.display())))?;
+        }
         let text = messages::ADMIN_TOKEN_CREATED.render(&[("path", &path.display())]);
         tracing::info!(number = messages::ADMIN_TOKEN_CREATED.number, "{text}");
         note(&*store, messages::ADMIN_TOKEN_CREATED.number, text, &instance).await;
@@ -74,7 +82,8 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
     let topology = topology(&config)
         .map_err(|detail| Failure::new(&messages::INVALID_CONFIGURATION, &[("detail", &detail)]).usage())?;
     let mut settings = EngineSettings::new(instance.clone());
-    settings.database = format!("sqlite:{}", data_dir.join("cordon.db").display());
+    settings.database = database;
+    settings.action_lease = std::time::Duration::from_secs(config.manager.action_lease_secs);
     settings.max_attempts = config.manager.max_attempts;
     settings.driver_timeout = std::time::Duration::from_secs(config.manager.driver_timeout_secs);
     settings.retry_base = std::time::Duration::from_secs(config.manager.retry_backoff_secs);
@@ -147,6 +156,17 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
                 .await
         })
     };
+    let heartbeat_task = {
+        let engine = engine.clone();
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            engine
+                .run_heartbeat(address.to_string(), async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+        })
+    };
     let detections_task = {
         let engine = engine.clone();
         let mut stop = stop.clone();
@@ -190,10 +210,48 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
     let _ = engine_task.await;
     let _ = detections_task.await;
     let _ = reconciler_task.await;
+    let _ = heartbeat_task.await;
     if let Some(task) = notify_task {
         let _ = task.await;
     }
     result.map_err(|e| Failure::new(&messages::INTERNAL_ERROR, &[("detail", &e)]))
+}
+
+/// The store `[manager]` names: the embedded SQLite database in `data_dir`, or the PostgreSQL
+/// database of `database` (with the password from `database_password_file`). Returns it with
+/// its description for `cordon status` (never the password).
+async fn open_store(manager: &cordon_config::ManagerConfig) -> Result<(Arc<dyn Store>, String), Failure> {
+    let too_new = |database: &str, found: i64, known: i64| {
+        Failure::new(&messages::DATABASE_TOO_NEW, &[("database", &database), ("found", &found), ("known", &known)])
+    };
+    let Some(url) = &manager.database else {
+        let path = manager.data_dir.join("cordon.db");
+        let described = format!("sqlite:{}", path.display());
+        let store = SqliteStore::open(&path).map_err(|e| match e {
+            StoreError::SchemaTooNew { found, known } => too_new(&described, found, known),
+            other => Failure::new(&messages::STORE_FAILURE, &[("detail", &other)]),
+        })?;
+        return Ok((Arc::new(store), described));
+    };
+    let password = match &manager.database_password_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Failure::new(&messages::DATABASE_PASSWORD_FILE, &[("path", &path.display()), ("detail", &e)])
+            })?;
+            Some(text.trim_end_matches(['\n', '\r']).to_string())
+        }
+        None => None,
+    };
+    let shown = cordon_store::PostgresStore::redact(url);
+    let store = cordon_store::PostgresStore::connect(url, password.as_deref()).await.map_err(|e| match e {
+        StoreError::SchemaTooNew { found, known } => too_new(&shown, found, known),
+        StoreError::Unreachable(detail) => {
+            Failure::new(&messages::DATABASE_UNREACHABLE, &[("database", &shown), ("detail", &detail)])
+        }
+        other => Failure::new(&messages::STORE_FAILURE, &[("detail", &other)]),
+    })?;
+    let described = store.describe().to_string();
+    Ok((Arc::new(store), described))
 }
 
 fn init_logging() {
