@@ -253,6 +253,8 @@ pub struct DetectionView {
     pub server: Option<String>,
     /// What the engine decided (null while not processed yet).
     pub decision: Option<String>,
+    /// The instance that received it.
+    pub instance: String,
 }
 
 /// Body of `POST /api/v1/detections` (a webhook or `cordon report`): one detection.
@@ -335,6 +337,7 @@ impl From<&cordon_store::DetectionRecord> for DetectionView {
             action_id: record.action_id,
             server: record.server_name.clone(),
             decision: record.decision.clone(),
+            instance: record.instance.clone(),
         }
     }
 }
