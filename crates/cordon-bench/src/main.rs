@@ -6,6 +6,7 @@
 
 mod ingest;
 mod inventory;
+mod multi;
 mod report;
 
 use std::path::PathBuf;
@@ -38,6 +39,13 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         lookups: u32,
     },
+    /// Sustained actions/s on PostgreSQL with one and two instances (real linux-bridge ports).
+    Multi {
+        #[arg(long, default_value_t = 100)]
+        servers: u32,
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,6 +55,7 @@ fn main() -> anyhow::Result<()> {
     let result = match cli.command {
         Command::Ingest { seconds } => ingest::run(Duration::from_secs(seconds))?,
         Command::Inventory { servers, lookups } => inventory::run(servers, lookups)?,
+        Command::Multi { servers, rounds } => multi::run(servers, rounds)?,
     };
     let path = result.write(&cli.results, &machine)?;
     println!("written to {}", path.display());
