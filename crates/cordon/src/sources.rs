@@ -18,6 +18,12 @@ use tokio::sync::watch;
 
 use crate::cli::Failure;
 
+/// Where a followed file's checkpoint is stored: `<instance>/<source>`, because files are
+/// followed per instance and instances that share a database may use the same source names.
+fn checkpoint_key(instance: &str, source: &str) -> String {
+    format!("{instance}/{source}")
+}
+
 /// Commits a source's batch through the engine: detections and the file checkpoint together.
 #[derive(Debug)]
 struct EngineSink {
@@ -28,7 +34,7 @@ struct EngineSink {
 impl DetectionSink for EngineSink {
     async fn deliver(&self, batch: Batch) -> Result<(), SinkError> {
         let checkpoint = batch.checkpoint.map(|c| SourceCheckpoint {
-            source: batch.source.clone(),
+            source: checkpoint_key(self.engine.instance(), &batch.source),
             path: c.path.to_string_lossy().into_owned(),
             inode: c.inode,
             offset: c.offset,
@@ -103,7 +109,14 @@ pub async fn start(config: &Config, engine: &Engine, stop: &watch::Receiver<bool
             SourceKind::SuricataEve { path, socket } => {
                 eve_sources.insert(name.clone());
                 if let Some(path) = path {
-                    let start = engine.store().checkpoint(&name).await.ok().flatten().map(|c| Checkpoint {
+                    // Stored under the instance's key; a checkpoint from before several instances
+                    // shared a database is under the source's name alone.
+                    let store = engine.store();
+                    let stored = match store.checkpoint(&checkpoint_key(engine.instance(), &name)).await {
+                        Ok(Some(checkpoint)) => Some(checkpoint),
+                        _ => store.checkpoint(&name).await.ok().flatten(),
+                    };
+                    let start = stored.map(|c| Checkpoint {
                         path: PathBuf::from(c.path),
                         inode: c.inode,
                         offset: c.offset,
