@@ -54,10 +54,26 @@ fn backend(error: impl std::fmt::Display) -> StoreError {
 
 /// A database error with its detail (tokio-postgres's `Display` alone says only "db error").
 fn db(error: tokio_postgres::Error) -> StoreError {
-    match error.as_db_error() {
-        Some(db) => StoreError::Backend(format!("{}: {}", db.code().code(), db.message())),
-        None => StoreError::Backend(error.to_string()),
+    StoreError::Backend(explain(&error))
+}
+
+/// The error with its causes ("error connecting to server: Connection refused (os error
+/// 111)"), and a server error's SQLSTATE and message.
+fn explain(error: &tokio_postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        return format!("{}: {}", db.code().code(), db.message());
     }
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn now_us() -> i64 {
@@ -128,10 +144,8 @@ impl PostgresStore {
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
         self.pool.get().await.map_err(|e| match e {
-            deadpool_postgres::PoolError::Backend(error) => {
-                StoreError::Unreachable(format!("{}: {}", self.display, db(error)))
-            }
-            other => StoreError::Unreachable(format!("{}: {other}", self.display)),
+            deadpool_postgres::PoolError::Backend(error) => StoreError::Unreachable(explain(&error)),
+            other => StoreError::Unreachable(other.to_string()),
         })
     }
 

@@ -116,11 +116,8 @@ pub async fn start(config: &Config, engine: &Engine, stop: &watch::Receiver<bool
                         Ok(Some(checkpoint)) => Some(checkpoint),
                         _ => store.checkpoint(&name).await.ok().flatten(),
                     };
-                    let start = stored.map(|c| Checkpoint {
-                        path: PathBuf::from(c.path),
-                        inode: c.inode,
-                        offset: c.offset,
-                    });
+                    let start =
+                        stored.map(|c| Checkpoint { path: PathBuf::from(c.path), inode: c.inode, offset: c.offset });
                     let follower = FileFollower::new(
                         name.clone(),
                         path.clone(),

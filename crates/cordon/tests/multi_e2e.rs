@@ -283,3 +283,51 @@ fn two_instances_share_the_work_and_one_takes_over_when_the_other_is_killed() {
         takeover.as_secs_f64()
     );
 }
+
+/// `examples/cordon.toml` with its own data folder and `database`: enough to reach the store.
+fn example_with_database(dir: &Path, database: &str, password_file: Option<&Path>) -> PathBuf {
+    let example = std::fs::read_to_string(repo_root().join("examples/cordon.toml")).unwrap();
+    let mut manager = format!("[manager]\ndatabase = \"{database}\"\n");
+    if let Some(file) = password_file {
+        manager.push_str(&format!("database_password_file = \"{}\"\n", file.display()));
+    }
+    let config = example
+        .replacen("[manager]\n", &manager, 1)
+        .replace("data_dir = \"/var/lib/cordon\"", &format!("data_dir = \"{}\"", dir.join("data").display()));
+    let path = dir.join("cordon.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+fn serve_fails(config: &Path) -> (i32, String) {
+    let out = Command::new(CORDON).args(["serve", "--config"]).arg(config).output().unwrap();
+    (out.status.code().unwrap_or(-1), stderr(&out))
+}
+
+#[test]
+fn a_database_that_cannot_be_used_stops_the_start_with_its_number() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on this port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = example_with_database(dir.path(), &format!("postgres://cordon@127.0.0.1:{port}/cordon"), None);
+    let (code, errors) = serve_fails(&config);
+    assert_eq!(code, 1, "{errors}");
+    assert!(errors.contains("60060") && errors.contains(&format!("127.0.0.1:{port}")), "{errors}");
+
+    let missing = dir.path().join("no-such.password");
+    let config = example_with_database(dir.path(), "postgres://cordon@127.0.0.1:1/cordon", Some(&missing));
+    let (code, errors) = serve_fails(&config);
+    assert!(code == 1 && errors.contains("60062"), "{errors}");
+
+    // A database migrated by a newer Cordon.
+    let url = postgres::fresh_database("cpg_newer");
+    let database = url.rsplit('/').next().unwrap();
+    postgres::server().psql(
+        database,
+        "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL); \
+         INSERT INTO schema_migrations VALUES (999, now())",
+    );
+    let config = example_with_database(dir.path(), &url, None);
+    let (code, errors) = serve_fails(&config);
+    assert!(code == 1 && errors.contains("60061") && errors.contains("999"), "{errors}");
+}
