@@ -1,6 +1,10 @@
 //! `/approve/{token}`, in process on an in-memory store: GET never acts, POST acts once, and bad,
 //! expired or spent links are refused with their numbered messages; every answer is documented
-//! in docs/openapi.json.
+//! in docs/openapi.json. With two instances on one PostgreSQL database, a link sent by one
+//! works on the other, once.
+
+#[path = "../../cordon-store/tests/support/postgres.rs"]
+mod postgres;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -34,7 +38,12 @@ struct Reply {
 
 impl Fixture {
     async fn new(links: bool) -> Fixture {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
+        Fixture::on(links, Arc::new(SqliteStore::open_in_memory().unwrap()), "test-1").await
+    }
+
+    /// An instance named `instance` on `store`, with its own signer (its own memory of used
+    /// links) made from the shared secret.
+    async fn on(links: bool, store: Arc<dyn Store>, instance: &str) -> Fixture {
         store
             .sync_inventory(&Inventory {
                 networks: vec![
@@ -74,7 +83,7 @@ impl Fixture {
             })
             .await
             .unwrap();
-        let engine = Engine::new(store, Topology::default(), EngineSettings::new("test-1"));
+        let engine = Engine::new(store, Topology::default(), EngineSettings::new(instance));
         let signer = LinkSigner::new(SECRET.to_vec(), "https://cordon.example", Duration::from_secs(3600)).unwrap();
         let state = Arc::new(NotifyState { links: links.then_some(signer), counters: Counters::default() });
         let ingest = IngestSettings {
@@ -255,4 +264,26 @@ async fn without_links_configured_the_route_says_so() {
         assert_refused(&fixture.call(method, &token).await, StatusCode::NOT_FOUND, messages::LINKS_DISABLED.number);
     }
     assert_eq!(fixture.state_of(id).await.0, ActionState::AwaitingApproval);
+}
+
+#[tokio::test]
+async fn a_link_sent_by_one_instance_works_once_on_any_instance() {
+    let url = postgres::fresh_database("cpg_links");
+    let store_a: Arc<dyn Store> = Arc::new(cordon_store::PostgresStore::connect(&url, None).await.unwrap());
+    let store_b: Arc<dyn Store> = Arc::new(cordon_store::PostgresStore::connect(&url, None).await.unwrap());
+    let a = Fixture::on(true, store_a, "cpg-a").await;
+    let b = Fixture::on(true, store_b, "cpg-b").await;
+    let id = a.awaiting().await;
+    // Instance a sent the e-mail; the administrator's click reaches instance b.
+    let approve = a.token(id, Choice::ApproveQuarantine);
+    let reply = b.call(Method::GET, &approve).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let reply = b.call(Method::POST, &approve).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(a.state_of(id).await, (ActionState::Pending, ActionKind::Quarantine));
+    let audit = a.engine.store().list_audit(10).await.unwrap();
+    assert!(audit.iter().any(|e| e.entry.verb == "approve" && e.entry.instance == "cpg-b"), "{audit:?}");
+    // The same link on instance a, which never saw it used: still spent.
+    assert_refused(&a.call(Method::POST, &approve).await, StatusCode::CONFLICT, 60072);
+    assert_refused(&b.call(Method::POST, &b.token(id, Choice::Ignore)).await, StatusCode::CONFLICT, 60072);
 }
