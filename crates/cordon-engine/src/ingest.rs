@@ -92,11 +92,13 @@ impl Engine {
         tokio::pin!(shutdown);
         let lease = self.inner.settings.action_lease;
         loop {
-            // One processor across instances: the holder of the `detections` lease, renewed
-            // before each batch (settling is also a compare-and-swap, for a holder that stalled).
-            while self.hold_lease("detections", lease).await {
+            // One processor across instances: the holder of the `detections` lease, taken or
+            // renewed before each batch there is to process (so an idle instance writes
+            // nothing); settling is also a compare-and-swap, for a holder that stalled.
+            loop {
                 match self.inner.store.unprocessed_detections(500).await {
                     Ok(batch) if batch.is_empty() => break,
+                    Ok(_) if !self.hold_lease("detections", lease).await => break,
                     Ok(batch) => {
                         for record in batch {
                             let (id, source) = (record.id, record.detection.source.clone());
