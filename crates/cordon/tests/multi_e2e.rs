@@ -204,6 +204,16 @@ fn two_instances_share_the_work_and_one_takes_over_when_the_other_is_killed() {
         .collect();
     live.sort();
     assert_eq!(live, vec!["cpg-a", "cpg-b"], "{status:#}");
+    let reconcilers = status["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["leases"].as_array().unwrap().iter().any(|l| l["name"] == "reconciler"))
+        .count();
+    assert_eq!(reconcilers, 1, "the reconciler runs on one instance: {status:#}");
+    let text = stdout(&b.cordon(&["status"]));
+    assert!(text.contains("Instances:") && text.contains("cpg-a") && text.contains("reconciler until"), "{text}");
+    println!("cordon status on cpg-b:\n{text}");
     println!("phase 1: 4 detections through both instances -> 3 actions, run by {ran_on:?}");
 
     for (index, (server, _, _)) in SERVERS.iter().enumerate() {
