@@ -13,7 +13,9 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::{AuditEntry, AuditRecord, Store};
+use cordon_model::{ActionCommand, ActionKind, ActionState};
+
+use crate::{ActionRecord, AuditEntry, AuditRecord, MessageRef, Store};
 
 /// The `prev_hash` of the first row.
 pub const AUDIT_GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -90,6 +92,77 @@ impl AuditVerifier {
 
     pub fn finish(self) -> AuditSummary {
         AuditSummary { rows: self.rows, head_id: self.previous_id, head_hash: self.previous_hash }
+    }
+}
+
+/// The audit rows the stores write for the changes they make themselves, built here once so that
+/// every backend writes the same verbs, targets and details.
+pub(crate) mod entries {
+    use super::*;
+
+    /// A change the store made itself (actor `cordon`, origin `engine`).
+    pub fn state_change(instance: &str, verb: &str, target: String, detail: String) -> AuditEntry {
+        AuditEntry {
+            actor: "cordon".into(),
+            origin: "engine".into(),
+            verb: verb.into(),
+            target,
+            detail,
+            instance: instance.into(),
+        }
+    }
+
+    /// A new action, in the name of whoever requested it.
+    pub fn action_created(record: &ActionRecord) -> AuditEntry {
+        let on = match (&record.server_name, record.address) {
+            (Some(server), _) => format!("server {server}"),
+            (None, Some(address)) => format!("address {address} (no server)"),
+            (None, None) => "no server".to_string(),
+        };
+        let mut detail = format!("{} on {on}, {}, by {}", record.kind, record.state, record.trigger);
+        if let Some(reason) = &record.reason {
+            detail.push_str(&format!(": {reason}"));
+        }
+        AuditEntry {
+            actor: record.requested_by.clone(),
+            origin: record.trigger.clone(),
+            verb: "action_created".into(),
+            target: format!("action {}", record.id),
+            detail,
+            instance: record.instance.clone(),
+        }
+    }
+
+    /// An action's state moved: `pending -> running (start)`, with the kind and message it got.
+    pub fn action_state(
+        instance: &str,
+        id: i64,
+        (from, to): (ActionState, ActionState),
+        command: ActionCommand,
+        kind: Option<ActionKind>,
+        message: Option<&MessageRef>,
+    ) -> AuditEntry {
+        let mut detail = format!("{from} -> {to} ({command})");
+        if let Some(kind) = kind {
+            detail.push_str(&format!(", as {kind}"));
+        }
+        if let Some(message) = message {
+            detail.push_str(&format!(", message {}", message.number));
+        }
+        state_change(instance, "action_state", format!("action {id}"), detail)
+    }
+
+    /// A NIC moved: `NIC 02:..: office 10.10.0.11 -> quarantine 10.99.0.100`.
+    pub fn nic_position(
+        instance: &str,
+        server: &str,
+        mac: &str,
+        before: (&str, Option<&str>),
+        after: (&str, Option<&str>),
+    ) -> AuditEntry {
+        let shown = |(network, ip): (&str, Option<&str>)| format!("{network} {}", ip.unwrap_or("(no address)"));
+        let detail = format!("NIC {mac}: {} -> {}", shown(before), shown(after));
+        state_change(instance, "nic_position", format!("server {server}"), detail)
     }
 }
 

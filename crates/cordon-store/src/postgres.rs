@@ -24,6 +24,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
+use crate::audit::entries;
 use crate::*;
 
 /// Ordered migrations; the index + 1 is the schema version.
@@ -248,18 +249,6 @@ async fn append_audit_in(tx: &impl GenericClient, entry: &AuditEntry) -> Result<
     .await
     .map_err(db)?;
     Ok(AuditRecord { id, at, entry: entry.clone(), prev_hash, hash })
-}
-
-/// The audit row of a change the store made itself (a state change).
-fn state_change(instance: &str, verb: &str, target: String, detail: String) -> AuditEntry {
-    AuditEntry {
-        actor: "cordon".into(),
-        origin: "engine".into(),
-        verb: verb.into(),
-        target,
-        detail,
-        instance: instance.into(),
-    }
 }
 
 impl PostgresStore {
@@ -834,16 +823,10 @@ impl PostgresStore {
         .await
         .map_err(db)?;
         let record = existing_action(&tx, id).await?;
-        let mut detail = format!("{state} -> {next} ({command})");
-        if let Some(kind) = extras.kind {
-            detail.push_str(&format!(", as {kind}"));
-        }
-        if let Some(message) = &extras.message {
-            detail.push_str(&format!(", message {}", message.number));
-        }
         // A claim is written in the name of the claiming instance, as in SQLite.
         let instance = extras.lease.map(|(holder, _)| holder).unwrap_or(&self.instance);
-        append_audit_in(&tx, &state_change(instance, "action_state", format!("action {id}"), detail)).await?;
+        let entry = entries::action_state(instance, id, (state, next), command, extras.kind, extras.message.as_ref());
+        append_audit_in(&tx, &entry).await?;
         tx.commit().await.map_err(db)?;
         Ok(record)
     }
@@ -939,8 +922,11 @@ impl Store for PostgresStore {
         .map_err(db)?;
         if before != state.as_str() {
             let detail = format!("{before} -> {state}");
-            append_audit_in(&tx, &state_change(&self.instance, "server_state", format!("server {name}"), detail))
-                .await?;
+            append_audit_in(
+                &tx,
+                &entries::state_change(&self.instance, "server_state", format!("server {name}"), detail),
+            )
+            .await?;
         }
         tx.commit().await.map_err(db)
     }
@@ -970,14 +956,10 @@ impl Store for PostgresStore {
         .map_err(db)?;
         tx.execute("UPDATE servers SET updated_at = $2 WHERE id = $1", &[&server_id, &Utc::now()]).await.map_err(db)?;
         if (before_network.as_str(), before_ip.as_deref()) != (network, ip_text.as_deref()) {
-            let shown = |net: &str, ip: Option<&str>| format!("{net} {}", ip.unwrap_or("(no address)"));
-            let detail = format!(
-                "NIC {mac}: {} -> {}",
-                shown(&before_network, before_ip.as_deref()),
-                shown(network, ip_text.as_deref())
-            );
-            append_audit_in(&tx, &state_change(&self.instance, "nic_position", format!("server {name}"), detail))
-                .await?;
+            let before = (before_network.as_str(), before_ip.as_deref());
+            let mac = mac.to_string();
+            let entry = entries::nic_position(&self.instance, &name, &mac, before, (network, ip_text.as_deref()));
+            append_audit_in(&tx, &entry).await?;
         }
         tx.commit().await.map_err(db)
     }
@@ -1078,24 +1060,7 @@ impl Store for PostgresStore {
             .map_err(db)?;
         let id: i64 = get(&row, 0)?;
         let record = existing_action(&tx, id).await?;
-        let on = match (&record.server_name, record.address) {
-            (Some(server), _) => format!("server {server}"),
-            (None, Some(address)) => format!("address {address} (no server)"),
-            (None, None) => "no server".to_string(),
-        };
-        let mut detail = format!("{} on {on}, {}, by {}", record.kind, record.state, record.trigger);
-        if let Some(reason) = &record.reason {
-            detail.push_str(&format!(": {reason}"));
-        }
-        let entry = AuditEntry {
-            actor: record.requested_by.clone(),
-            origin: record.trigger.clone(),
-            verb: "action_created".into(),
-            target: format!("action {id}"),
-            detail,
-            instance: record.instance.clone(),
-        };
-        append_audit_in(&tx, &entry).await?;
+        append_audit_in(&tx, &entries::action_created(&record)).await?;
         tx.commit().await.map_err(db)?;
         Ok(record)
     }
@@ -1272,7 +1237,8 @@ impl Store for PostgresStore {
         .map_err(db)?;
         let record = existing_action(&tx, id).await?;
         let detail = format!("kind now {kind} ({state})");
-        append_audit_in(&tx, &state_change(&self.instance, "action_kind", format!("action {id}"), detail)).await?;
+        append_audit_in(&tx, &entries::state_change(&self.instance, "action_kind", format!("action {id}"), detail))
+            .await?;
         tx.commit().await.map_err(db)?;
         Ok(record)
     }

@@ -14,6 +14,7 @@ use chrono::{SecondsFormat, Utc};
 use cordon_model::{ActionCommand, ActionKind, ActionState, AddressPool, Detection, MacAddr, Role, ServerState};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
+use crate::audit::entries;
 use crate::*;
 
 /// Ordered migrations; the index + 1 is the schema version.
@@ -636,18 +637,6 @@ fn append_audit_in(tx: &Connection, entry: &AuditEntry) -> Result<AuditRecord> {
     Ok(AuditRecord { id, at, entry: entry.clone(), prev_hash, hash })
 }
 
-/// The audit row of a change the store made itself (a state change).
-fn state_change(instance: &str, verb: &str, target: String, detail: String) -> AuditEntry {
-    AuditEntry {
-        actor: "cordon".into(),
-        origin: "engine".into(),
-        verb: verb.into(),
-        target,
-        detail,
-        instance: instance.into(),
-    }
-}
-
 /// One compare-and-swap move of an action's state.
 struct Transition {
     id: i64,
@@ -720,14 +709,8 @@ fn transition(connection: &mut Connection, instance: &str, change: Transition) -
     )
     .map_err(backend)?;
     let record = one_action(&tx, id)?.ok_or_else(|| StoreError::NotFound { what: format!("action {id}") })?;
-    let mut detail = format!("{state} -> {next} ({command})");
-    if let Some(kind) = kind {
-        detail.push_str(&format!(", as {kind}"));
-    }
-    if let Some(message) = &message {
-        detail.push_str(&format!(", message {}", message.number));
-    }
-    append_audit_in(&tx, &state_change(instance, "action_state", format!("action {id}"), detail))?;
+    let entry = entries::action_state(instance, id, (state, next), command, kind, message.as_ref());
+    append_audit_in(&tx, &entry)?;
     tx.commit().map_err(backend)?;
     Ok(record)
 }
@@ -813,7 +796,10 @@ impl Store for SqliteStore {
             .map_err(backend)?;
             if before != state.as_str() {
                 let detail = format!("{before} -> {state}");
-                append_audit_in(&tx, &state_change(&instance, "server_state", format!("server {name}"), detail))?;
+                append_audit_in(
+                    &tx,
+                    &entries::state_change(&instance, "server_state", format!("server {name}"), detail),
+                )?;
             }
             tx.commit().map_err(backend)
         })
@@ -846,13 +832,10 @@ impl Store for SqliteStore {
             tx.execute("UPDATE servers SET updated_at = ?2 WHERE id = ?1", params![server_id, now()])
                 .map_err(backend)?;
             if (before_network.as_str(), before_ip.as_deref()) != (network.as_str(), ip_text.as_deref()) {
-                let shown = |net: &str, ip: Option<&str>| format!("{net} {}", ip.unwrap_or("(no address)"));
-                let detail = format!(
-                    "NIC {mac}: {} -> {}",
-                    shown(&before_network, before_ip.as_deref()),
-                    shown(&network, ip_text.as_deref())
-                );
-                append_audit_in(&tx, &state_change(&instance, "nic_position", format!("server {name}"), detail))?;
+                let before = (before_network.as_str(), before_ip.as_deref());
+                let after = (network.as_str(), ip_text.as_deref());
+                let mac = mac.to_string();
+                append_audit_in(&tx, &entries::nic_position(&instance, &name, &mac, before, after))?;
             }
             tx.commit().map_err(backend)
         })
@@ -963,24 +946,7 @@ impl Store for SqliteStore {
                 .map_err(backend)?;
             let id = tx.last_insert_rowid();
             let record = one_action(&tx, id)?.ok_or_else(|| StoreError::NotFound { what: format!("action {id}") })?;
-            let on = match (&record.server_name, record.address) {
-                (Some(server), _) => format!("server {server}"),
-                (None, Some(address)) => format!("address {address} (no server)"),
-                (None, None) => "no server".to_string(),
-            };
-            let mut detail = format!("{} on {on}, {}, by {}", record.kind, record.state, record.trigger);
-            if let Some(reason) = &record.reason {
-                detail.push_str(&format!(": {reason}"));
-            }
-            let entry = AuditEntry {
-                actor: record.requested_by.clone(),
-                origin: record.trigger.clone(),
-                verb: "action_created".into(),
-                target: format!("action {id}"),
-                detail,
-                instance: record.instance.clone(),
-            };
-            append_audit_in(&tx, &entry)?;
+            append_audit_in(&tx, &entries::action_created(&record))?;
             tx.commit().map_err(backend)?;
             Ok(record)
         })
@@ -1206,7 +1172,7 @@ impl Store for SqliteStore {
             .map_err(backend)?;
             let record = one_action(&tx, id)?.ok_or_else(|| StoreError::NotFound { what: format!("action {id}") })?;
             let detail = format!("kind now {kind} ({state})");
-            append_audit_in(&tx, &state_change(&instance, "action_kind", format!("action {id}"), detail))?;
+            append_audit_in(&tx, &entries::state_change(&instance, "action_kind", format!("action {id}"), detail))?;
             tx.commit().map_err(backend)?;
             Ok(record)
         })
