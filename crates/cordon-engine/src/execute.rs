@@ -6,7 +6,7 @@ use std::time::Instant;
 use chrono::Utc;
 use cordon_drivers::{DriverError, EnsureOutcome, Segment};
 use cordon_model::{ActionCommand, ActionKind, Message, ServerState, messages};
-use cordon_store::{ActionRecord, MessageRef, NewStep, ServerRecord, StepOutcome, StoreError};
+use cordon_store::{ActionRecord, Alongside, MessageRef, NewStep, NicPosition, ServerRecord, StepOutcome, StoreError};
 
 use crate::topology::NicPlan;
 use crate::{Engine, EngineError};
@@ -39,8 +39,21 @@ impl Engine {
         );
         let instance = self.inner.settings.instance.clone();
         let lease = self.inner.settings.action_lease;
+        // The start, its message and the server's transitional state: one commit.
+        let alongside = Alongside {
+            server_state: transitional_state(kind).map(|state| (server.id, state)),
+            messages: vec![self.message_row(&started, Some(server.id), Some(action.id))],
+            ..Default::default()
+        };
         let action = match store
-            .claim_action(action.id, action.generation, &instance, lease_until(lease), Some(started.clone()))
+            .claim_action_alongside(
+                action.id,
+                action.generation,
+                &instance,
+                lease_until(lease),
+                Some(started.clone()),
+                &alongside,
+            )
             .await
         {
             Ok(action) => action,
@@ -94,7 +107,7 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let store = &self.inner.store;
         let kind = action.kind;
-        self.note(&started, Some(server.id), Some(action.id)).await?;
+        self.announce(&started, Some(server.id), Some(action.id));
         tracing::debug!(action = action.id, server = %server.name, %kind, attempt = action.attempts, "action started");
         let clock = Instant::now();
 
@@ -107,8 +120,10 @@ impl Engine {
             ActionKind::Reboot | ActionKind::Notify => None,
         };
         let mut outcome = Ok(String::new());
-        if let Some((transitional, reached)) = moves {
-            store.set_server_state(server.id, transitional).await?;
+        // The state an action that only moves NICs reached, recorded with its end (one commit).
+        let mut reached_at_end = None;
+        if let Some((_, reached)) = moves {
+            // The transitional state was recorded with the claim.
             let plan = self.refuse_infrastructure(&server, kind).and_then(|()| self.inner.topology.plan(&server));
             outcome = match plan {
                 Ok(plans) => self.run_steps(&action, &server.name, &plans).await?,
@@ -136,7 +151,11 @@ impl Engine {
                     }
                 }
             };
-            store.set_server_state(server.id, state).await?;
+            if outcome.is_ok() && !reboots(kind) {
+                reached_at_end = Some((server.id, state));
+            } else {
+                store.set_server_state(server.id, state).await?;
+            }
         }
         if outcome.is_ok() {
             outcome = match kind {
@@ -163,10 +182,21 @@ impl Engine {
                     _ => &messages::QUARANTINE_SUCCEEDED,
                 };
                 let message = EngineError::message_ref(message, &[("server", &server.name), ("detail", &summary)]);
+                let alongside = Alongside {
+                    server_state: reached_at_end,
+                    messages: vec![self.message_row(&message, Some(server.id), Some(action.id))],
+                    ..Default::default()
+                };
                 store
-                    .transition_action(action.id, action.generation, ActionCommand::Succeed, Some(message.clone()))
+                    .transition_action_alongside(
+                        action.id,
+                        action.generation,
+                        ActionCommand::Succeed,
+                        Some(message.clone()),
+                        &alongside,
+                    )
                     .await?;
-                self.note(&message, Some(server.id), Some(action.id)).await?;
+                self.announce(&message, Some(server.id), Some(action.id));
                 self.emit(crate::EngineEvent::Succeeded {
                     action: action.id,
                     kind,
@@ -259,6 +289,7 @@ impl Engine {
                 Err(other) => return Err(other.into()),
             },
         };
+        let mut pending = Alongside::default();
         let address = match leased {
             Ok(address) => address,
             Err(message) => {
@@ -275,7 +306,9 @@ impl Engine {
                 return Ok(Err(StepFailure { message }));
             }
         };
-        self.journal(
+        // The lease itself is committed; its journal row goes with the next commit (a crash in
+        // between re-runs the step, which finds the same lease).
+        pending.steps.push(self.step(
             action,
             "ensure_quarantine_address",
             &format!("{quarantine}/{}", plan.nic.mac),
@@ -283,19 +316,19 @@ impl Engine {
             &format!("leased {address}"),
             None,
             begun,
-        )
-        .await?;
+        ));
 
         // Step 2: the port on the quarantine bridge, isolated from the other quarantined ports.
-        let moved = match self.ensure_port(action, server, plan, &plan.quarantine_segment, true).await? {
+        let moved = match self.ensure_port(action, server, plan, &plan.quarantine_segment, true, &mut pending).await? {
             Ok(outcome) => outcome.moved,
             Err(failure) => return Ok(Err(failure)),
         };
 
-        // Step 3: the record follows the network.
+        // Step 3: the record follows the network; with the journal of steps 1-3, one commit.
         let begun = Utc::now();
-        store.record_nic_position(server_id, plan.nic.mac, quarantine, Some(address)).await?;
-        self.journal(
+        let position = NicPosition { server_id, mac: plan.nic.mac, network: quarantine.clone(), ip: Some(address) };
+        pending.nic_positions.push(position);
+        pending.steps.push(self.step(
             action,
             "record_nic_position",
             &plan.nic.mac.to_string(),
@@ -303,8 +336,8 @@ impl Engine {
             &format!("{quarantine} {address}"),
             None,
             begun,
-        )
-        .await?;
+        ));
+        self.record_pending(pending).await?;
         let how = if moved { "moved" } else { "already there" };
         Ok(Ok(format!("{} on {} ({how}), address {address}", plan.link.name(), plan.quarantine_segment)))
     }
@@ -315,16 +348,21 @@ impl Engine {
         server: &str,
         plan: &NicPlan,
     ) -> Result<Result<String, StepFailure>, EngineError> {
-        let store = &self.inner.store;
         let server_id = action.server_id.unwrap_or_default();
-        let moved = match self.ensure_port(action, server, plan, &plan.operational_segment, false).await? {
+        let mut pending = Alongside::default();
+        let moved = match self.ensure_port(action, server, plan, &plan.operational_segment, false, &mut pending).await?
+        {
             Ok(outcome) => outcome.moved,
             Err(failure) => return Ok(Err(failure)),
         };
+        // The record follows the network and the quarantine address is released: with the
+        // journal of the port step, one commit.
         let begun = Utc::now();
         let operational = &plan.operational.name;
-        store.record_nic_position(server_id, plan.nic.mac, operational, plan.nic.operational_ip).await?;
-        self.journal(
+        let position =
+            NicPosition { server_id, mac: plan.nic.mac, network: operational.clone(), ip: plan.nic.operational_ip };
+        pending.nic_positions.push(position);
+        pending.steps.push(self.step(
             action,
             "record_nic_position",
             &plan.nic.mac.to_string(),
@@ -332,11 +370,9 @@ impl Engine {
             &format!("{operational} {}", describe(plan.nic.operational_ip)),
             None,
             begun,
-        )
-        .await?;
-        let begun = Utc::now();
-        store.release_address(server_id, plan.nic.mac, &plan.quarantine.name).await?;
-        self.journal(
+        ));
+        pending.releases.push((server_id, plan.nic.mac, plan.quarantine.name.clone()));
+        pending.steps.push(self.step(
             action,
             "release_quarantine_address",
             &format!("{}/{}", plan.quarantine.name, plan.nic.mac),
@@ -344,8 +380,8 @@ impl Engine {
             "released",
             None,
             begun,
-        )
-        .await?;
+        ));
+        self.record_pending(pending).await?;
         let how = if moved { "moved" } else { "already there" };
         Ok(Ok(format!(
             "{} on {} ({how}), address {}",
@@ -450,6 +486,7 @@ impl Engine {
         plan: &NicPlan,
         segment: &Segment,
         isolated: bool,
+        pending: &mut Alongside,
     ) -> Result<Result<EnsureOutcome, StepFailure>, EngineError> {
         let begun = Utc::now();
         let target = plan.link.target();
@@ -498,15 +535,24 @@ impl Engine {
                         &messages::PORT_ALREADY_IN_PLACE,
                         &[("port", &plan.link.name()), ("server", &server), ("bridge", &segment)],
                     );
-                    self.note(&message, action.server_id, Some(action.id)).await?;
+                    pending.messages.push(self.message_row(&message, action.server_id, Some(action.id)));
                     (StepOutcome::AlreadyInPlace, message.text, Some(messages::PORT_ALREADY_IN_PLACE.number))
                 };
-                self.journal(action, "ensure_port_on_bridge", &target, step_outcome, &detail, number, begun).await?;
+                // Journaled with the caller's next commit (the record of where the port is).
+                pending.steps.push(self.step(
+                    action,
+                    "ensure_port_on_bridge",
+                    &target,
+                    step_outcome,
+                    &detail,
+                    number,
+                    begun,
+                ));
                 Ok(Ok(outcome))
             }
             Err(error) => {
                 let message = driver_message(&error, plan.link.driver_kind(), &plan.link.owner());
-                self.journal(
+                pending.steps.push(self.step(
                     action,
                     "ensure_port_on_bridge",
                     &target,
@@ -514,8 +560,8 @@ impl Engine {
                     &message.text,
                     Some(message.number),
                     begun,
-                )
-                .await?;
+                ));
+                self.record_pending(std::mem::take(pending)).await?;
                 Ok(Err(StepFailure { message }))
             }
         }
@@ -532,23 +578,64 @@ impl Engine {
         message_number: Option<u32>,
         started_at: chrono::DateTime<Utc>,
     ) -> Result<(), EngineError> {
-        self.inner
-            .store
-            .append_step(&NewStep {
-                action_id: action.id,
-                attempt: action.attempts,
-                name: name.to_string(),
-                target: target.to_string(),
-                outcome,
-                detail: detail.to_string(),
-                message_number,
-                instance: self.inner.settings.instance.clone(),
-                started_at,
-                finished_at: Utc::now(),
-            })
-            .await?;
+        let step = self.step(action, name, target, outcome, detail, message_number, started_at);
+        self.inner.store.append_step(&step).await?;
         Ok(())
     }
+
+    /// A journal row for a step that finished now.
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &self,
+        action: &ActionRecord,
+        name: &str,
+        target: &str,
+        outcome: StepOutcome,
+        detail: &str,
+        message_number: Option<u32>,
+        started_at: chrono::DateTime<Utc>,
+    ) -> NewStep {
+        NewStep {
+            action_id: action.id,
+            attempt: action.attempts,
+            name: name.to_string(),
+            target: target.to_string(),
+            outcome,
+            detail: detail.to_string(),
+            message_number,
+            instance: self.inner.settings.instance.clone(),
+            started_at,
+            finished_at: Utc::now(),
+        }
+    }
+
+    /// Commits records gathered around a step in one transaction, then logs and announces the
+    /// numbered messages among them (only once they are recorded).
+    async fn record_pending(&self, pending: Alongside) -> Result<(), EngineError> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        self.inner.store.record_alongside(&pending).await?;
+        for message in &pending.messages {
+            let reference = MessageRef { number: message.number, text: message.text.clone() };
+            self.announce(&reference, message.server_id, message.action_id);
+        }
+        Ok(())
+    }
+}
+
+/// The state a server is in while an action of `kind` moves its NICs, if it moves any.
+fn transitional_state(kind: ActionKind) -> Option<ServerState> {
+    match kind {
+        ActionKind::Quarantine | ActionKind::QuarantineReboot => Some(ServerState::Quarantining),
+        ActionKind::Unquarantine => Some(ServerState::Unquarantining),
+        ActionKind::Reboot | ActionKind::Notify => None,
+    }
+}
+
+/// Whether an action of `kind` has a power step after its network part.
+fn reboots(kind: ActionKind) -> bool {
+    matches!(kind, ActionKind::Reboot | ActionKind::QuarantineReboot)
 }
 
 /// The numbered message for a driver error: each kind of failure has its own number.

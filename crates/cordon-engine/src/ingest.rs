@@ -1,9 +1,13 @@
 //! From detections to actions: resolution, policy, one action per incident, safety.
 //!
 //! Detections are committed first (with the checkpoint of the file they came from), then
-//! processed here one at a time, oldest first, by a single task: so two detections can never
-//! race each other into two actions for one server. A detection not yet processed when Cordon
-//! stops is processed at the next start.
+//! processed here, oldest first, by a single processor (one per database: a named lease). It
+//! decides the detections of a batch in waves: a detection goes into the wave after the last one
+//! that holds a detection touching any of the same servers (or unresolved addresses), and the
+//! detections of one wave are decided concurrently. So the detections of one server are decided
+//! one at a time, in arrival order, and two detections can never race each other into two
+//! actions for one server. A detection not yet processed when Cordon stops is processed at the
+//! next start.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -24,6 +28,17 @@ pub struct PolicySet {
     /// Per server name: its own action (the seed's per-server action selection) and whether
     /// it is protected (never acted on automatically).
     pub servers: HashMap<String, (Option<PolicyAction>, bool)>,
+}
+
+/// A decided detection: its id, its source and the outcome.
+type Decided = (i64, String, Result<&'static str, EngineError>);
+
+/// What deciding a detection may touch, for ordering the decisions of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Lane {
+    Server(i64),
+    /// An address no server held (its unresolved action).
+    Address(IpAddr),
 }
 
 /// What an address resolved to at the detection's time.
@@ -100,19 +115,9 @@ impl Engine {
                     Ok(batch) if batch.is_empty() => break,
                     Ok(_) if !self.hold_lease("detections", lease).await => break,
                     Ok(batch) => {
-                        for record in batch {
-                            let (id, source) = (record.id, record.detection.source.clone());
-                            match self.process(record).await {
-                                Ok(outcome) => self.inner.metrics.detection(&source, outcome),
-                                Err(error) if error.kind == crate::ErrorKind::Conflict => {
-                                    tracing::warn!(detection = id, "another instance processed this detection first");
-                                }
-                                Err(error) => {
-                                    tracing::error!(detection = id, %error, "could not process a detection; it stays queued");
-                                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                                    break;
-                                }
-                            }
+                        if !self.process_batch(batch).await {
+                            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                            break;
                         }
                     }
                     Err(error) => {
@@ -129,14 +134,117 @@ impl Engine {
         }
     }
 
-    async fn resolve(&self, address: IpAddr, at_us: i64) -> Result<Resolution, EngineError> {
+    /// Decides a batch of detections in waves (see the module's documentation). False when one
+    /// could not be decided for a reason other than another instance deciding it first: it and
+    /// the later waves stay queued.
+    async fn process_batch(&self, batch: Vec<DetectionRecord>) -> bool {
+        let mut waves: Vec<Vec<DetectionRecord>> = Vec::new();
+        // The wave after the last detection of each lane; nothing goes before `barrier` (the
+        // wave after a detection that could not be keyed, which orders against everything).
+        let mut next: HashMap<Lane, usize> = HashMap::new();
+        let mut barrier = 0;
+        for record in batch {
+            let wave = match self.lanes(&record).await {
+                Ok(lanes) => {
+                    let wave = lanes.iter().filter_map(|lane| next.get(lane)).copied().fold(barrier, usize::max);
+                    for lane in lanes {
+                        next.insert(lane, wave + 1);
+                    }
+                    wave
+                }
+                Err(error) => {
+                    tracing::warn!(detection = record.id, %error, "could not resolve a detection in advance");
+                    let wave = waves.len().max(barrier);
+                    barrier = wave + 1;
+                    wave
+                }
+            };
+            if waves.len() <= wave {
+                waves.resize_with(wave + 1, Vec::new);
+            }
+            waves[wave].push(record);
+        }
+        let deciders = self.inner.settings.deciders.max(1);
+        for wave in waves {
+            let mut running = tokio::task::JoinSet::new();
+            let mut failed = false;
+            for record in wave {
+                if running.len() >= deciders {
+                    failed |= !self.decided(running.join_next().await);
+                }
+                let engine = self.clone();
+                running.spawn(async move {
+                    let (id, source) = (record.id, record.detection.source.clone());
+                    (id, source, engine.process(record).await)
+                });
+            }
+            while let Some(joined) = running.join_next().await {
+                failed |= !self.decided(Some(joined));
+            }
+            if failed {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Counts one decided detection; false when it could not be decided.
+    fn decided(&self, joined: Option<Result<Decided, tokio::task::JoinError>>) -> bool {
+        match joined {
+            None => true,
+            Some(Ok((_, source, Ok(outcome)))) => {
+                self.inner.metrics.detection(&source, outcome);
+                true
+            }
+            Some(Ok((id, _, Err(error)))) if error.kind == crate::ErrorKind::Conflict => {
+                tracing::warn!(detection = id, "another instance processed this detection first");
+                true
+            }
+            Some(Ok((id, _, Err(error)))) => {
+                tracing::error!(detection = id, %error, "could not process a detection; it stays queued");
+                false
+            }
+            Some(Err(join)) => {
+                tracing::error!(error = %join, "a detection's decision stopped; it stays queued");
+                false
+            }
+        }
+    }
+
+    /// What a detection's decision may touch: every server that one of its addresses resolves
+    /// to, and each address that resolves to none (the unresolved path keys on the address).
+    async fn lanes(&self, record: &DetectionRecord) -> Result<Vec<Lane>, EngineError> {
+        let detection = &record.detection;
+        let at = detection.observed_at_us.unwrap_or(detection.received_at_us);
+        let mut lanes = Vec::new();
+        for address in
+            [Some(detection.subject), detection.peer, detection.src_ip, detection.dest_ip, detection.target_ip]
+                .into_iter()
+                .flatten()
+        {
+            let ids = self.holders(address, at).await?;
+            if ids.is_empty() {
+                lanes.push(Lane::Address(address));
+            }
+            lanes.extend(ids.into_iter().map(Lane::Server));
+        }
+        Ok(lanes)
+    }
+
+    /// The servers that held `address` at `at_us`: from the address index when it knows, else
+    /// from the store.
+    async fn holders(&self, address: IpAddr, at_us: i64) -> Result<Vec<i64>, EngineError> {
         let index = self.inner.address_index.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let ids = match index.map(|index| index.lookup(address, at_us)) {
+        Ok(match index.map(|index| index.lookup(address, at_us)) {
             Some(crate::address_index::Lookup::Held(ids)) => ids,
             Some(crate::address_index::Lookup::AskStore) | None => {
                 self.inner.store.servers_holding(address, at_us).await?
             }
-        };
+        })
+    }
+
+    async fn resolve(&self, address: IpAddr, at_us: i64) -> Result<Resolution, EngineError> {
+        let ids = self.holders(address, at_us).await?;
         Ok(match ids.as_slice() {
             [] => Resolution::None,
             [id] => match self.inner.store.server_by_id(*id).await? {
@@ -281,20 +389,31 @@ impl Engine {
                 &[("kind", &kind), ("server", &server.name), ("reason", &why)],
             )
         });
+        let settles = cordon_store::Settlement {
+            detection_id: record.id,
+            decision: format!("new action {{action}} ({}): {}", decision.decided_by, decision.reason),
+        };
+        // The action and the detection's decision: one commit.
         let action = store
-            .create_action(&NewAction {
-                kind,
-                server_id: Some(server.id),
-                address: Some(decision.subject),
-                state,
-                reason: Some(format!("{} [{}] {}", detection.source, detection.severity, detection.signature)),
-                trigger: "policy".into(),
-                requested_by: "policy".into(),
-                instance: self.inner.settings.instance.clone(),
-                decided_by: Some(decision.decided_by.clone()),
-                message: awaiting.clone(),
-            })
+            .create_action_settling(
+                &NewAction {
+                    kind,
+                    server_id: Some(server.id),
+                    address: Some(decision.subject),
+                    state,
+                    reason: Some(format!("{} [{}] {}", detection.source, detection.severity, detection.signature)),
+                    trigger: "policy".into(),
+                    requested_by: "policy".into(),
+                    instance: self.inner.settings.instance.clone(),
+                    decided_by: Some(decision.decided_by.clone()),
+                    message: awaiting.clone(),
+                },
+                Some(&settles),
+            )
             .await?;
+        if state == ActionState::Pending {
+            self.inner.wake.notify_one();
+        }
         self.inner.metrics.action_created(kind);
         if let Some(message) = &awaiting {
             self.note(message, Some(server.id), Some(action.id)).await?;
@@ -305,10 +424,8 @@ impl Engine {
                 reason: message.text.clone(),
             });
         }
-        let text = format!("new action {} ({}): {}", action.id, decision.decided_by, decision.reason);
+        let text = settles.decision_for(action.id);
         tracing::info!(detection = record.id, action = action.id, server = %server.name, %kind, %state, "{text}");
-        store.settle_detection(record.id, &text, Some(server.id), Some(action.id)).await?;
-        self.inner.wake.notify_one();
         Ok("new_action")
     }
 
@@ -335,22 +452,27 @@ impl Engine {
         // Created failed in one commit: a crash can never leave an action without a server
         // open (no worker would ever finish it).
         let message = EngineError::message_ref(&messages::SERVER_NOT_FOUND_BY_ADDRESS, &[("address", &address)]);
+        // The failed action and the detection's decision: one commit.
+        let settles = cordon_store::Settlement { detection_id: record.id, decision: format!("unresolved: {reason}") };
         let action = store
-            .create_action(&NewAction {
-                kind,
-                server_id: None,
-                address: Some(address),
-                state: ActionState::Failed,
-                reason: Some(format!(
-                    "{} [{}] {}: {reason}",
-                    record.detection.source, record.detection.severity, record.detection.signature
-                )),
-                trigger: "policy".into(),
-                requested_by: "policy".into(),
-                instance: self.inner.settings.instance.clone(),
-                decided_by: Some(decided_by.to_string()),
-                message: Some(message.clone()),
-            })
+            .create_action_settling(
+                &NewAction {
+                    kind,
+                    server_id: None,
+                    address: Some(address),
+                    state: ActionState::Failed,
+                    reason: Some(format!(
+                        "{} [{}] {}: {reason}",
+                        record.detection.source, record.detection.severity, record.detection.signature
+                    )),
+                    trigger: "policy".into(),
+                    requested_by: "policy".into(),
+                    instance: self.inner.settings.instance.clone(),
+                    decided_by: Some(decided_by.to_string()),
+                    message: Some(message.clone()),
+                },
+                Some(&settles),
+            )
             .await?;
         self.note(&message, None, Some(action.id)).await?;
         self.emit(crate::EngineEvent::Failed {
@@ -361,7 +483,6 @@ impl Engine {
             text: format!("{}: {reason}", message.text),
         });
         tracing::warn!(action = action.id, %address, "{}: {reason}", message.text);
-        store.settle_detection(record.id, &format!("unresolved: {reason}"), None, Some(action.id)).await?;
         Ok("unresolved")
     }
 

@@ -94,6 +94,11 @@ pub struct EngineSettings {
     /// renewal; renewed every third of it. Another instance takes an action over once its
     /// lease expired.
     pub action_lease: Duration,
+    /// How many actions run at once on this instance (each on its own server). Enough to keep
+    /// the store's group commit fed; more only queue on the store and on the drivers.
+    pub workers: usize,
+    /// How many detections the processor decides at once (each server's in arrival order).
+    pub deciders: usize,
 }
 
 impl EngineSettings {
@@ -107,6 +112,8 @@ impl EngineSettings {
             database: String::new(),
             infrastructure: Vec::new(),
             action_lease: Duration::from_secs(15),
+            workers: 64,
+            deciders: 64,
         }
     }
 }
@@ -125,6 +132,10 @@ struct Inner {
     wake: Notify,
     /// Servers that have a worker right now: the one-at-a-time rule.
     busy: Mutex<HashSet<i64>>,
+    /// One permit per running worker (`settings.workers`).
+    workers: Arc<tokio::sync::Semaphore>,
+    /// When the dispatcher last looked for actions whose lease expired.
+    orphans_checked: Mutex<Option<std::time::Instant>>,
     metrics: Arc<Metrics>,
     /// Poked when detections were committed.
     detections_wake: Notify,
@@ -142,6 +153,7 @@ struct Inner {
 
 impl Engine {
     pub fn new(store: Arc<dyn Store>, topology: Topology, settings: EngineSettings) -> Self {
+        let workers = settings.workers.max(1);
         Engine {
             inner: Arc::new(Inner {
                 store,
@@ -149,6 +161,8 @@ impl Engine {
                 settings,
                 wake: Notify::new(),
                 busy: Mutex::new(HashSet::new()),
+                workers: Arc::new(tokio::sync::Semaphore::new(workers)),
+                orphans_checked: Mutex::new(None),
                 metrics: Arc::new(Metrics::default()),
                 detections_wake: Notify::new(),
                 policy: std::sync::RwLock::new(Arc::new(PolicySet::default())),
@@ -393,7 +407,7 @@ impl Engine {
         }
         // An action without a server cannot run; one left open (by an older version, or a crash
         // between commits) is failed with the message that says why.
-        for action in self.inner.store.runnable_actions().await? {
+        for action in self.inner.store.runnable_actions(u32::MAX).await? {
             if action.server_id.is_some() {
                 continue;
             }
@@ -501,10 +515,31 @@ impl Engine {
         }
     }
 
+    /// Starts a worker for runnable actions, one per server and at most `settings.workers` at
+    /// once; a worker that ends pokes the dispatcher, which then starts the next.
     async fn dispatch(&self) -> Result<(), EngineError> {
-        self.take_over_orphans().await?;
-        for action in self.inner.store.runnable_actions().await? {
+        let due = {
+            let mut checked = self.inner.orphans_checked.lock().unwrap_or_else(|p| p.into_inner());
+            let due = checked.is_none_or(|at| at.elapsed() >= self.inner.settings.poll_interval);
+            if due {
+                *checked = Some(std::time::Instant::now());
+            }
+            due
+        };
+        if due {
+            self.take_over_orphans().await?;
+        }
+        let free = self.inner.workers.available_permits();
+        if free == 0 {
+            return Ok(());
+        }
+        // Actions already handed to a worker stay runnable until it claims them, and an action
+        // whose server is busy elsewhere waits: read past both.
+        let busy = self.inner.busy.lock().unwrap_or_else(|p| p.into_inner()).len();
+        let limit = u32::try_from(2 * (free + busy) + 64).unwrap_or(u32::MAX);
+        for action in self.inner.store.runnable_actions(limit).await? {
             let Some(server_id) = action.server_id else { continue };
+            let Ok(permit) = self.inner.workers.clone().try_acquire_owned() else { break };
             let claimed = self.inner.busy.lock().unwrap_or_else(|p| p.into_inner()).insert(server_id);
             if !claimed {
                 continue;
@@ -516,6 +551,7 @@ impl Engine {
                     tracing::error!(action = id, %error, "action execution stopped on an internal error");
                 }
                 engine.inner.busy.lock().unwrap_or_else(|p| p.into_inner()).remove(&server_id);
+                drop(permit);
                 engine.inner.wake.notify_one();
             });
         }
@@ -584,25 +620,38 @@ impl Engine {
         server_id: Option<i64>,
         action_id: Option<i64>,
     ) -> Result<(), EngineError> {
-        // Every recorded message also goes to the structured log, with its number.
+        self.inner.store.record_message(&self.message_row(message, server_id, action_id)).await?;
+        self.announce(message, server_id, action_id);
+        Ok(())
+    }
+
+    /// A numbered message as a row of the message log, for a store call that records it with
+    /// other records; [`Engine::announce`] it once that call returned.
+    pub(crate) fn message_row(
+        &self,
+        message: &MessageRef,
+        server_id: Option<i64>,
+        action_id: Option<i64>,
+    ) -> NewMessage {
+        NewMessage {
+            number: message.number,
+            text: message.text.clone(),
+            server_id,
+            action_id,
+            instance: self.inner.settings.instance.clone(),
+        }
+    }
+
+    /// What follows the recording of a numbered message: the structured log line (with its
+    /// number) and the event that live consoles follow.
+    pub(crate) fn announce(&self, message: &MessageRef, server_id: Option<i64>, action_id: Option<i64>) {
         let number = message.number;
         match number / 10_000 {
             2 => tracing::info!(number, action = action_id, "{}", message.text),
             4 => tracing::warn!(number, action = action_id, "{}", message.text),
             _ => tracing::error!(number, action = action_id, "{}", message.text),
         }
-        self.inner
-            .store
-            .record_message(&NewMessage {
-                number: message.number,
-                text: message.text.clone(),
-                server_id,
-                action_id,
-                instance: self.inner.settings.instance.clone(),
-            })
-            .await?;
         self.emit(EngineEvent::Recorded { number, action: action_id, server: server_id });
-        Ok(())
     }
 
     async fn audit(&self, actor: &Actor, verb: &str, target: &str, detail: &str) -> Result<(), EngineError> {

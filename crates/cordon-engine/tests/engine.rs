@@ -988,3 +988,50 @@ async fn a_server_holding_an_infrastructure_address_is_never_quarantined() {
     assert_eq!(settle(&f.engine, b.action.id).await.state, ActionState::Succeeded);
     let _ = f.stop.send(true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interleaved_alerts_decided_concurrently_make_one_action_per_host_and_workers_are_bounded() {
+    let names: Vec<(String, String, String)> =
+        (0..40).map(|i| (format!("h{i}"), format!("02:00:00:00:01:{i:02x}"), format!("10.10.0.{}", 100 + i))).collect();
+    let servers: Vec<(&str, &str, &str)> = names.iter().map(|(n, m, a)| (n.as_str(), m.as_str(), a.as_str())).collect();
+    let store = memory_store();
+    store.sync_inventory(&inventory(&servers)).await.unwrap();
+    let ports: Vec<String> = names.iter().map(|(n, _, _)| format!("p-{n}")).collect();
+    let switch = MemorySwitch::with_ports(&ports.iter().map(String::as_str).collect::<Vec<_>>());
+    *switch.delay.lock().unwrap() = Duration::from_millis(5);
+    let f = fixture_with_settings("10.99.0.10-10.99.0.250", store, switch, |settings| {
+        settings.workers = 4;
+        settings.deciders = 16;
+    });
+    f.engine.load_address_index().await.unwrap();
+    f.engine.set_policy(policy(vec![quarantine_rule(PolicyMode::Auto)]));
+    // Three rounds over every host, and two addresses nobody holds, interleaved.
+    let mut alerts = Vec::new();
+    for _ in 0..3 {
+        alerts.extend(names.iter().map(|(_, _, address)| alert(address, "ET TROJAN beacon")));
+        alerts.push(alert("10.10.0.250", "ET TROJAN beacon"));
+        alerts.push(alert("10.10.0.251", "ET TROJAN beacon"));
+    }
+    f.engine.accept_detections(&alerts, None).await.unwrap();
+    process_all(&f).await;
+
+    let actions =
+        f.engine.store().list_actions(&ActionFilter { limit: Some(1000), ..Default::default() }).await.unwrap();
+    let mut per_server: HashMap<Option<i64>, Vec<&ActionRecord>> = HashMap::new();
+    for action in &actions {
+        per_server.entry(action.server_id).or_default().push(action);
+    }
+    let unresolved = per_server.remove(&None).unwrap_or_default();
+    assert_eq!(per_server.len(), 40, "one action for every host");
+    assert!(per_server.values().all(|a| a.len() == 1), "no host has two actions");
+    assert!(per_server.values().all(|a| a[0].detections == 3), "each host's three detections are on its action");
+    assert_eq!(unresolved.len(), 2, "one unresolved action per unknown address");
+    assert!(unresolved.iter().all(|a| a.detections == 3 && a.state == ActionState::Failed));
+    for action in per_server.values() {
+        assert_eq!(settle(&f.engine, action[0].id).await.state, ActionState::Succeeded);
+    }
+    let max_active = f.switch.max_active.load(Ordering::SeqCst);
+    assert!(max_active <= 4, "at most `workers` actions ran at once (saw {max_active})");
+    assert!(!f.switch.overlapped.load(Ordering::SeqCst), "never two calls on one port");
+    let _ = f.stop.send(true);
+}

@@ -303,6 +303,53 @@ pub struct NewMessage {
     pub instance: String,
 }
 
+/// A NIC's new position (network and address there), as [`Store::record_nic_position`] records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicPosition {
+    pub server_id: i64,
+    pub mac: MacAddr,
+    pub network: String,
+    pub ip: Option<IpAddr>,
+}
+
+/// Records written in the same transaction as a change, so that what the engine records around
+/// one step costs one durable commit instead of several (and nothing less is recorded). Applied
+/// after the change itself, in this order: the server's state, NIC positions, released quarantine
+/// addresses, journal rows, numbered messages; each writes its audit row as its own call would.
+/// If any of them fails, nothing of the transaction is written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Alongside {
+    /// (server, state), as [`Store::set_server_state`].
+    pub server_state: Option<(i64, ServerState)>,
+    pub nic_positions: Vec<NicPosition>,
+    /// (server, NIC, quarantine network), as [`Store::release_address`].
+    pub releases: Vec<(i64, MacAddr, String)>,
+    pub steps: Vec<NewStep>,
+    pub messages: Vec<NewMessage>,
+}
+
+impl Alongside {
+    pub fn is_empty(&self) -> bool {
+        self == &Alongside::default()
+    }
+}
+
+/// The detection a new action is created for, settled in the same transaction (see
+/// [`Store::create_action_settling`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    pub detection_id: i64,
+    /// The detection's decision; `{action}` in it stands for the new action's id.
+    pub decision: String,
+}
+
+impl Settlement {
+    /// The decision as recorded for the action `id`.
+    pub fn decision_for(&self, id: i64) -> String {
+        self.decision.replace("{action}", &id.to_string())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageRecord {
     pub id: i64,
@@ -413,13 +460,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn set_server_state(&self, server_id: i64, state: ServerState) -> Result<()>;
     /// Records where a NIC now is and which address it has there.
     async fn record_nic_position(&self, server_id: i64, mac: MacAddr, network: &str, ip: Option<IpAddr>) -> Result<()>;
+    /// Writes every record of `records` in one transaction (see [`Alongside`]).
+    async fn record_alongside(&self, records: &Alongside) -> Result<()>;
 
     /// The NIC's lease on `network`, taking the lowest free address of `pool` if it has none.
     /// Atomic: two NICs never hold one address.
     async fn lease_address(&self, server_id: i64, mac: MacAddr, network: &str, pool: &AddressPool) -> Result<IpAddr>;
     async fn release_address(&self, server_id: i64, mac: MacAddr, network: &str) -> Result<()>;
 
-    async fn create_action(&self, action: &NewAction) -> Result<ActionRecord>;
+    async fn create_action(&self, action: &NewAction) -> Result<ActionRecord> {
+        self.create_action_settling(action, None).await
+    }
+    /// Creates an action and, with `settles`, settles that detection on it in the same
+    /// transaction ([`StoreError::AlreadySettled`] then writes nothing): an action exists if and
+    /// only if the detection that asked for it says so.
+    async fn create_action_settling(&self, action: &NewAction, settles: Option<&Settlement>) -> Result<ActionRecord>;
     async fn action(&self, id: i64) -> Result<Option<ActionRecord>>;
     async fn list_actions(&self, filter: &ActionFilter) -> Result<Vec<ActionRecord>>;
     /// How many actions there are of each kind in each state.
@@ -429,7 +484,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The oldest open action of `kind` on the server, if any.
     async fn open_action(&self, server_id: i64, kind: ActionKind) -> Result<Option<ActionRecord>>;
     /// Actions a worker should run now (pending, or retrying and due), oldest first.
-    async fn runnable_actions(&self) -> Result<Vec<ActionRecord>>;
+    /// At most `limit` of them.
+    async fn runnable_actions(&self, limit: u32) -> Result<Vec<ActionRecord>>;
     /// Every `running` action, oldest first.
     async fn running_actions(&self) -> Result<Vec<ActionRecord>>;
     /// Starts a runnable action for `instance`: the `start` transition (compare-and-swap on the
@@ -443,6 +499,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         instance: &str,
         until_us: i64,
         message: Option<MessageRef>,
+    ) -> Result<ActionRecord> {
+        self.claim_action_alongside(id, generation, instance, until_us, message, &Alongside::default()).await
+    }
+    /// [`Store::claim_action`], writing `alongside` in the same transaction.
+    async fn claim_action_alongside(
+        &self,
+        id: i64,
+        generation: i64,
+        instance: &str,
+        until_us: i64,
+        message: Option<MessageRef>,
+        alongside: &Alongside,
     ) -> Result<ActionRecord>;
     /// Extends the lease of a running action held by `instance`; false when it no longer holds
     /// it (the action ended, or another instance took it over after the lease expired).
@@ -459,6 +527,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         generation: i64,
         command: ActionCommand,
         message: Option<MessageRef>,
+    ) -> Result<ActionRecord> {
+        self.transition_action_alongside(id, generation, command, message, &Alongside::default()).await
+    }
+    /// [`Store::transition_action`], writing `alongside` in the same transaction.
+    async fn transition_action_alongside(
+        &self,
+        id: i64,
+        generation: i64,
+        command: ActionCommand,
+        message: Option<MessageRef>,
+        alongside: &Alongside,
     ) -> Result<ActionRecord>;
     /// A running action whose attempt failed for a reason that may pass: `backoff` to
     /// `retrying`, not runnable before `not_before_us` (Unix microseconds).

@@ -743,6 +743,8 @@ struct TransitionExtras<'a> {
     kind: Option<ActionKind>,
     message: Option<MessageRef>,
     not_before_us: Option<i64>,
+    /// Written in the same transaction, after the change.
+    alongside: Option<&'a Alongside>,
     /// (holder, expiry): claim the action for a worker.
     lease: Option<(&'a str, i64)>,
 }
@@ -827,9 +829,186 @@ impl PostgresStore {
         let instance = extras.lease.map(|(holder, _)| holder).unwrap_or(&self.instance);
         let entry = entries::action_state(instance, id, (state, next), command, extras.kind, extras.message.as_ref());
         append_audit_in(&tx, &entry).await?;
+        if let Some(alongside) = extras.alongside {
+            apply_alongside(&tx, instance, alongside).await?;
+        }
         tx.commit().await.map_err(db)?;
         Ok(record)
     }
+}
+
+async fn set_server_state_in(
+    tx: &impl GenericClient,
+    instance: &str,
+    server_id: i64,
+    state: ServerState,
+) -> Result<()> {
+    let Some(row) =
+        tx.query_opt("SELECT name, state FROM servers WHERE id = $1 FOR UPDATE", &[&server_id]).await.map_err(db)?
+    else {
+        return Err(StoreError::NotFound { what: format!("server {server_id}") });
+    };
+    let (name, before): (String, String) = (get(&row, 0)?, get(&row, 1)?);
+    tx.execute(
+        "UPDATE servers SET state = $2, updated_at = $3 WHERE id = $1",
+        &[&server_id, &state.as_str(), &Utc::now()],
+    )
+    .await
+    .map_err(db)?;
+    if before != state.as_str() {
+        let detail = format!("{before} -> {state}");
+        append_audit_in(tx, &entries::state_change(instance, "server_state", format!("server {name}"), detail)).await?;
+    }
+    Ok(())
+}
+
+async fn record_nic_position_in(tx: &impl GenericClient, instance: &str, position: &NicPosition) -> Result<()> {
+    let NicPosition { server_id, mac, network, ip } = position;
+    let Some(row) = tx
+        .query_opt(
+            "SELECT s.name, n.current_network, n.current_ip FROM nics n JOIN servers s ON s.id = n.server_id
+             WHERE n.server_id = $1 AND n.mac = $2 FOR UPDATE OF n",
+            &[server_id, &mac.to_string()],
+        )
+        .await
+        .map_err(db)?
+    else {
+        return Err(StoreError::NotFound { what: format!("NIC {mac} of server {server_id}") });
+    };
+    let (name, before_network, before_ip): (String, String, Option<String>) =
+        (get(&row, 0)?, get(&row, 1)?, get(&row, 2)?);
+    let ip_text = ip.map(|i| i.to_string());
+    tx.execute(
+        "UPDATE nics SET current_network = $3, current_ip = $4 WHERE server_id = $1 AND mac = $2",
+        &[server_id, &mac.to_string(), network, &ip_text],
+    )
+    .await
+    .map_err(db)?;
+    tx.execute("UPDATE servers SET updated_at = $2 WHERE id = $1", &[server_id, &Utc::now()]).await.map_err(db)?;
+    if (before_network.as_str(), before_ip.as_deref()) != (network.as_str(), ip_text.as_deref()) {
+        let before = (before_network.as_str(), before_ip.as_deref());
+        let mac = mac.to_string();
+        let entry = entries::nic_position(instance, &name, &mac, before, (network, ip_text.as_deref()));
+        append_audit_in(tx, &entry).await?;
+    }
+    Ok(())
+}
+
+async fn release_address_in(tx: &impl GenericClient, server_id: i64, mac: MacAddr, network: &str) -> Result<()> {
+    let mac = mac.to_string();
+    let released = tx
+        .query_opt(
+            "DELETE FROM ip_leases WHERE server_id = $1 AND mac = $2 AND network = $3 RETURNING ip",
+            &[&server_id, &mac, &network],
+        )
+        .await
+        .map_err(db)?;
+    if let Some(row) = released {
+        let ip: String = get(&row, 0)?;
+        tx.execute(
+            "UPDATE address_history SET valid_to_us = $4
+             WHERE server_id = $1 AND mac = $2 AND ip = $3 AND kind = 'quarantine' AND valid_to_us IS NULL",
+            &[&server_id, &mac, &ip, &now_us()],
+        )
+        .await
+        .map_err(db)?;
+    }
+    Ok(())
+}
+
+async fn settle_detection_in(
+    tx: &impl GenericClient,
+    id: i64,
+    decision: &str,
+    server_id: Option<i64>,
+    action_id: Option<i64>,
+) -> Result<()> {
+    let changed = tx
+        .execute(
+            "UPDATE detections SET decision = $2, server_id = $3, action_id = $4 WHERE id = $1 AND decision IS NULL",
+            &[&id, &decision, &server_id, &action_id],
+        )
+        .await
+        .map_err(db)?;
+    if changed == 0 {
+        return Err(StoreError::AlreadySettled { id });
+    }
+    if let Some(action_id) = action_id {
+        tx.execute("UPDATE actions SET detections = detections + 1 WHERE id = $1", &[&action_id]).await.map_err(db)?;
+    }
+    Ok(())
+}
+
+async fn append_step_in(tx: &impl GenericClient, step: &NewStep) -> Result<StepRecord> {
+    // The action's row lock orders the steps of one action.
+    tx.execute("SELECT 1 FROM actions WHERE id = $1 FOR UPDATE", &[&step.action_id]).await.map_err(db)?;
+    let seq: i64 = tx
+        .query_one("SELECT COALESCE(MAX(seq), 0) + 1 FROM action_steps WHERE action_id = $1", &[&step.action_id])
+        .await
+        .map_err(db)?
+        .get(0);
+    tx.execute(
+        "INSERT INTO action_steps (action_id, seq, attempt, name, target, outcome, detail, message_number, instance,
+         started_at, finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        &[
+            &step.action_id,
+            &seq,
+            &i64::from(step.attempt),
+            &step.name,
+            &step.target,
+            &step.outcome.as_str(),
+            &step.detail,
+            &step.message_number.map(i64::from),
+            &step.instance,
+            &step.started_at,
+            &step.finished_at,
+        ],
+    )
+    .await
+    .map_err(db)?;
+    Ok(StepRecord { seq, step: step.clone() })
+}
+
+async fn record_message_in(tx: &impl GenericClient, message: &NewMessage) -> Result<MessageRecord> {
+    let at = Utc::now();
+    let severity = cordon_model::Message::find(message.number).map(|m| m.severity().as_str()).unwrap_or("ERROR");
+    let row = tx
+        .query_one(
+            "INSERT INTO messages (number, severity, text, server_id, action_id, instance, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id, created_at",
+            &[
+                &i64::from(message.number),
+                &severity,
+                &message.text,
+                &message.server_id,
+                &message.action_id,
+                &message.instance,
+                &at,
+            ],
+        )
+        .await
+        .map_err(db)?;
+    Ok(MessageRecord { id: get(&row, 0)?, created_at: get(&row, 1)?, message: message.clone() })
+}
+
+/// Writes `records` inside the caller's transaction, in the order [`Alongside`] documents.
+async fn apply_alongside(tx: &impl GenericClient, instance: &str, records: &Alongside) -> Result<()> {
+    if let Some((server_id, state)) = records.server_state {
+        set_server_state_in(tx, instance, server_id, state).await?;
+    }
+    for position in &records.nic_positions {
+        record_nic_position_in(tx, instance, position).await?;
+    }
+    for (server_id, mac, network) in &records.releases {
+        release_address_in(tx, *server_id, *mac, network).await?;
+    }
+    for step in &records.steps {
+        append_step_in(tx, step).await?;
+    }
+    for message in &records.messages {
+        record_message_in(tx, message).await?;
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -906,61 +1085,22 @@ impl Store for PostgresStore {
     async fn set_server_state(&self, server_id: i64, state: ServerState) -> Result<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        let Some(row) = tx
-            .query_opt("SELECT name, state FROM servers WHERE id = $1 FOR UPDATE", &[&server_id])
-            .await
-            .map_err(db)?
-        else {
-            return Err(StoreError::NotFound { what: format!("server {server_id}") });
-        };
-        let (name, before): (String, String) = (get(&row, 0)?, get(&row, 1)?);
-        tx.execute(
-            "UPDATE servers SET state = $2, updated_at = $3 WHERE id = $1",
-            &[&server_id, &state.as_str(), &Utc::now()],
-        )
-        .await
-        .map_err(db)?;
-        if before != state.as_str() {
-            let detail = format!("{before} -> {state}");
-            append_audit_in(
-                &tx,
-                &entries::state_change(&self.instance, "server_state", format!("server {name}"), detail),
-            )
-            .await?;
-        }
+        set_server_state_in(&tx, &self.instance, server_id, state).await?;
         tx.commit().await.map_err(db)
     }
 
     async fn record_nic_position(&self, server_id: i64, mac: MacAddr, network: &str, ip: Option<IpAddr>) -> Result<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        let Some(row) = tx
-            .query_opt(
-                "SELECT s.name, n.current_network, n.current_ip FROM nics n JOIN servers s ON s.id = n.server_id
-                 WHERE n.server_id = $1 AND n.mac = $2 FOR UPDATE OF n",
-                &[&server_id, &mac.to_string()],
-            )
-            .await
-            .map_err(db)?
-        else {
-            return Err(StoreError::NotFound { what: format!("NIC {mac} of server {server_id}") });
-        };
-        let (name, before_network, before_ip): (String, String, Option<String>) =
-            (get(&row, 0)?, get(&row, 1)?, get(&row, 2)?);
-        let ip_text = ip.map(|i| i.to_string());
-        tx.execute(
-            "UPDATE nics SET current_network = $3, current_ip = $4 WHERE server_id = $1 AND mac = $2",
-            &[&server_id, &mac.to_string(), &network, &ip_text],
-        )
-        .await
-        .map_err(db)?;
-        tx.execute("UPDATE servers SET updated_at = $2 WHERE id = $1", &[&server_id, &Utc::now()]).await.map_err(db)?;
-        if (before_network.as_str(), before_ip.as_deref()) != (network, ip_text.as_deref()) {
-            let before = (before_network.as_str(), before_ip.as_deref());
-            let mac = mac.to_string();
-            let entry = entries::nic_position(&self.instance, &name, &mac, before, (network, ip_text.as_deref()));
-            append_audit_in(&tx, &entry).await?;
-        }
+        let position = NicPosition { server_id, mac, network: network.to_string(), ip };
+        record_nic_position_in(&tx, &self.instance, &position).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn record_alongside(&self, records: &Alongside) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        apply_alongside(&tx, &self.instance, records).await?;
         tx.commit().await.map_err(db)
     }
 
@@ -1012,28 +1152,11 @@ impl Store for PostgresStore {
     async fn release_address(&self, server_id: i64, mac: MacAddr, network: &str) -> Result<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        let mac = mac.to_string();
-        let released = tx
-            .query_opt(
-                "DELETE FROM ip_leases WHERE server_id = $1 AND mac = $2 AND network = $3 RETURNING ip",
-                &[&server_id, &mac, &network],
-            )
-            .await
-            .map_err(db)?;
-        if let Some(row) = released {
-            let ip: String = get(&row, 0)?;
-            tx.execute(
-                "UPDATE address_history SET valid_to_us = $4
-                 WHERE server_id = $1 AND mac = $2 AND ip = $3 AND kind = 'quarantine' AND valid_to_us IS NULL",
-                &[&server_id, &mac, &ip, &now_us()],
-            )
-            .await
-            .map_err(db)?;
-        }
+        release_address_in(&tx, server_id, mac, network).await?;
         tx.commit().await.map_err(db)
     }
 
-    async fn create_action(&self, action: &NewAction) -> Result<ActionRecord> {
+    async fn create_action_settling(&self, action: &NewAction, settles: Option<&Settlement>) -> Result<ActionRecord> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
         let row = tx
@@ -1061,6 +1184,10 @@ impl Store for PostgresStore {
         let id: i64 = get(&row, 0)?;
         let record = existing_action(&tx, id).await?;
         append_audit_in(&tx, &entries::action_created(&record)).await?;
+        if let Some(settles) = settles {
+            settle_detection_in(&tx, settles.detection_id, &settles.decision_for(id), action.server_id, Some(id))
+                .await?;
+        }
         tx.commit().await.map_err(db)?;
         Ok(record)
     }
@@ -1109,11 +1236,11 @@ impl Store for PostgresStore {
         Ok(many_actions(&self.client().await?, &clause, &[&server_id, &kind.as_str()]).await?.into_iter().next())
     }
 
-    async fn runnable_actions(&self) -> Result<Vec<ActionRecord>> {
+    async fn runnable_actions(&self, limit: u32) -> Result<Vec<ActionRecord>> {
         many_actions(
             &self.client().await?,
-            "WHERE a.state IN ('pending', 'retrying') AND (a.not_before_us IS NULL OR a.not_before_us <= $1) ORDER BY a.id",
-            &[&now_us()],
+            "WHERE a.state IN ('pending', 'retrying') AND (a.not_before_us IS NULL OR a.not_before_us <= $1) ORDER BY a.id LIMIT $2",
+            &[&now_us(), &i64::from(limit)],
         )
         .await
     }
@@ -1122,15 +1249,21 @@ impl Store for PostgresStore {
         many_actions(&self.client().await?, "WHERE a.state = 'running' ORDER BY a.id", &[]).await
     }
 
-    async fn claim_action(
+    async fn claim_action_alongside(
         &self,
         id: i64,
         generation: i64,
         instance: &str,
         until_us: i64,
         message: Option<MessageRef>,
+        alongside: &Alongside,
     ) -> Result<ActionRecord> {
-        let extras = TransitionExtras { message, lease: Some((instance, until_us)), ..Default::default() };
+        let extras = TransitionExtras {
+            message,
+            lease: Some((instance, until_us)),
+            alongside: Some(alongside),
+            ..Default::default()
+        };
         self.transition(id, generation, ActionCommand::Start, extras).await
     }
 
@@ -1158,14 +1291,16 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn transition_action(
+    async fn transition_action_alongside(
         &self,
         id: i64,
         generation: i64,
         command: ActionCommand,
         message: Option<MessageRef>,
+        alongside: &Alongside,
     ) -> Result<ActionRecord> {
-        self.transition(id, generation, command, TransitionExtras { message, ..Default::default() }).await
+        let extras = TransitionExtras { message, alongside: Some(alongside), ..Default::default() };
+        self.transition(id, generation, command, extras).await
     }
 
     async fn defer_action(
@@ -1332,21 +1467,7 @@ impl Store for PostgresStore {
     ) -> Result<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        let changed = tx
-            .execute(
-                "UPDATE detections SET decision = $2, server_id = $3, action_id = $4 WHERE id = $1 AND decision IS NULL",
-                &[&id, &decision, &server_id, &action_id],
-            )
-            .await
-            .map_err(db)?;
-        if changed == 0 {
-            return Err(StoreError::AlreadySettled { id });
-        }
-        if let Some(action_id) = action_id {
-            tx.execute("UPDATE actions SET detections = detections + 1 WHERE id = $1", &[&action_id])
-                .await
-                .map_err(db)?;
-        }
+        settle_detection_in(&tx, id, decision, server_id, action_id).await?;
         tx.commit().await.map_err(db)
     }
 
@@ -1378,34 +1499,9 @@ impl Store for PostgresStore {
     async fn append_step(&self, step: &NewStep) -> Result<StepRecord> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        // The action's row lock orders the steps of one action.
-        tx.execute("SELECT 1 FROM actions WHERE id = $1 FOR UPDATE", &[&step.action_id]).await.map_err(db)?;
-        let seq: i64 = tx
-            .query_one("SELECT COALESCE(MAX(seq), 0) + 1 FROM action_steps WHERE action_id = $1", &[&step.action_id])
-            .await
-            .map_err(db)?
-            .get(0);
-        tx.execute(
-            "INSERT INTO action_steps (action_id, seq, attempt, name, target, outcome, detail, message_number, instance,
-             started_at, finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            &[
-                &step.action_id,
-                &seq,
-                &i64::from(step.attempt),
-                &step.name,
-                &step.target,
-                &step.outcome.as_str(),
-                &step.detail,
-                &step.message_number.map(i64::from),
-                &step.instance,
-                &step.started_at,
-                &step.finished_at,
-            ],
-        )
-        .await
-        .map_err(db)?;
+        let record = append_step_in(&tx, step).await?;
         tx.commit().await.map_err(db)?;
-        Ok(StepRecord { seq, step: step.clone() })
+        Ok(record)
     }
 
     async fn steps(&self, action_id: i64) -> Result<Vec<StepRecord>> {
@@ -1440,27 +1536,7 @@ impl Store for PostgresStore {
     }
 
     async fn record_message(&self, message: &NewMessage) -> Result<MessageRecord> {
-        let at = Utc::now();
-        let severity = cordon_model::Message::find(message.number).map(|m| m.severity().as_str()).unwrap_or("ERROR");
-        let row = self
-            .client()
-            .await?
-            .query_one(
-                "INSERT INTO messages (number, severity, text, server_id, action_id, instance, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id, created_at",
-                &[
-                    &i64::from(message.number),
-                    &severity,
-                    &message.text,
-                    &message.server_id,
-                    &message.action_id,
-                    &message.instance,
-                    &at,
-                ],
-            )
-            .await
-            .map_err(db)?;
-        Ok(MessageRecord { id: get(&row, 0)?, created_at: get(&row, 1)?, message: message.clone() })
+        record_message_in(&self.client().await?, message).await
     }
 
     async fn messages_for_action(&self, action_id: i64) -> Result<Vec<MessageRecord>> {

@@ -652,7 +652,12 @@ struct Transition {
     lease: Option<(String, i64)>,
 }
 
-fn transition(connection: &mut Connection, instance: &str, change: Transition) -> Result<ActionRecord> {
+fn transition(
+    connection: &mut Connection,
+    instance: &str,
+    change: Transition,
+    alongside: &Alongside,
+) -> Result<ActionRecord> {
     let Transition { id, generation, command, kind, message, not_before_us, lease } = change;
     let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
     let current: Option<(String, i64, Option<i64>)> = tx
@@ -711,8 +716,165 @@ fn transition(connection: &mut Connection, instance: &str, change: Transition) -
     let record = one_action(&tx, id)?.ok_or_else(|| StoreError::NotFound { what: format!("action {id}") })?;
     let entry = entries::action_state(instance, id, (state, next), command, kind, message.as_ref());
     append_audit_in(&tx, &entry)?;
+    apply_alongside(&tx, instance, alongside)?;
     tx.commit().map_err(backend)?;
     Ok(record)
+}
+
+fn set_server_state_in(tx: &Connection, instance: &str, server_id: i64, state: ServerState) -> Result<()> {
+    let before: Option<(String, String)> = tx
+        .query_row("SELECT name, state FROM servers WHERE id = ?1", [server_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(backend)?;
+    let Some((name, before)) = before else {
+        return Err(StoreError::NotFound { what: format!("server {server_id}") });
+    };
+    tx.execute(
+        "UPDATE servers SET state = ?2, updated_at = ?3 WHERE id = ?1",
+        params![server_id, state.as_str(), now()],
+    )
+    .map_err(backend)?;
+    if before != state.as_str() {
+        let detail = format!("{before} -> {state}");
+        append_audit_in(tx, &entries::state_change(instance, "server_state", format!("server {name}"), detail))?;
+    }
+    Ok(())
+}
+
+fn record_nic_position_in(tx: &Connection, instance: &str, position: &NicPosition) -> Result<()> {
+    let NicPosition { server_id, mac, network, ip } = position;
+    let before: Option<(String, String, Option<String>)> = tx
+        .query_row(
+            "SELECT s.name, n.current_network, n.current_ip FROM nics n JOIN servers s ON s.id = n.server_id
+             WHERE n.server_id = ?1 AND n.mac = ?2",
+            params![server_id, mac.to_string()],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()
+        .map_err(backend)?;
+    let Some((name, before_network, before_ip)) = before else {
+        return Err(StoreError::NotFound { what: format!("NIC {mac} of server {server_id}") });
+    };
+    let ip_text = ip.map(|i| i.to_string());
+    tx.execute(
+        "UPDATE nics SET current_network = ?3, current_ip = ?4 WHERE server_id = ?1 AND mac = ?2",
+        params![server_id, mac.to_string(), network, ip_text],
+    )
+    .map_err(backend)?;
+    tx.execute("UPDATE servers SET updated_at = ?2 WHERE id = ?1", params![server_id, now()]).map_err(backend)?;
+    if (before_network.as_str(), before_ip.as_deref()) != (network.as_str(), ip_text.as_deref()) {
+        let before = (before_network.as_str(), before_ip.as_deref());
+        let after = (network.as_str(), ip_text.as_deref());
+        let mac = mac.to_string();
+        append_audit_in(tx, &entries::nic_position(instance, &name, &mac, before, after))?;
+    }
+    Ok(())
+}
+
+fn release_address_in(tx: &Connection, server_id: i64, mac: MacAddr, network: &str) -> Result<()> {
+    let mac = mac.to_string();
+    let leased: Option<String> = tx
+        .query_row(
+            "SELECT ip FROM ip_leases WHERE server_id = ?1 AND mac = ?2 AND network = ?3",
+            params![server_id, mac, network],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(backend)?;
+    if let Some(ip) = leased {
+        tx.execute(
+            "DELETE FROM ip_leases WHERE server_id = ?1 AND mac = ?2 AND network = ?3",
+            params![server_id, mac, network],
+        )
+        .map_err(backend)?;
+        tx.execute(
+            "UPDATE address_history SET valid_to_us = ?4
+             WHERE server_id = ?1 AND mac = ?2 AND ip = ?3 AND kind = 'quarantine' AND valid_to_us IS NULL",
+            params![server_id, mac, ip, now_us()],
+        )
+        .map_err(backend)?;
+    }
+    Ok(())
+}
+
+fn settle_detection_in(
+    tx: &Connection,
+    id: i64,
+    decision: &str,
+    server_id: Option<i64>,
+    action_id: Option<i64>,
+) -> Result<()> {
+    let changed = tx
+        .execute(
+            "UPDATE detections SET decision = ?2, server_id = ?3, action_id = ?4 WHERE id = ?1 AND decision IS NULL",
+            params![id, decision, server_id, action_id],
+        )
+        .map_err(backend)?;
+    if changed == 0 {
+        return Err(StoreError::AlreadySettled { id });
+    }
+    if let Some(action_id) = action_id {
+        tx.execute("UPDATE actions SET detections = detections + 1 WHERE id = ?1", [action_id]).map_err(backend)?;
+    }
+    Ok(())
+}
+
+fn append_step_in(tx: &Connection, step: NewStep) -> Result<StepRecord> {
+    let seq: i64 = tx
+        .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM action_steps WHERE action_id = ?1", [step.action_id], |r| {
+            r.get(0)
+        })
+        .map_err(backend)?;
+    tx.execute(
+        "INSERT INTO action_steps (action_id, seq, attempt, name, target, outcome, detail, message_number, instance, started_at, finished_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        params![
+            step.action_id,
+            seq,
+            step.attempt,
+            step.name,
+            step.target,
+            step.outcome.as_str(),
+            step.detail,
+            step.message_number,
+            step.instance,
+            step.started_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+            step.finished_at.to_rfc3339_opts(SecondsFormat::Micros, true)
+        ],
+    )
+    .map_err(backend)?;
+    Ok(StepRecord { seq, step })
+}
+
+fn record_message_in(tx: &Connection, message: NewMessage) -> Result<MessageRecord> {
+    let at = now();
+    let severity = cordon_model::Message::find(message.number).map(|m| m.severity().as_str()).unwrap_or("ERROR");
+    tx.execute(
+        "INSERT INTO messages (number, severity, text, server_id, action_id, instance, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![message.number, severity, message.text, message.server_id, message.action_id, message.instance, at],
+    )
+    .map_err(backend)?;
+    Ok(MessageRecord { id: tx.last_insert_rowid(), created_at: parse_time(&at).map_err(backend)?, message })
+}
+
+/// Writes `records` inside the caller's transaction, in the order [`Alongside`] documents.
+fn apply_alongside(tx: &Connection, instance: &str, records: &Alongside) -> Result<()> {
+    if let Some((server_id, state)) = records.server_state {
+        set_server_state_in(tx, instance, server_id, state)?;
+    }
+    for position in &records.nic_positions {
+        record_nic_position_in(tx, instance, position)?;
+    }
+    for (server_id, mac, network) in &records.releases {
+        release_address_in(tx, *server_id, *mac, network)?;
+    }
+    for step in &records.steps {
+        append_step_in(tx, step.clone())?;
+    }
+    for message in &records.messages {
+        record_message_in(tx, message.clone())?;
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -782,25 +944,7 @@ impl Store for SqliteStore {
         let instance = self.instance.clone();
         self.run(move |connection| {
             let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
-            let before: Option<(String, String)> = tx
-                .query_row("SELECT name, state FROM servers WHERE id = ?1", [server_id], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
-                .map_err(backend)?;
-            let Some((name, before)) = before else {
-                return Err(StoreError::NotFound { what: format!("server {server_id}") });
-            };
-            tx.execute(
-                "UPDATE servers SET state = ?2, updated_at = ?3 WHERE id = ?1",
-                params![server_id, state.as_str(), now()],
-            )
-            .map_err(backend)?;
-            if before != state.as_str() {
-                let detail = format!("{before} -> {state}");
-                append_audit_in(
-                    &tx,
-                    &entries::state_change(&instance, "server_state", format!("server {name}"), detail),
-                )?;
-            }
+            set_server_state_in(&tx, &instance, server_id, state)?;
             tx.commit().map_err(backend)
         })
         .await
@@ -811,32 +955,18 @@ impl Store for SqliteStore {
         let instance = self.instance.clone();
         self.run(move |connection| {
             let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
-            let before: Option<(String, String, Option<String>)> = tx
-                .query_row(
-                    "SELECT s.name, n.current_network, n.current_ip FROM nics n JOIN servers s ON s.id = n.server_id
-                     WHERE n.server_id = ?1 AND n.mac = ?2",
-                    params![server_id, mac.to_string()],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()
-                .map_err(backend)?;
-            let Some((name, before_network, before_ip)) = before else {
-                return Err(StoreError::NotFound { what: format!("NIC {mac} of server {server_id}") });
-            };
-            let ip_text = ip.map(|i| i.to_string());
-            tx.execute(
-                "UPDATE nics SET current_network = ?3, current_ip = ?4 WHERE server_id = ?1 AND mac = ?2",
-                params![server_id, mac.to_string(), network, ip_text],
-            )
-            .map_err(backend)?;
-            tx.execute("UPDATE servers SET updated_at = ?2 WHERE id = ?1", params![server_id, now()])
-                .map_err(backend)?;
-            if (before_network.as_str(), before_ip.as_deref()) != (network.as_str(), ip_text.as_deref()) {
-                let before = (before_network.as_str(), before_ip.as_deref());
-                let after = (network.as_str(), ip_text.as_deref());
-                let mac = mac.to_string();
-                append_audit_in(&tx, &entries::nic_position(&instance, &name, &mac, before, after))?;
-            }
+            record_nic_position_in(&tx, &instance, &NicPosition { server_id, mac, network, ip })?;
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn record_alongside(&self, records: &Alongside) -> Result<()> {
+        let instance = self.instance.clone();
+        let records = records.clone();
+        self.run(move |connection| {
+            let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
+            apply_alongside(&tx, &instance, &records)?;
             tx.commit().map_err(backend)
         })
         .await
@@ -891,35 +1021,15 @@ impl Store for SqliteStore {
         let network = network.to_string();
         self.run(move |connection| {
             let tx = connection.transaction().map_err(backend)?;
-            let mac = mac.to_string();
-            let leased: Option<String> = tx
-                .query_row(
-                    "SELECT ip FROM ip_leases WHERE server_id = ?1 AND mac = ?2 AND network = ?3",
-                    params![server_id, mac, network],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(backend)?;
-            if let Some(ip) = leased {
-                tx.execute(
-                    "DELETE FROM ip_leases WHERE server_id = ?1 AND mac = ?2 AND network = ?3",
-                    params![server_id, mac, network],
-                )
-                .map_err(backend)?;
-                tx.execute(
-                    "UPDATE address_history SET valid_to_us = ?4
-                     WHERE server_id = ?1 AND mac = ?2 AND ip = ?3 AND kind = 'quarantine' AND valid_to_us IS NULL",
-                    params![server_id, mac, ip, now_us()],
-                )
-                .map_err(backend)?;
-            }
+            release_address_in(&tx, server_id, mac, &network)?;
             tx.commit().map_err(backend)
         })
         .await
     }
 
-    async fn create_action(&self, action: &NewAction) -> Result<ActionRecord> {
+    async fn create_action_settling(&self, action: &NewAction, settles: Option<&Settlement>) -> Result<ActionRecord> {
         let action = action.clone();
+        let settles = settles.cloned();
         self.run(move |connection| {
             let at = now();
             let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
@@ -947,6 +1057,9 @@ impl Store for SqliteStore {
             let id = tx.last_insert_rowid();
             let record = one_action(&tx, id)?.ok_or_else(|| StoreError::NotFound { what: format!("action {id}") })?;
             append_audit_in(&tx, &entries::action_created(&record))?;
+            if let Some(settles) = &settles {
+                settle_detection_in(&tx, settles.detection_id, &settles.decision_for(id), action.server_id, Some(id))?;
+            }
             tx.commit().map_err(backend)?;
             Ok(record)
         })
@@ -1013,13 +1126,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn runnable_actions(&self) -> Result<Vec<ActionRecord>> {
+    async fn runnable_actions(&self, limit: u32) -> Result<Vec<ActionRecord>> {
         let now = now_us();
         self.run(move |connection| {
             many_actions(
                 connection,
-                "WHERE a.state IN ('pending', 'retrying') AND (a.not_before_us IS NULL OR a.not_before_us <= ?1) ORDER BY a.id",
-                &[&now],
+                "WHERE a.state IN ('pending', 'retrying') AND (a.not_before_us IS NULL OR a.not_before_us <= ?1) ORDER BY a.id LIMIT ?2",
+                &[&now, &limit],
             )
         })
         .await
@@ -1029,20 +1142,22 @@ impl Store for SqliteStore {
         self.run(|connection| many_actions(connection, "WHERE a.state = 'running' ORDER BY a.id", &[])).await
     }
 
-    async fn claim_action(
+    async fn claim_action_alongside(
         &self,
         id: i64,
         generation: i64,
         instance: &str,
         until_us: i64,
         message: Option<MessageRef>,
+        alongside: &Alongside,
     ) -> Result<ActionRecord> {
         let instance = instance.to_string();
+        let alongside = alongside.clone();
         self.run(move |connection| {
             let lease = Some((instance.clone(), until_us));
             let command = ActionCommand::Start;
             let change = Transition { id, generation, command, kind: None, message, not_before_us: None, lease };
-            transition(connection, &instance, change)
+            transition(connection, &instance, change, &alongside)
         })
         .await
     }
@@ -1074,16 +1189,18 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn transition_action(
+    async fn transition_action_alongside(
         &self,
         id: i64,
         generation: i64,
         command: ActionCommand,
         message: Option<MessageRef>,
+        alongside: &Alongside,
     ) -> Result<ActionRecord> {
         let instance = self.instance.clone();
+        let alongside = alongside.clone();
         let change = Transition { id, generation, command, kind: None, message, not_before_us: None, lease: None };
-        self.run(move |connection| transition(connection, &instance, change)).await
+        self.run(move |connection| transition(connection, &instance, change, &alongside)).await
     }
 
     async fn defer_action(
@@ -1104,7 +1221,7 @@ impl Store for SqliteStore {
             not_before_us: Some(not_before_us),
             lease: None,
         };
-        self.run(move |connection| transition(connection, &instance, change)).await
+        self.run(move |connection| transition(connection, &instance, change, &Alongside::default())).await
     }
 
     async fn transition_action_as(
@@ -1118,7 +1235,7 @@ impl Store for SqliteStore {
         let instance = self.instance.clone();
         let change =
             Transition { id, generation, command, kind: Some(kind), message, not_before_us: None, lease: None };
-        self.run(move |connection| transition(connection, &instance, change)).await
+        self.run(move |connection| transition(connection, &instance, change, &Alongside::default())).await
     }
 
     async fn open_actions(&self, server_id: i64) -> Result<Vec<ActionRecord>> {
@@ -1277,19 +1394,7 @@ impl Store for SqliteStore {
         let decision = decision.to_string();
         self.run(move |connection| {
             let tx = connection.transaction().map_err(backend)?;
-            let changed = tx
-                .execute(
-                    "UPDATE detections SET decision = ?2, server_id = ?3, action_id = ?4 WHERE id = ?1 AND decision IS NULL",
-                    params![id, decision, server_id, action_id],
-                )
-                .map_err(backend)?;
-            if changed == 0 {
-                return Err(StoreError::AlreadySettled { id });
-            }
-            if let Some(action_id) = action_id {
-                tx.execute("UPDATE actions SET detections = detections + 1 WHERE id = ?1", [action_id])
-                    .map_err(backend)?;
-            }
+            settle_detection_in(&tx, id, &decision, server_id, action_id)?;
             tx.commit().map_err(backend)
         })
         .await
@@ -1351,29 +1456,9 @@ impl Store for SqliteStore {
         let step = step.clone();
         self.run(move |connection| {
             let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
-            let seq: i64 = tx
-                .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM action_steps WHERE action_id = ?1", [step.action_id], |r| r.get(0))
-                .map_err(backend)?;
-            tx.execute(
-                "INSERT INTO action_steps (action_id, seq, attempt, name, target, outcome, detail, message_number, instance, started_at, finished_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                params![
-                    step.action_id,
-                    seq,
-                    step.attempt,
-                    step.name,
-                    step.target,
-                    step.outcome.as_str(),
-                    step.detail,
-                    step.message_number,
-                    step.instance,
-                    step.started_at.to_rfc3339_opts(SecondsFormat::Micros, true),
-                    step.finished_at.to_rfc3339_opts(SecondsFormat::Micros, true)
-                ],
-            )
-            .map_err(backend)?;
+            let record = append_step_in(&tx, step)?;
             tx.commit().map_err(backend)?;
-            Ok(StepRecord { seq, step })
+            Ok(record)
         })
         .await
     }
@@ -1413,18 +1498,7 @@ impl Store for SqliteStore {
 
     async fn record_message(&self, message: &NewMessage) -> Result<MessageRecord> {
         let message = message.clone();
-        self.run(move |connection| {
-            let at = now();
-            let severity = cordon_model::Message::find(message.number).map(|m| m.severity().as_str()).unwrap_or("ERROR");
-            connection
-                .execute(
-                    "INSERT INTO messages (number, severity, text, server_id, action_id, instance, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![message.number, severity, message.text, message.server_id, message.action_id, message.instance, at],
-                )
-                .map_err(backend)?;
-            Ok(MessageRecord { id: connection.last_insert_rowid(), created_at: parse_time(&at).map_err(backend)?, message })
-        })
-        .await
+        self.run(move |connection| record_message_in(connection, message)).await
     }
 
     async fn messages_for_action(&self, action_id: i64) -> Result<Vec<MessageRecord>> {

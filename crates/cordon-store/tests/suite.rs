@@ -168,7 +168,7 @@ async fn open_runnable_and_listed_actions() {
         let second = store.create_action(&new_action(b.id, ActionKind::Quarantine)).await.unwrap();
         assert_eq!(store.open_action(a.id, ActionKind::Quarantine).await.unwrap().map(|x| x.id), Some(first.id));
         assert!(store.open_action(a.id, ActionKind::Unquarantine).await.unwrap().is_none(), "{backend}");
-        let runnable: Vec<i64> = store.runnable_actions().await.unwrap().iter().map(|x| x.id).collect();
+        let runnable: Vec<i64> = store.runnable_actions(100).await.unwrap().iter().map(|x| x.id).collect();
         assert_eq!(runnable, vec![first.id, second.id], "oldest first");
         store.transition_action(first.id, 1, ActionCommand::Start, None).await.unwrap();
         assert_eq!(store.running_actions().await.unwrap().len(), 1);
@@ -804,4 +804,161 @@ async fn postgres_refuses_a_newer_schema_and_names_an_unreachable_server() {
         PostgresStore::connect(&format!("postgres://cordon:secret@127.0.0.1:{port}/x"), None).await.unwrap_err();
     assert!(matches!(error, StoreError::Unreachable(_)), "{error}");
     assert!(!error.to_string().contains("secret"), "the password never shows: {error}");
+}
+
+fn detection_on(address: &str) -> cordon_model::Detection {
+    cordon_model::Detection {
+        received_at_us: now_us(),
+        observed_at_us: None,
+        source: "eve".into(),
+        sensor: None,
+        subject: ip(address),
+        peer: None,
+        src_ip: Some(ip(address)),
+        dest_ip: None,
+        target_ip: None,
+        signature_id: None,
+        signature: "test".into(),
+        category: None,
+        severity: cordon_model::ThreatSeverity::High,
+        raw: "{}".into(),
+    }
+}
+
+#[tokio::test]
+async fn an_action_is_created_with_its_detection_settled_or_not_at_all() {
+    for (backend, store) in stores().await {
+        store.sync_inventory(&inventory(&[A])).await.unwrap();
+        let a = store.server_by_name("a").await.unwrap().unwrap();
+        let ids = store.record_detections(&[detection_on(A.2)], "i1", None).await.unwrap();
+        let settles = Settlement { detection_id: ids[0], decision: "new action {action} (default): test".into() };
+        let action =
+            store.create_action_settling(&new_action(a.id, ActionKind::Quarantine), Some(&settles)).await.unwrap();
+        assert_eq!(action.state, ActionState::Pending, "{backend}");
+        let filter = DetectionFilter { action_id: Some(action.id), ..Default::default() };
+        let settled = store.list_detections(&filter).await.unwrap();
+        assert_eq!(settled.len(), 1, "{backend}: the detection is on the action");
+        assert_eq!(settled[0].decision.as_deref(), Some(format!("new action {} (default): test", action.id).as_str()));
+        assert_eq!(store.action(action.id).await.unwrap().unwrap().detections, 1, "{backend}: counted on it");
+
+        // Settled already (another instance was first): no second action.
+        let before = store.list_actions(&ActionFilter::default()).await.unwrap().len();
+        let again = store.create_action_settling(&new_action(a.id, ActionKind::Quarantine), Some(&settles)).await;
+        assert_eq!(again.unwrap_err(), StoreError::AlreadySettled { id: ids[0] }, "{backend}");
+        assert_eq!(store.list_actions(&ActionFilter::default()).await.unwrap().len(), before, "{backend}: rolled back");
+    }
+}
+
+#[tokio::test]
+async fn records_alongside_a_change_commit_with_it_or_not_at_all() {
+    for (backend, store) in stores().await {
+        store.sync_inventory(&inventory(&[A, B])).await.unwrap();
+        let a = store.server_by_name("a").await.unwrap().unwrap();
+        let b = store.server_by_name("b").await.unwrap().unwrap();
+        let first = store.create_action(&new_action(a.id, ActionKind::Quarantine)).await.unwrap();
+        let until = now_us() + 60_000_000;
+        let started = MessageRef { number: 21001, text: "started".into() };
+        let row = |text: &str, action: i64| NewMessage {
+            number: 21001,
+            text: text.into(),
+            server_id: Some(a.id),
+            action_id: Some(action),
+            instance: "i1".into(),
+        };
+        let step = |action: i64, name: &str| NewStep {
+            action_id: action,
+            attempt: 1,
+            name: name.into(),
+            target: "tor-1/p-a".into(),
+            outcome: StepOutcome::Done,
+            detail: String::new(),
+            message_number: None,
+            instance: "i1".into(),
+            started_at: chrono::Utc::now(),
+            finished_at: chrono::Utc::now(),
+        };
+        let claim = Alongside {
+            server_state: Some((a.id, ServerState::Quarantining)),
+            messages: vec![row("started", first.id)],
+            ..Default::default()
+        };
+        let claimed =
+            store.claim_action_alongside(first.id, 1, "i1", until, Some(started.clone()), &claim).await.unwrap();
+        assert_eq!(store.server_by_id(a.id).await.unwrap().unwrap().state, ServerState::Quarantining, "{backend}");
+        assert_eq!(store.messages_for_action(first.id).await.unwrap().len(), 1, "{backend}");
+
+        // A claim that loses writes none of its records.
+        let second = store.create_action(&new_action(a.id, ActionKind::Reboot)).await.unwrap();
+        let lost = Alongside { server_state: Some((a.id, ServerState::QuarantineFailed)), ..claim.clone() };
+        let busy = store.claim_action_alongside(second.id, 1, "i2", until, None, &lost).await.unwrap_err();
+        assert!(matches!(busy, StoreError::ServerBusy { .. }), "{backend}: {busy}");
+        assert_eq!(store.server_by_id(a.id).await.unwrap().unwrap().state, ServerState::Quarantining, "{backend}");
+        assert!(store.messages_for_action(second.id).await.unwrap().is_empty(), "{backend}");
+
+        // The records of a step: all of them, or (one fails) none.
+        let mac: cordon_model::MacAddr = A.1.parse().unwrap();
+        let network = "quarantine".to_string();
+        let position = NicPosition { server_id: a.id, mac, network: network.clone(), ip: Some(ip("10.99.0.100")) };
+        let missing = NicPosition { server_id: b.id, mac, ..position.clone() };
+        let broken = Alongside {
+            nic_positions: vec![position.clone(), missing],
+            steps: vec![step(first.id, "ensure_port_on_bridge")],
+            ..Default::default()
+        };
+        let error = store.record_alongside(&broken).await.unwrap_err();
+        assert!(matches!(error, StoreError::NotFound { .. }), "{backend}: {error}");
+        assert!(store.steps(first.id).await.unwrap().is_empty(), "{backend}: nothing written");
+        let nic = store.server_by_id(a.id).await.unwrap().unwrap().nics[0].clone();
+        assert_eq!(nic.current_network, "office", "{backend}: nothing written");
+
+        let step_records = Alongside {
+            nic_positions: vec![position],
+            steps: vec![step(first.id, "ensure_port_on_bridge"), step(first.id, "record_nic_position")],
+            messages: vec![row("already there", first.id)],
+            ..Default::default()
+        };
+        store.record_alongside(&step_records).await.unwrap();
+        let names: Vec<String> = store.steps(first.id).await.unwrap().into_iter().map(|s| s.step.name).collect();
+        assert_eq!(names, ["ensure_port_on_bridge", "record_nic_position"], "{backend}: in order");
+        let nic = store.server_by_id(a.id).await.unwrap().unwrap().nics[0].clone();
+        assert_eq!((nic.current_network.as_str(), nic.current_ip), ("quarantine", Some(ip("10.99.0.100"))));
+
+        // The end: the action, the server's state and the message in one commit.
+        let end = Alongside {
+            server_state: Some((a.id, ServerState::Quarantined)),
+            messages: vec![row("succeeded", first.id)],
+            ..Default::default()
+        };
+        let done = store
+            .transition_action_alongside(first.id, claimed.generation, ActionCommand::Succeed, None, &end)
+            .await
+            .unwrap();
+        assert_eq!(done.state, ActionState::Succeeded, "{backend}");
+        assert_eq!(store.server_by_id(a.id).await.unwrap().unwrap().state, ServerState::Quarantined, "{backend}");
+        assert_eq!(store.messages_for_action(first.id).await.unwrap().len(), 3, "{backend}");
+        // A stale generation writes none of it.
+        let stale = Alongside { server_state: Some((a.id, ServerState::QuarantineFailed)), ..Default::default() };
+        let error = store
+            .transition_action_alongside(first.id, claimed.generation, ActionCommand::Fail, None, &stale)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, StoreError::Conflict { .. }), "{backend}: {error}");
+        assert_eq!(store.server_by_id(a.id).await.unwrap().unwrap().state, ServerState::Quarantined, "{backend}");
+        let verdict = verify_audit(store.as_ref()).await.unwrap();
+        assert!(verdict.broken.is_none(), "{backend}: the audit chain holds: {verdict:?}");
+    }
+}
+
+#[tokio::test]
+async fn runnable_actions_are_read_in_order_up_to_a_limit() {
+    for (backend, store) in stores().await {
+        store.sync_inventory(&inventory(&[A, B, C])).await.unwrap();
+        let mut ids = Vec::new();
+        for name in ["a", "b", "c"] {
+            let server = store.server_by_name(name).await.unwrap().unwrap();
+            ids.push(store.create_action(&new_action(server.id, ActionKind::Quarantine)).await.unwrap().id);
+        }
+        let two: Vec<i64> = store.runnable_actions(2).await.unwrap().iter().map(|x| x.id).collect();
+        assert_eq!(two, ids[..2], "{backend}");
+    }
 }
