@@ -152,6 +152,7 @@ const MANAGER: Schema = Schema {
         ("database", Str),
         ("database_password_file", Str),
         ("action_lease", Str),
+        ("workers", Int),
     ],
     child: None,
     table: None,

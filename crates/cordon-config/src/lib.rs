@@ -220,6 +220,8 @@ pub struct ManagerConfig {
     /// third of it); an instance that died loses its actions to another one after this long.
     /// Default 15 s.
     pub action_lease_secs: u64,
+    /// How many actions run at once on this instance, each on its own server; default 64.
+    pub workers: usize,
     /// A console session unused this long ends; default 30 min.
     pub session_idle_timeout_secs: u64,
     /// A console session ends this long after sign-in whatever its use; default 12 h.

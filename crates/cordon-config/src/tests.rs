@@ -505,7 +505,7 @@ fn unknown_keys_are_errors_with_their_line() {
             &[("listen =", "lisen =")],
             "cordon.toml:2: manager.lisen: unknown key (expected one of: listen, data_dir, instance, graceful_timeout, \
              reboot_deadline, max_attempts, retry_backoff, reconcile_interval, on_drift, driver_timeout, tls_cert_file, tls_key_file, allow_plain_http, session_idle_timeout, session_lifetime, secure_cookies, database, \
-             database_password_file, action_lease)",
+             database_password_file, action_lease, workers)",
         ),
         (
             "typo in a network",
@@ -537,7 +537,7 @@ fn unknown_keys_are_errors_with_their_line() {
             &[("[manager]\n", "[manager]\n\"my key\" = \"x\"\n")],
             "cordon.toml:2: manager.\"my key\": unknown key (expected one of: listen, data_dir, instance, graceful_timeout, \
              reboot_deadline, max_attempts, retry_backoff, reconcile_interval, on_drift, driver_timeout, tls_cert_file, tls_key_file, allow_plain_http, session_idle_timeout, session_lifetime, secure_cookies, database, \
-             database_password_file, action_lease)",
+             database_password_file, action_lease, workers)",
         ),
     ]);
 }
@@ -2456,6 +2456,9 @@ fn manager_recovery_settings() {
         (set.max_attempts, set.retry_backoff_secs, set.reconcile_interval_secs, set.on_drift_enforce),
         (5, 2, 60, true)
     );
+    assert_eq!((defaults.workers, parse("workers = 8").unwrap().manager.workers), (64, 8));
+    let error = parse("workers = 0").unwrap_err().to_string();
+    assert_eq!(error, "cordon.toml:2: manager.workers: `0` is out of range: from 1 (one action at a time) to 1024");
     let error = parse("max_attempts = 0").unwrap_err().to_string();
     assert_eq!(error, "cordon.toml:2: manager.max_attempts: `0` is out of range: from 1 (no automatic retry) to 100");
     let error = parse("on_drift = \"fix\"").unwrap_err().to_string();

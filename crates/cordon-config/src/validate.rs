@@ -431,6 +431,17 @@ impl Validator<'_> {
             Some(e) => self.duration(e, "action_lease", 15, false),
             None => Some(15),
         };
+        let workers = match entry.and_then(|e| e.get_int("workers").map(|number| (e, number))) {
+            Some((e, number)) => {
+                let workers = usize::try_from(number.value).ok().filter(|n| (1..=1024).contains(n));
+                if workers.is_none() {
+                    let detail = format!("`{}` is out of range: from 1 (one action at a time) to 1024", number.value);
+                    self.at(number.start, e.key_of("workers"), detail);
+                }
+                workers
+            }
+            None => Some(64).filter(|_| entry.is_none_or(|e| e.absent("workers"))),
+        };
         Some(ManagerConfig {
             listen: listen?,
             data_dir: data_dir?,
@@ -450,6 +461,7 @@ impl Validator<'_> {
             database: database?,
             database_password_file: database_password_file?,
             action_lease_secs: action_lease_secs?,
+            workers: workers?,
         })
     }
 

@@ -92,6 +92,7 @@ pub async fn run(config_path: &Path, check_only: bool) -> Result<(), Failure> {
     settings.database = database;
     settings.action_lease = std::time::Duration::from_secs(config.manager.action_lease_secs);
     settings.max_attempts = config.manager.max_attempts;
+    settings.workers = config.manager.workers;
     settings.driver_timeout = std::time::Duration::from_secs(config.manager.driver_timeout_secs);
     settings.retry_base = std::time::Duration::from_secs(config.manager.retry_backoff_secs);
     settings.infrastructure = crate::infrastructure::addresses(&config);
