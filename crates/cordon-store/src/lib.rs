@@ -314,9 +314,10 @@ pub struct NicPosition {
 
 /// Records written in the same transaction as a change, so that what the engine records around
 /// one step costs one durable commit instead of several (and nothing less is recorded). Applied
-/// after the change itself, in this order: the server's state, NIC positions, released quarantine
-/// addresses, journal rows, numbered messages; each writes its audit row as its own call would.
-/// If any of them fails, nothing of the transaction is written.
+/// after the change itself (before its audit row), in this order: released quarantine addresses,
+/// journal rows, numbered messages, the server's state, NIC positions (the last two write their
+/// audit rows as their own calls would; last, so that PostgreSQL holds the audit chain's lock for
+/// as short a time as possible). If any of them fails, nothing of the transaction is written.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Alongside {
     /// (server, state), as [`Store::set_server_state`].

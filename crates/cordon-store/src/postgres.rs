@@ -828,10 +828,10 @@ impl PostgresStore {
         // A claim is written in the name of the claiming instance, as in SQLite.
         let instance = extras.lease.map(|(holder, _)| holder).unwrap_or(&self.instance);
         let entry = entries::action_state(instance, id, (state, next), command, extras.kind, extras.message.as_ref());
-        append_audit_in(&tx, &entry).await?;
         if let Some(alongside) = extras.alongside {
             apply_alongside(&tx, instance, alongside).await?;
         }
+        append_audit_in(&tx, &entry).await?;
         tx.commit().await.map_err(db)?;
         Ok(record)
     }
@@ -993,12 +993,6 @@ async fn record_message_in(tx: &impl GenericClient, message: &NewMessage) -> Res
 
 /// Writes `records` inside the caller's transaction, in the order [`Alongside`] documents.
 async fn apply_alongside(tx: &impl GenericClient, instance: &str, records: &Alongside) -> Result<()> {
-    if let Some((server_id, state)) = records.server_state {
-        set_server_state_in(tx, instance, server_id, state).await?;
-    }
-    for position in &records.nic_positions {
-        record_nic_position_in(tx, instance, position).await?;
-    }
     for (server_id, mac, network) in &records.releases {
         release_address_in(tx, *server_id, *mac, network).await?;
     }
@@ -1007,6 +1001,13 @@ async fn apply_alongside(tx: &impl GenericClient, instance: &str, records: &Alon
     }
     for message in &records.messages {
         record_message_in(tx, message).await?;
+    }
+    // Last: these append to the audit chain, whose lock is then held until the commit.
+    if let Some((server_id, state)) = records.server_state {
+        set_server_state_in(tx, instance, server_id, state).await?;
+    }
+    for position in &records.nic_positions {
+        record_nic_position_in(tx, instance, position).await?;
     }
     Ok(())
 }

@@ -715,8 +715,8 @@ fn transition(
     .map_err(backend)?;
     let record = one_action(&tx, id)?.ok_or_else(|| StoreError::NotFound { what: format!("action {id}") })?;
     let entry = entries::action_state(instance, id, (state, next), command, kind, message.as_ref());
-    append_audit_in(&tx, &entry)?;
     apply_alongside(&tx, instance, alongside)?;
+    append_audit_in(&tx, &entry)?;
     tx.commit().map_err(backend)?;
     Ok(record)
 }
@@ -859,12 +859,6 @@ fn record_message_in(tx: &Connection, message: NewMessage) -> Result<MessageReco
 
 /// Writes `records` inside the caller's transaction, in the order [`Alongside`] documents.
 fn apply_alongside(tx: &Connection, instance: &str, records: &Alongside) -> Result<()> {
-    if let Some((server_id, state)) = records.server_state {
-        set_server_state_in(tx, instance, server_id, state)?;
-    }
-    for position in &records.nic_positions {
-        record_nic_position_in(tx, instance, position)?;
-    }
     for (server_id, mac, network) in &records.releases {
         release_address_in(tx, *server_id, *mac, network)?;
     }
@@ -873,6 +867,12 @@ fn apply_alongside(tx: &Connection, instance: &str, records: &Alongside) -> Resu
     }
     for message in &records.messages {
         record_message_in(tx, message.clone())?;
+    }
+    if let Some((server_id, state)) = records.server_state {
+        set_server_state_in(tx, instance, server_id, state)?;
+    }
+    for position in &records.nic_positions {
+        record_nic_position_in(tx, instance, position)?;
     }
     Ok(())
 }
