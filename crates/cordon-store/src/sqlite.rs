@@ -237,7 +237,8 @@ fn commit_batch(connection: &Connection, batch: &mut VecDeque<Box<dyn BatchJob>>
     let mut failure = None;
     while let Some(mut job) = batch.pop_front() {
         if let Err(error) = exec(connection, "SAVEPOINT job") {
-            batch.push_front(job);
+            // That job fails with the batch (never run), so that every pass makes progress.
+            ran.push(job);
             failure = Some(backend(format!("cannot open a savepoint: {error}")));
             break;
         }
