@@ -2239,6 +2239,26 @@ mod tests {
         assert_eq!((stats.jobs.load(Ordering::Relaxed), stats.commits.load(Ordering::Relaxed)), (3, 1));
     }
 
+    /// A job that ends the transaction itself (as SQLite does on a full disk) loses the batch
+    /// so far: those jobs get an error; the jobs not run yet go into a new transaction.
+    #[test]
+    fn a_transaction_ended_inside_a_job_fails_the_jobs_so_far_and_the_rest_run_anew() {
+        let connection = writer_connection();
+        let stats = CommitStats::default();
+        let mut batch = VecDeque::new();
+        let earlier = job(&mut batch, |c| insert_message(c, "earlier"));
+        let ender = job(&mut batch, |c| c.execute_batch("ROLLBACK").map(|()| 0).map_err(backend));
+        let later = job(&mut batch, |c| insert_message(c, "later"));
+        commit_batch(&connection, &mut batch, &stats);
+        assert!(outcome(earlier).unwrap_err().to_string().contains("ended inside a job"));
+        assert!(outcome(ender).is_err());
+        assert_eq!(batch.len(), 1, "the job not run waits for the next transaction");
+        commit_batch(&connection, &mut batch, &stats);
+        assert!(outcome(later).is_ok());
+        assert_eq!(texts(&connection), ["later"]);
+        assert_eq!((stats.jobs.load(Ordering::Relaxed), stats.commits.load(Ordering::Relaxed)), (3, 1));
+    }
+
     /// In memory there is no read connection: reads go to the writer thread between batches.
     /// A read queued behind writes sees them; the writer stops when the last clone is dropped.
     #[tokio::test]
