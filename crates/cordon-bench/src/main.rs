@@ -13,6 +13,7 @@ mod inventory;
 mod lab;
 mod multi;
 mod report;
+mod store;
 mod suricata;
 
 use std::path::PathBuf;
@@ -36,7 +37,8 @@ struct Cli {
 enum Command {
     /// EVE and CEF (Deep Discovery) lines per second per core through parse → normalize.
     Ingest(IngestArgs),
-    /// N servers synced into a fresh SQLite store: start-up time, address lookups, memory.
+    /// N servers synced into a fresh SQLite store: start-up time, address lookups, memory; then
+    /// the store's durable writes with 1, 8 and 64 calls in flight (group commit).
     Inventory(InventoryArgs),
     /// On a real lab (root): time-to-contain and its floor, sustained actions/s, an outbreak, API.
     Contain(ContainArgs),
@@ -71,6 +73,9 @@ struct InventoryArgs {
     servers: u32,
     #[arg(long, default_value_t = 10_000)]
     lookups: u32,
+    /// Seconds of `record_message` calls per concurrency level (1, 8, 64 tasks).
+    #[arg(long, default_value_t = 2)]
+    store_seconds: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -119,11 +124,14 @@ fn main() -> anyhow::Result<()> {
     println!("machine: {}", machine.describe());
     let groups: Vec<Box<dyn Fn() -> anyhow::Result<BenchResult>>> = match cli.command {
         Command::Ingest(a) => vec![Box::new(move || ingest::run(Duration::from_secs(a.seconds)))],
-        Command::Inventory(a) => vec![Box::new(move || inventory::run(a.servers, a.lookups))],
+        Command::Inventory(a) => {
+            vec![Box::new(move || inventory::run(a.servers, a.lookups)), Box::new(move || store::run(a.store_seconds))]
+        }
         Command::Contain(a) => vec![Box::new(move || contain::run(&a.options()?))],
         Command::All { ingest, inventory, contain } => vec![
             Box::new(move || ingest::run(Duration::from_secs(ingest.seconds))),
             Box::new(move || inventory::run(inventory.servers, inventory.lookups)),
+            Box::new(move || store::run(inventory.store_seconds)),
             Box::new(move || contain::run(&contain.options()?)),
         ],
         Command::Multi { servers, rounds } => vec![Box::new(move || multi::run(servers, rounds))],

@@ -1,18 +1,35 @@
 //! The embedded SQLite store (`<data_dir>/cordon.db`), through rusqlite.
 //!
-//! One connection behind a mutex: SQLite serializes writers anyway, and every call is short.
-//! Calls run on tokio's blocking pool so that an fsync never stalls the runtime. WAL with
-//! `synchronous = FULL`: a commit that returned survives a power cut.
+//! **Group commit.** One writer thread owns the write connection. A write call sends its work
+//! (a job) over a channel and awaits the reply. The writer blocks for the first job, takes
+//! whatever else is queued (at most [`BATCH_CAP`]), and runs them all in one `BEGIN IMMEDIATE`
+//! transaction, each job in its own savepoint: a job that fails or panics is rolled back to its
+//! savepoint and alone gets its error. Then one `COMMIT`, one `fdatasync` (WAL,
+//! `synchronous = FULL`), and only then does every job of the batch get its reply. So a call
+//! that returned `Ok` survives a power cut, as before, but many calls in flight share one fsync.
+//!
+//! **Reads** of a file database run on [`READERS`] separate read connections
+//! (`PRAGMA query_only = ON`, so a write misfiled as a read fails loudly) through tokio's
+//! blocking pool, each call in one read transaction (one snapshot). WAL lets them run while
+//! the writer commits; a read started after a write was acknowledged sees it. Anything that
+//! reads and then writes (a compare-and-swap, a lease, a claim) is a write job. An in-memory
+//! database (tests) cannot be opened twice, so its reads go to the writer thread, between
+//! batches.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
+use std::fmt;
 use std::net::IpAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError, mpsc};
+use std::thread::JoinHandle;
 
 use async_trait::async_trait;
 use chrono::{SecondsFormat, Utc};
 use cordon_model::{ActionCommand, ActionKind, ActionState, AddressPool, Detection, MacAddr, Role, ServerState};
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use tokio::sync::oneshot;
 
 use crate::audit::entries;
 use crate::*;
@@ -33,11 +50,227 @@ const MIGRATIONS: &[&str] = &[
 /// The migration (1-based) after which rows written before the chain existed are sealed.
 const AUDIT_CHAIN_MIGRATION: usize = 7;
 
-#[derive(Debug, Clone)]
+/// The most write jobs one transaction (one fsync) takes; the rest wait for the next one.
+const BATCH_CAP: usize = 256;
+
+/// Read connections of a file database (two cores here: more would only queue on the CPU).
+const READERS: usize = 2;
+
+#[derive(Clone)]
 pub struct SqliteStore {
-    connection: Arc<Mutex<Connection>>,
+    shared: Arc<Shared>,
     /// The instance named in the audit rows the store writes for state changes.
     instance: Arc<str>,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (jobs, commits) = self.commit_stats();
+        f.debug_struct("SqliteStore")
+            .field("instance", &self.instance)
+            .field("readers", &self.shared.readers.len())
+            .field("jobs", &jobs)
+            .field("commits", &commits)
+            .finish()
+    }
+}
+
+/// What every clone of a store shares; dropping the last one stops the writer thread.
+struct Shared {
+    /// The writer thread's queue. `None` only while dropping: closing it lets the writer finish
+    /// what is queued and exit.
+    jobs: Option<mpsc::Sender<Job>>,
+    /// Read connections of a file database; empty in memory (reads go to the writer).
+    readers: Vec<Mutex<Connection>>,
+    /// Round-robin start for picking a read connection.
+    next_reader: AtomicUsize,
+    stats: Arc<CommitStats>,
+    /// Joined on drop, so that the database file is closed when the last store is gone (a
+    /// reopen or a copy of the file then sees everything).
+    writer: Option<JoinHandle<()>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(writer) = self.writer.take()
+            && writer.thread().id() != std::thread::current().id()
+        {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// Counted by the writer thread since the store was opened.
+#[derive(Debug, Default)]
+struct CommitStats {
+    /// Write jobs run (whether they succeeded or not).
+    jobs: AtomicU64,
+    /// Batch transactions committed (each one fsync).
+    commits: AtomicU64,
+}
+
+/// Work for the writer thread.
+enum Job {
+    /// Runs inside a batch transaction, in its own savepoint.
+    Write(Box<dyn BatchJob>),
+    /// Runs on the writer's connection between batches (in-memory databases only). It sends its
+    /// own reply.
+    Read(Box<dyn FnOnce(&Connection) + Send>),
+}
+
+/// A write job, type-erased so that jobs of every result type share one queue.
+trait BatchJob: Send {
+    /// Runs the work (once) and keeps its outcome; true when it succeeded.
+    fn run(&mut self, connection: &Connection) -> bool;
+    /// Sends the outcome after the batch ended: with `failure` when the batch did not commit,
+    /// a job that succeeded gets that error instead (its writes are gone).
+    fn reply(self: Box<Self>, failure: Option<&StoreError>);
+}
+
+struct WriteJob<T, F> {
+    work: Option<F>,
+    outcome: Option<Result<T>>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> BatchJob for WriteJob<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> Result<T> + Send,
+{
+    fn run(&mut self, connection: &Connection) -> bool {
+        let Some(work) = self.work.take() else { return false };
+        let outcome = catch_unwind(AssertUnwindSafe(|| work(connection)))
+            .unwrap_or_else(|panic| Err(backend(format!("store job panicked: {}", panic_text(panic.as_ref())))));
+        let succeeded = outcome.is_ok();
+        self.outcome = Some(outcome);
+        succeeded
+    }
+
+    fn reply(self: Box<Self>, failure: Option<&StoreError>) {
+        let outcome = match (self.outcome, failure) {
+            (Some(Ok(_)), Some(failure)) => Err(failure.clone()),
+            (Some(outcome), _) => outcome,
+            (None, failure) => Err(failure.cloned().unwrap_or_else(|| backend("the store job did not run"))),
+        };
+        // The caller may have gone (its future dropped); the job's effect stands either way.
+        let _ = self.reply.send(outcome);
+    }
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(text), _) => (*text).to_string(),
+        (None, Some(text)) => text.clone(),
+        (None, None) => "unknown panic".to_string(),
+    }
+}
+
+fn writer_stopped() -> StoreError {
+    backend("the store's writer thread stopped")
+}
+
+/// Runs one statement through the statement cache (the batch's BEGIN, savepoints, COMMIT).
+fn exec(connection: &Connection, sql: &str) -> rusqlite::Result<()> {
+    connection.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
+/// The writer thread: batches of write jobs, one transaction each, until every store is gone.
+fn write_loop(connection: Connection, jobs: mpsc::Receiver<Job>, stats: &CommitStats) {
+    let mut held: Option<Job> = None;
+    loop {
+        let job = match held.take() {
+            Some(job) => job,
+            None => match jobs.recv() {
+                Ok(job) => job,
+                // Every sender is gone and the queue is empty.
+                Err(mpsc::RecvError) => return,
+            },
+        };
+        match job {
+            Job::Read(read) => {
+                // `query_only` while it runs, as on a file database's read connections, so that
+                // a write misfiled as a read fails in the in-memory tests too. A panic drops the
+                // reply sender: the caller gets an error, the writer goes on.
+                if exec(&connection, "PRAGMA query_only = ON").is_ok() {
+                    let _ = catch_unwind(AssertUnwindSafe(|| read(&connection)));
+                }
+                let _ = exec(&connection, "PRAGMA query_only = OFF");
+            }
+            Job::Write(first) => {
+                let mut batch = VecDeque::from([first]);
+                while batch.len() < BATCH_CAP {
+                    match jobs.try_recv() {
+                        Ok(Job::Write(job)) => batch.push_back(job),
+                        // A read waits for this batch's commit, so it sees what was queued
+                        // before it, and nothing uncommitted.
+                        Ok(read) => {
+                            held = Some(read);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                while !batch.is_empty() {
+                    commit_batch(&connection, &mut batch, stats);
+                }
+            }
+        }
+    }
+}
+
+/// Runs jobs from the front of `batch` in one transaction, commits, then replies to each.
+///
+/// If the transaction ends under a job (SQLite rolls back by itself on a few errors, such as a
+/// full disk), the jobs that ran get an error and those not run stay in `batch` for a new
+/// transaction. If `COMMIT` fails, every job of the batch gets an error: none was acknowledged.
+fn commit_batch(connection: &Connection, batch: &mut VecDeque<Box<dyn BatchJob>>, stats: &CommitStats) {
+    if let Err(error) = exec(connection, "BEGIN IMMEDIATE") {
+        let failure = backend(format!("cannot begin a write transaction: {error}"));
+        for job in batch.drain(..) {
+            job.reply(Some(&failure));
+        }
+        return;
+    }
+    let mut ran = Vec::with_capacity(batch.len());
+    let mut failure = None;
+    while let Some(mut job) = batch.pop_front() {
+        if let Err(error) = exec(connection, "SAVEPOINT job") {
+            // That job fails with the batch (never run), so that every pass makes progress.
+            ran.push(job);
+            failure = Some(backend(format!("cannot open a savepoint: {error}")));
+            break;
+        }
+        stats.jobs.fetch_add(1, Ordering::Relaxed);
+        let succeeded = job.run(connection);
+        ran.push(job);
+        let ended = if connection.is_autocommit() {
+            Err(backend("the write transaction ended inside a job; its batch was rolled back"))
+        } else if succeeded {
+            exec(connection, "RELEASE job").map_err(backend)
+        } else {
+            exec(connection, "ROLLBACK TO job").and_then(|()| exec(connection, "RELEASE job")).map_err(backend)
+        };
+        if let Err(error) = ended {
+            failure = Some(error);
+            break;
+        }
+    }
+    if failure.is_none() {
+        match exec(connection, "COMMIT") {
+            Ok(()) => {
+                stats.commits.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(error) => failure = Some(backend(format!("commit failed: {error}"))),
+        }
+    }
+    if failure.is_some() && !connection.is_autocommit() {
+        let _ = exec(connection, "ROLLBACK");
+    }
+    for job in ran {
+        job.reply(failure.as_ref());
+    }
 }
 
 fn backend(error: impl std::fmt::Display) -> StoreError {
@@ -135,21 +368,42 @@ where
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies pending migrations.
     pub fn open(path: &Path) -> Result<Self> {
-        let connection = Connection::open(path).map_err(|e| backend(format!("{}: {e}", path.display())))?;
-        Self::init(connection)
+        let open = || Connection::open(path).map_err(|e| backend(format!("{}: {e}", path.display())));
+        let mut connection = open()?;
+        prepare_writer(&mut connection)?;
+        let readers = (0..READERS)
+            .map(|_| {
+                let reader = open()?;
+                reader
+                    .execute_batch("PRAGMA query_only = ON; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
+                    .map_err(backend)?;
+                Ok(Mutex::new(reader))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Self::start(connection, readers)
     }
 
     /// A private in-memory database, for tests.
     pub fn open_in_memory() -> Result<Self> {
-        Self::init(Connection::open_in_memory().map_err(backend)?)
+        let mut connection = Connection::open_in_memory().map_err(backend)?;
+        prepare_writer(&mut connection)?;
+        Self::start(connection, Vec::new())
     }
 
-    fn init(mut connection: Connection) -> Result<Self> {
-        connection
-            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
-            .map_err(backend)?;
-        migrate(&mut connection)?;
-        Ok(SqliteStore { connection: Arc::new(Mutex::new(connection)), instance: Arc::from("cordon") })
+    /// Starts the writer thread on the migrated connection.
+    fn start(connection: Connection, readers: Vec<Mutex<Connection>>) -> Result<Self> {
+        let (sender, receiver) = mpsc::channel();
+        let stats = Arc::new(CommitStats::default());
+        let writer = std::thread::Builder::new()
+            .name("cordon-store-writer".into())
+            .spawn({
+                let stats = stats.clone();
+                move || write_loop(connection, receiver, &stats)
+            })
+            .map_err(|e| backend(format!("cannot start the store's writer thread: {e}")))?;
+        let shared =
+            Shared { jobs: Some(sender), readers, next_reader: AtomicUsize::new(0), stats, writer: Some(writer) };
+        Ok(SqliteStore { shared: Arc::new(shared), instance: Arc::from("cordon") })
     }
 
     /// Names the instance in the audit rows written for state changes (default `cordon`).
@@ -158,21 +412,80 @@ impl SqliteStore {
         self
     }
 
-    async fn run<T, F>(&self, work: F) -> Result<T>
+    /// Write jobs run and transactions committed (fsyncs) since the store was opened: their
+    /// ratio is how many writes shared one commit.
+    pub fn commit_stats(&self) -> (u64, u64) {
+        let stats = &self.shared.stats;
+        (stats.jobs.load(Ordering::Relaxed), stats.commits.load(Ordering::Relaxed))
+    }
+
+    fn send(&self, job: Job) -> Result<()> {
+        let jobs = self.shared.jobs.as_ref().ok_or_else(writer_stopped)?;
+        jobs.send(job).map_err(|_| writer_stopped())
+    }
+
+    /// Runs `work` on the writer thread inside a batch transaction (in its own savepoint) and
+    /// returns its outcome once the batch committed. `work` must not open a transaction.
+    async fn write<T, F>(&self, work: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        let connection = self.connection.clone();
+        let (reply, answer) = oneshot::channel();
+        self.send(Job::Write(Box::new(WriteJob { work: Some(work), outcome: None, reply })))?;
+        answer.await.map_err(|_| writer_stopped())?
+    }
+
+    /// Runs read-only `work` on a read connection (file), or on the writer between batches
+    /// (memory).
+    async fn read<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        if self.shared.readers.is_empty() {
+            let (reply, answer) = oneshot::channel();
+            self.send(Job::Read(Box::new(move |connection| {
+                let _ = reply.send(work(connection));
+            })))?;
+            return answer.await.map_err(|_| writer_stopped())?;
+        }
+        let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
-            // A panic while holding the lock cannot leave a half-written transaction (it rolls
-            // back on drop), so a poisoned lock is still safe to use.
-            let mut guard = connection.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            work(&mut guard)
+            let guard = shared.reader();
+            // One snapshot for the whole call (e.g. servers, then their NICs); dropped, it ends.
+            let snapshot = guard.unchecked_transaction().map_err(backend)?;
+            work(&snapshot)
         })
         .await
         .map_err(|e| backend(format!("store task failed: {e}")))?
     }
+}
+
+impl Shared {
+    /// A free read connection if there is one, else the next in turn once it is free.
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        let count = self.readers.len();
+        let first = self.next_reader.fetch_add(1, Ordering::Relaxed) % count;
+        for offset in 0..count {
+            match self.readers[(first + offset) % count].try_lock() {
+                Ok(guard) => return guard,
+                // A panic while holding the lock leaves nothing half-written (the connection is
+                // query_only), so a poisoned lock is still safe to use.
+                Err(TryLockError::Poisoned(poisoned)) => return poisoned.into_inner(),
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        self.readers[first].lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The writer connection's settings and the migrations, before the writer thread starts.
+fn prepare_writer(connection: &mut Connection) -> Result<()> {
+    connection
+        .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
+        .map_err(backend)?;
+    migrate(connection)
 }
 
 fn migrate(connection: &mut Connection) -> Result<()> {
@@ -362,10 +675,10 @@ fn many_detections(
 
 const MESSAGE_COLUMNS: &str = "id, number, text, server_id, action_id, instance, created_at";
 
-fn sync_inventory(tx: &Transaction<'_>, inventory: &Inventory) -> rusqlite::Result<SyncReport> {
+fn sync_inventory(connection: &Connection, inventory: &Inventory) -> rusqlite::Result<SyncReport> {
     let at = now();
     for network in &inventory.networks {
-        tx.execute(
+        connection.execute(
             "INSERT INTO networks (name, role, subnet, quarantine_network, pool, bridge, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT(name) DO UPDATE SET role = excluded.role, subnet = excluded.subnet, quarantine_network = excluded.quarantine_network,
              pool = excluded.pool, bridge = excluded.bridge, updated_at = excluded.updated_at",
@@ -373,7 +686,7 @@ fn sync_inventory(tx: &Transaction<'_>, inventory: &Inventory) -> rusqlite::Resu
         )?;
     }
     for tenant in &inventory.tenants {
-        tx.execute(
+        connection.execute(
             "INSERT INTO tenants (name, admin_email, updated_at) VALUES (?1, ?2, ?3)
              ON CONFLICT(name) DO UPDATE SET admin_email = excluded.admin_email, updated_at = excluded.updated_at",
             params![tenant.name, tenant.admin_email, at],
@@ -383,7 +696,7 @@ fn sync_inventory(tx: &Transaction<'_>, inventory: &Inventory) -> rusqlite::Resu
     let mut wanted = BTreeSet::new();
     for server in &inventory.servers {
         wanted.insert(server.name.clone());
-        let existing: Option<ServerRow> = tx
+        let existing: Option<ServerRow> = connection
             .query_row(
                 "SELECT id, kind, tenant, user_email, retired, hypervisor, domain FROM servers WHERE name = ?1",
                 [&server.name],
@@ -392,7 +705,7 @@ fn sync_inventory(tx: &Transaction<'_>, inventory: &Inventory) -> rusqlite::Resu
             .optional()?;
         let server_id = match existing {
             None => {
-                tx.execute(
+                connection.execute(
                     "INSERT INTO servers (name, kind, tenant, user_email, state, retired, created_at, updated_at, hypervisor, domain)
                      VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6, ?7, ?8)",
                     params![
@@ -407,7 +720,7 @@ fn sync_inventory(tx: &Transaction<'_>, inventory: &Inventory) -> rusqlite::Resu
                     ],
                 )?;
                 report.added.push(server.name.clone());
-                tx.last_insert_rowid()
+                connection.last_insert_rowid()
             }
             Some((id, kind, tenant, user_email, retired, hypervisor, domain)) => {
                 let changed_fields = kind != server.kind.as_str()
@@ -416,28 +729,28 @@ fn sync_inventory(tx: &Transaction<'_>, inventory: &Inventory) -> rusqlite::Resu
                     || retired != 0
                     || hypervisor != server.hypervisor
                     || domain != server.domain;
-                tx.execute(
+                connection.execute(
                     "UPDATE servers SET kind = ?2, tenant = ?3, user_email = ?4, retired = 0, updated_at = ?5, hypervisor = ?6, domain = ?7,
                      origin = 'config' WHERE id = ?1",
                     params![id, server.kind.as_str(), server.tenant, server.user_email, at, server.hypervisor, server.domain],
                 )?;
-                let nics_changed = sync_nics_changed(tx, id, server)?;
+                let nics_changed = sync_nics_changed(connection, id, server)?;
                 if changed_fields || nics_changed {
                     report.updated.push(server.name.clone());
                 }
                 id
             }
         };
-        sync_nics(tx, server_id, server)?;
+        sync_nics(connection, server_id, server)?;
     }
     // Imported servers are not in the configuration by design: they are never retired by it.
-    let mut statement = tx.prepare("SELECT id, name FROM servers WHERE retired = 0 AND origin = 'config'")?;
+    let mut statement = connection.prepare("SELECT id, name FROM servers WHERE retired = 0 AND origin = 'config'")?;
     let live: Vec<(i64, String)> =
         statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
     for (id, name) in live {
         if !wanted.contains(&name) {
-            tx.execute("UPDATE servers SET retired = 1, updated_at = ?2 WHERE id = ?1", params![id, at])?;
-            tx.execute(
+            connection.execute("UPDATE servers SET retired = 1, updated_at = ?2 WHERE id = ?1", params![id, at])?;
+            connection.execute(
                 "UPDATE address_history SET valid_to_us = ?2 WHERE server_id = ?1 AND kind = 'operational' AND valid_to_us IS NULL",
                 params![id, now_us()],
             )?;
@@ -448,16 +761,16 @@ fn sync_inventory(tx: &Transaction<'_>, inventory: &Inventory) -> rusqlite::Resu
 }
 
 /// Adds servers that no stored server has the name of (an import); existing ones are left alone.
-fn import_servers(tx: &Transaction<'_>, servers: &[ServerSpec], origin: &str) -> rusqlite::Result<SyncReport> {
+fn import_servers(connection: &Connection, servers: &[ServerSpec], origin: &str) -> rusqlite::Result<SyncReport> {
     let at = now();
     let mut report = SyncReport::default();
     for server in servers {
         let exists: bool =
-            tx.query_row("SELECT COUNT(*) > 0 FROM servers WHERE name = ?1", [&server.name], |r| r.get(0))?;
+            connection.query_row("SELECT COUNT(*) > 0 FROM servers WHERE name = ?1", [&server.name], |r| r.get(0))?;
         if exists {
             continue;
         }
-        tx.execute(
+        connection.execute(
             "INSERT INTO servers (name, kind, tenant, user_email, state, retired, created_at, updated_at, hypervisor, domain, origin)
              VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6, ?7, ?8, ?9)",
             params![
@@ -472,16 +785,16 @@ fn import_servers(tx: &Transaction<'_>, servers: &[ServerSpec], origin: &str) ->
                 origin
             ],
         )?;
-        let id = tx.last_insert_rowid();
-        sync_nics(tx, id, server)?;
+        let id = connection.last_insert_rowid();
+        sync_nics(connection, id, server)?;
         report.added.push(server.name.clone());
     }
     Ok(report)
 }
 
 /// Whether the configured NICs differ from the stored ones (before `sync_nics` rewrites them).
-fn sync_nics_changed(tx: &Transaction<'_>, server_id: i64, server: &ServerSpec) -> rusqlite::Result<bool> {
-    let mut statement = tx.prepare(
+fn sync_nics_changed(connection: &Connection, server_id: i64, server: &ServerSpec) -> rusqlite::Result<bool> {
+    let mut statement = connection.prepare(
         "SELECT mac, network, operational_ip, switch, port FROM nics WHERE server_id = ?1 ORDER BY position",
     )?;
     let stored: Vec<NicRow> = statement
@@ -497,21 +810,22 @@ fn sync_nics_changed(tx: &Transaction<'_>, server_id: i64, server: &ServerSpec) 
 
 /// Keeps one open `operational` history row per configured (NIC, address) of the server and
 /// closes the rows of addresses the configuration no longer gives it.
-fn sync_address_history(tx: &Transaction<'_>, server_id: i64, nics: &[NicSpec]) -> rusqlite::Result<()> {
+fn sync_address_history(connection: &Connection, server_id: i64, nics: &[NicSpec]) -> rusqlite::Result<()> {
     let at = now_us();
     let wanted: Vec<(String, String)> =
         nics.iter().filter_map(|n| n.ip.map(|ip| (n.mac.to_string(), ip.to_string()))).collect();
-    let mut statement = tx.prepare(
+    let mut statement = connection.prepare(
         "SELECT id, mac, ip FROM address_history WHERE server_id = ?1 AND kind = 'operational' AND valid_to_us IS NULL",
     )?;
     let open: Vec<(i64, String, String)> = statement
         .query_map([server_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<rusqlite::Result<_>>()?;
     let first_sight: bool =
-        tx.query_row("SELECT COUNT(*) = 0 FROM address_history WHERE server_id = ?1", [server_id], |r| r.get(0))?;
+        connection
+            .query_row("SELECT COUNT(*) = 0 FROM address_history WHERE server_id = ?1", [server_id], |r| r.get(0))?;
     for (id, mac, ip) in &open {
         if !wanted.contains(&(mac.clone(), ip.clone())) {
-            tx.execute("UPDATE address_history SET valid_to_us = ?2 WHERE id = ?1", params![id, at])?;
+            connection.execute("UPDATE address_history SET valid_to_us = ?2 WHERE id = ?1", params![id, at])?;
         }
     }
     for (mac, ip) in &wanted {
@@ -519,7 +833,7 @@ fn sync_address_history(tx: &Transaction<'_>, server_id: i64, nics: &[NicSpec]) 
             // A server's first addresses were its own before Cordon knew of it: late alerts
             // from before its first start still resolve.
             let from = if first_sight { 0 } else { at };
-            tx.execute(
+            connection.execute(
                 "INSERT INTO address_history (ip, server_id, mac, kind, valid_from_us) VALUES (?1, ?2, ?3, 'operational', ?4)",
                 params![ip, server_id, mac, from],
             )?;
@@ -528,18 +842,18 @@ fn sync_address_history(tx: &Transaction<'_>, server_id: i64, nics: &[NicSpec]) 
     Ok(())
 }
 
-fn sync_nics(tx: &Transaction<'_>, server_id: i64, server: &ServerSpec) -> rusqlite::Result<()> {
-    sync_address_history(tx, server_id, &server.nics)?;
+fn sync_nics(connection: &Connection, server_id: i64, server: &ServerSpec) -> rusqlite::Result<()> {
+    sync_address_history(connection, server_id, &server.nics)?;
     let macs: Vec<String> = server.nics.iter().map(|n| n.mac.to_string()).collect();
     // NICs that left the configuration go; their leases (if any) stay until an unquarantine
     // would release them, so no address is handed out twice meanwhile.
-    let mut statement = tx.prepare("SELECT mac FROM nics WHERE server_id = ?1")?;
+    let mut statement = connection.prepare("SELECT mac FROM nics WHERE server_id = ?1")?;
     let stored: Vec<String> = statement.query_map([server_id], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
     for mac in stored.iter().filter(|m| !macs.contains(m)) {
-        tx.execute("DELETE FROM nics WHERE server_id = ?1 AND mac = ?2", params![server_id, mac])?;
+        connection.execute("DELETE FROM nics WHERE server_id = ?1 AND mac = ?2", params![server_id, mac])?;
     }
     for (position, nic) in server.nics.iter().enumerate() {
-        tx.execute(
+        connection.execute(
             "INSERT INTO nics (server_id, mac, position, network, operational_ip, switch, port, current_network, current_ip)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?4, NULLIF(?5, ''))
              ON CONFLICT(server_id, mac) DO UPDATE SET position = excluded.position, network = excluded.network,
@@ -554,9 +868,9 @@ fn sync_nics(tx: &Transaction<'_>, server_id: i64, server: &ServerSpec) -> rusql
 
 /// Chains the audit rows written before the chain existed, in id order (once, in the migration
 /// that adds the columns: sealing later would hide a row whose hash was removed).
-fn seal_audit(tx: &Connection) -> Result<()> {
+fn seal_audit(connection: &Connection) -> Result<()> {
     let rows = {
-        let mut statement = tx
+        let mut statement = connection
             .prepare("SELECT id, at, actor, origin, verb, target, detail, instance FROM audit ORDER BY id")
             .map_err(backend)?;
         statement
@@ -568,7 +882,8 @@ fn seal_audit(tx: &Connection) -> Result<()> {
     let mut previous = AUDIT_GENESIS.to_string();
     for (id, at, entry) in rows {
         let hash = audit_hash(&previous, id, at.timestamp_micros(), &entry);
-        tx.execute("UPDATE audit SET prev_hash = ?2, hash = ?3 WHERE id = ?1", params![id, previous, hash])
+        connection
+            .execute("UPDATE audit SET prev_hash = ?2, hash = ?3 WHERE id = ?1", params![id, previous, hash])
             .map_err(backend)?;
         previous = hash;
     }
@@ -605,8 +920,8 @@ fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
 
 /// Appends one row to the audit chain inside the caller's transaction, which must hold the
 /// write lock (IMMEDIATE) or be the only writer, so that two rows never claim one predecessor.
-fn append_audit_in(tx: &Connection, entry: &AuditEntry) -> Result<AuditRecord> {
-    let last: Option<(i64, Option<String>)> = tx
+fn append_audit_in(connection: &Connection, entry: &AuditEntry) -> Result<AuditRecord> {
+    let last: Option<(i64, Option<String>)> = connection
         .query_row("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()
         .map_err(backend)?;
@@ -617,23 +932,24 @@ fn append_audit_in(tx: &Connection, entry: &AuditEntry) -> Result<AuditRecord> {
     // Stored at microsecond precision, hashed from the same microseconds.
     let at = DateTime::from_timestamp_micros(now_us()).unwrap_or_default();
     let hash = audit_hash(&prev_hash, id, at.timestamp_micros(), entry);
-    tx.execute(
-        "INSERT INTO audit (id, at, actor, origin, verb, target, detail, instance, prev_hash, hash)
+    connection
+        .execute(
+            "INSERT INTO audit (id, at, actor, origin, verb, target, detail, instance, prev_hash, hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        params![
-            id,
-            at.to_rfc3339_opts(SecondsFormat::Micros, true),
-            entry.actor,
-            entry.origin,
-            entry.verb,
-            entry.target,
-            entry.detail,
-            entry.instance,
-            prev_hash,
-            hash
-        ],
-    )
-    .map_err(backend)?;
+            params![
+                id,
+                at.to_rfc3339_opts(SecondsFormat::Micros, true),
+                entry.actor,
+                entry.origin,
+                entry.verb,
+                entry.target,
+                entry.detail,
+                entry.instance,
+                prev_hash,
+                hash
+            ],
+        )
+        .map_err(backend)?;
     Ok(AuditRecord { id, at, entry: entry.clone(), prev_hash, hash })
 }
 
@@ -653,14 +969,13 @@ struct Transition {
 }
 
 fn transition(
-    connection: &mut Connection,
+    connection: &Connection,
     instance: &str,
     change: Transition,
     alongside: &Alongside,
 ) -> Result<ActionRecord> {
     let Transition { id, generation, command, kind, message, not_before_us, lease } = change;
-    let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
-    let current: Option<(String, i64, Option<i64>)> = tx
+    let current: Option<(String, i64, Option<i64>)> = connection
         .query_row("SELECT state, generation, server_id FROM actions WHERE id = ?1", [id], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })
@@ -675,7 +990,7 @@ fn transition(
     let state: ActionState = state.parse().map_err(backend)?;
     let next = state.apply(command).map_err(|source| StoreError::InvalidTransition { id, source })?;
     if let (Some(_), Some(server_id)) = (&lease, server_id) {
-        let busy: bool = tx
+        let busy: bool = connection
             .query_row(
                 "SELECT COUNT(*) > 0 FROM actions WHERE server_id = ?1 AND state = 'running' AND id != ?2",
                 params![server_id, id],
@@ -691,33 +1006,33 @@ fn transition(
         Some(m) => (Some(i64::from(m.number)), Some(m.text.clone())),
         None => (None, None),
     };
-    tx.execute(
-        "UPDATE actions SET state = ?3, generation = generation + 1, attempts = attempts + ?4,
+    connection
+        .execute(
+            "UPDATE actions SET state = ?3, generation = generation + 1, attempts = attempts + ?4,
          message_number = COALESCE(?5, message_number), message_text = COALESCE(?6, message_text), updated_at = ?7,
          kind = COALESCE(?8, kind), not_before_us = ?9,
          lease_owner = CASE WHEN ?3 = 'running' THEN ?10 ELSE NULL END,
          lease_until_us = CASE WHEN ?3 = 'running' THEN ?11 ELSE NULL END
          WHERE id = ?1 AND generation = ?2",
-        params![
-            id,
-            generation,
-            next.as_str(),
-            started,
-            number,
-            text,
-            now(),
-            kind.map(|k| k.as_str()),
-            not_before_us,
-            lease.as_ref().map(|l| l.0.as_str()),
-            lease.as_ref().map(|l| l.1)
-        ],
-    )
-    .map_err(backend)?;
-    let record = one_action(&tx, id)?.ok_or_else(|| StoreError::NotFound { what: format!("action {id}") })?;
+            params![
+                id,
+                generation,
+                next.as_str(),
+                started,
+                number,
+                text,
+                now(),
+                kind.map(|k| k.as_str()),
+                not_before_us,
+                lease.as_ref().map(|l| l.0.as_str()),
+                lease.as_ref().map(|l| l.1)
+            ],
+        )
+        .map_err(backend)?;
+    let record = one_action(connection, id)?.ok_or_else(|| StoreError::NotFound { what: format!("action {id}") })?;
     let entry = entries::action_state(instance, id, (state, next), command, kind, message.as_ref());
-    apply_alongside(&tx, instance, alongside)?;
-    append_audit_in(&tx, &entry)?;
-    tx.commit().map_err(backend)?;
+    apply_alongside(connection, instance, alongside)?;
+    append_audit_in(connection, &entry)?;
     Ok(record)
 }
 
@@ -881,10 +1196,8 @@ fn apply_alongside(tx: &Connection, instance: &str, records: &Alongside) -> Resu
 impl Store for SqliteStore {
     async fn sync_inventory(&self, inventory: &Inventory) -> Result<SyncReport> {
         let inventory = inventory.clone();
-        self.run(move |connection| {
-            let tx = connection.transaction().map_err(backend)?;
-            let report = sync_inventory(&tx, &inventory).map_err(backend)?;
-            tx.commit().map_err(backend)?;
+        self.write(move |connection| {
+            let report = sync_inventory(connection, &inventory).map_err(backend)?;
             Ok(report)
         })
         .await
@@ -892,17 +1205,15 @@ impl Store for SqliteStore {
 
     async fn import_servers(&self, servers: &[ServerSpec], origin: &str) -> Result<SyncReport> {
         let (servers, origin) = (servers.to_vec(), origin.to_string());
-        self.run(move |connection| {
-            let tx = connection.transaction().map_err(backend)?;
-            let report = import_servers(&tx, &servers, &origin).map_err(backend)?;
-            tx.commit().map_err(backend)?;
+        self.write(move |connection| {
+            let report = import_servers(connection, &servers, &origin).map_err(backend)?;
             Ok(report)
         })
         .await
     }
 
     async fn list_servers(&self) -> Result<Vec<ServerRecord>> {
-        self.run(|connection| {
+        self.read(|connection| {
             let sql = format!("SELECT {SERVER_COLUMNS} FROM servers ORDER BY name");
             let mut statement = connection.prepare_cached(&sql).map_err(backend)?;
             let mut servers: Vec<ServerRecord> = statement
@@ -921,16 +1232,16 @@ impl Store for SqliteStore {
 
     async fn server_by_name(&self, name: &str) -> Result<Option<ServerRecord>> {
         let name = name.to_string();
-        self.run(move |connection| one_server(connection, "name = ?1", &name)).await
+        self.read(move |connection| one_server(connection, "name = ?1", &name)).await
     }
 
     async fn server_by_id(&self, id: i64) -> Result<Option<ServerRecord>> {
-        self.run(move |connection| one_server(connection, "id = ?1", &id)).await
+        self.read(move |connection| one_server(connection, "id = ?1", &id)).await
     }
 
     async fn server_by_address(&self, address: IpAddr) -> Result<Option<ServerRecord>> {
         let address = address.to_string();
-        self.run(move |connection| {
+        self.read(move |connection| {
             one_server(
                 connection,
                 "retired = 0 AND id IN (SELECT server_id FROM nics WHERE operational_ip = ?1 OR current_ip = ?1) ORDER BY id LIMIT 1",
@@ -942,10 +1253,9 @@ impl Store for SqliteStore {
 
     async fn set_server_state(&self, server_id: i64, state: ServerState) -> Result<()> {
         let instance = self.instance.clone();
-        self.run(move |connection| {
-            let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
-            set_server_state_in(&tx, &instance, server_id, state)?;
-            tx.commit().map_err(backend)
+        self.write(move |connection| {
+            set_server_state_in(connection, &instance, server_id, state)?;
+            Ok(())
         })
         .await
     }
@@ -953,10 +1263,9 @@ impl Store for SqliteStore {
     async fn record_nic_position(&self, server_id: i64, mac: MacAddr, network: &str, ip: Option<IpAddr>) -> Result<()> {
         let network = network.to_string();
         let instance = self.instance.clone();
-        self.run(move |connection| {
-            let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
-            record_nic_position_in(&tx, &instance, &NicPosition { server_id, mac, network, ip })?;
-            tx.commit().map_err(backend)
+        self.write(move |connection| {
+            record_nic_position_in(connection, &instance, &NicPosition { server_id, mac, network, ip })?;
+            Ok(())
         })
         .await
     }
@@ -964,10 +1273,9 @@ impl Store for SqliteStore {
     async fn record_alongside(&self, records: &Alongside) -> Result<()> {
         let instance = self.instance.clone();
         let records = records.clone();
-        self.run(move |connection| {
-            let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
-            apply_alongside(&tx, &instance, &records)?;
-            tx.commit().map_err(backend)
+        self.write(move |connection| {
+            apply_alongside(connection, &instance, &records)?;
+            Ok(())
         })
         .await
     }
@@ -975,12 +1283,11 @@ impl Store for SqliteStore {
     async fn lease_address(&self, server_id: i64, mac: MacAddr, network: &str, pool: &AddressPool) -> Result<IpAddr> {
         let network = network.to_string();
         let pool = pool.clone();
-        self.run(move |connection| {
+        self.write(move |connection| {
             // IMMEDIATE takes the write lock first, so the read of leased addresses and the
             // insert cannot interleave with another writer.
-            let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
             let mac_text = mac.to_string();
-            let existing: Option<String> = tx
+            let existing: Option<String> = connection
                 .query_row(
                     "SELECT ip FROM ip_leases WHERE server_id = ?1 AND mac = ?2 AND network = ?3",
                     params![server_id, mac_text, network],
@@ -991,7 +1298,7 @@ impl Store for SqliteStore {
             if let Some(ip) = existing {
                 return ip.parse().map_err(backend);
             }
-            let mut statement = tx.prepare_cached("SELECT ip FROM ip_leases WHERE network = ?1").map_err(backend)?;
+            let mut statement = connection.prepare_cached("SELECT ip FROM ip_leases WHERE network = ?1").map_err(backend)?;
             let leased: BTreeSet<IpAddr> = statement
                 .query_map([&network], |r| r.get::<_, String>(0))
                 .map_err(backend)?
@@ -1001,17 +1308,16 @@ impl Store for SqliteStore {
             let Some(ip) = pool.allocate(&leased) else {
                 return Err(StoreError::PoolExhausted { network, range: pool.range().to_string() });
             };
-            tx.execute(
+            connection.execute(
                 "INSERT INTO ip_leases (network, ip, server_id, mac, leased_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![network, ip.to_string(), server_id, mac_text, now()],
             )
             .map_err(backend)?;
-            tx.execute(
+            connection.execute(
                 "INSERT INTO address_history (ip, server_id, mac, kind, valid_from_us) VALUES (?1, ?2, ?3, 'quarantine', ?4)",
                 params![ip.to_string(), server_id, mac_text, now_us()],
             )
             .map_err(backend)?;
-            tx.commit().map_err(backend)?;
             Ok(ip)
         })
         .await
@@ -1019,10 +1325,9 @@ impl Store for SqliteStore {
 
     async fn release_address(&self, server_id: i64, mac: MacAddr, network: &str) -> Result<()> {
         let network = network.to_string();
-        self.run(move |connection| {
-            let tx = connection.transaction().map_err(backend)?;
-            release_address_in(&tx, server_id, mac, &network)?;
-            tx.commit().map_err(backend)
+        self.write(move |connection| {
+            release_address_in(connection, server_id, mac, &network)?;
+            Ok(())
         })
         .await
     }
@@ -1030,10 +1335,9 @@ impl Store for SqliteStore {
     async fn create_action_settling(&self, action: &NewAction, settles: Option<&Settlement>) -> Result<ActionRecord> {
         let action = action.clone();
         let settles = settles.cloned();
-        self.run(move |connection| {
+        self.write(move |connection| {
             let at = now();
-            let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
-            tx
+            connection
                 .execute(
                     "INSERT INTO actions (kind, state, generation, server_id, address, reason, trigger, requested_by, instance, attempts, decided_by,
                      message_number, message_text, created_at, updated_at)
@@ -1054,25 +1358,24 @@ impl Store for SqliteStore {
                     ],
                 )
                 .map_err(backend)?;
-            let id = tx.last_insert_rowid();
-            let record = one_action(&tx, id)?.ok_or_else(|| StoreError::NotFound { what: format!("action {id}") })?;
-            append_audit_in(&tx, &entries::action_created(&record))?;
+            let id = connection.last_insert_rowid();
+            let record = one_action(connection, id)?.ok_or_else(|| StoreError::NotFound { what: format!("action {id}") })?;
+            append_audit_in(connection, &entries::action_created(&record))?;
             if let Some(settles) = &settles {
-                settle_detection_in(&tx, settles.detection_id, &settles.decision_for(id), action.server_id, Some(id))?;
+                settle_detection_in(connection, settles.detection_id, &settles.decision_for(id), action.server_id, Some(id))?;
             }
-            tx.commit().map_err(backend)?;
             Ok(record)
         })
         .await
     }
 
     async fn action(&self, id: i64) -> Result<Option<ActionRecord>> {
-        self.run(move |connection| one_action(connection, id)).await
+        self.read(move |connection| one_action(connection, id)).await
     }
 
     async fn list_actions(&self, filter: &ActionFilter) -> Result<Vec<ActionRecord>> {
         let filter = filter.clone();
-        self.run(move |connection| {
+        self.read(move |connection| {
             let state = filter.state.map(|s| s.as_str().to_string());
             let limit = i64::from(filter.limit.unwrap_or(500));
             many_actions(
@@ -1085,7 +1388,7 @@ impl Store for SqliteStore {
     }
 
     async fn count_actions(&self) -> Result<Vec<(ActionKind, ActionState, u64)>> {
-        self.run(|connection| {
+        self.read(|connection| {
             let mut statement = connection
                 .prepare_cached("SELECT kind, state, COUNT(*) FROM actions GROUP BY kind, state ORDER BY kind, state")
                 .map_err(backend)?;
@@ -1104,7 +1407,7 @@ impl Store for SqliteStore {
     }
 
     async fn latest_actions(&self) -> Result<Vec<ActionRecord>> {
-        self.run(|connection| {
+        self.read(|connection| {
             many_actions(
                 connection,
                 "WHERE a.id IN (SELECT MAX(id) FROM actions WHERE server_id IS NOT NULL GROUP BY server_id) ORDER BY a.id",
@@ -1115,7 +1418,7 @@ impl Store for SqliteStore {
     }
 
     async fn open_action(&self, server_id: i64, kind: ActionKind) -> Result<Option<ActionRecord>> {
-        self.run(move |connection| {
+        self.read(move |connection| {
             let open: Vec<&str> = ActionState::ALL.iter().filter(|s| s.is_open()).map(|s| s.as_str()).collect();
             let clause = format!(
                 "WHERE a.server_id = ?1 AND a.kind = ?2 AND a.state IN ({}) ORDER BY a.id LIMIT 1",
@@ -1128,7 +1431,7 @@ impl Store for SqliteStore {
 
     async fn runnable_actions(&self, limit: u32) -> Result<Vec<ActionRecord>> {
         let now = now_us();
-        self.run(move |connection| {
+        self.read(move |connection| {
             many_actions(
                 connection,
                 "WHERE a.state IN ('pending', 'retrying') AND (a.not_before_us IS NULL OR a.not_before_us <= ?1) ORDER BY a.id LIMIT ?2",
@@ -1139,7 +1442,7 @@ impl Store for SqliteStore {
     }
 
     async fn running_actions(&self) -> Result<Vec<ActionRecord>> {
-        self.run(|connection| many_actions(connection, "WHERE a.state = 'running' ORDER BY a.id", &[])).await
+        self.read(|connection| many_actions(connection, "WHERE a.state = 'running' ORDER BY a.id", &[])).await
     }
 
     async fn claim_action_alongside(
@@ -1153,7 +1456,7 @@ impl Store for SqliteStore {
     ) -> Result<ActionRecord> {
         let instance = instance.to_string();
         let alongside = alongside.clone();
-        self.run(move |connection| {
+        self.write(move |connection| {
             let lease = Some((instance.clone(), until_us));
             let command = ActionCommand::Start;
             let change = Transition { id, generation, command, kind: None, message, not_before_us: None, lease };
@@ -1164,7 +1467,7 @@ impl Store for SqliteStore {
 
     async fn renew_action_lease(&self, id: i64, instance: &str, until_us: i64) -> Result<bool> {
         let instance = instance.to_string();
-        self.run(move |connection| {
+        self.write(move |connection| {
             let changed = connection
                 .execute(
                     "UPDATE actions SET lease_until_us = ?3 WHERE id = ?1 AND lease_owner = ?2 AND state = 'running'",
@@ -1178,7 +1481,7 @@ impl Store for SqliteStore {
 
     async fn orphaned_actions(&self, now_us: i64, previous_life: Option<&str>) -> Result<Vec<ActionRecord>> {
         let previous_life = previous_life.map(str::to_string);
-        self.run(move |connection| {
+        self.read(move |connection| {
             many_actions(
                 connection,
                 "WHERE a.state = 'running' AND (a.lease_until_us < ?1 OR (?2 IS NOT NULL AND (a.lease_until_us IS NULL OR a.lease_owner = ?2)))
@@ -1200,7 +1503,7 @@ impl Store for SqliteStore {
         let instance = self.instance.clone();
         let alongside = alongside.clone();
         let change = Transition { id, generation, command, kind: None, message, not_before_us: None, lease: None };
-        self.run(move |connection| transition(connection, &instance, change, &alongside)).await
+        self.write(move |connection| transition(connection, &instance, change, &alongside)).await
     }
 
     async fn defer_action(
@@ -1221,7 +1524,7 @@ impl Store for SqliteStore {
             not_before_us: Some(not_before_us),
             lease: None,
         };
-        self.run(move |connection| transition(connection, &instance, change, &Alongside::default())).await
+        self.write(move |connection| transition(connection, &instance, change, &Alongside::default())).await
     }
 
     async fn transition_action_as(
@@ -1235,11 +1538,11 @@ impl Store for SqliteStore {
         let instance = self.instance.clone();
         let change =
             Transition { id, generation, command, kind: Some(kind), message, not_before_us: None, lease: None };
-        self.run(move |connection| transition(connection, &instance, change, &Alongside::default())).await
+        self.write(move |connection| transition(connection, &instance, change, &Alongside::default())).await
     }
 
     async fn open_actions(&self, server_id: i64) -> Result<Vec<ActionRecord>> {
-        self.run(move |connection| {
+        self.read(move |connection| {
             many_actions(
                 connection,
                 "WHERE a.server_id = ?1 AND a.state IN ('awaiting_approval', 'pending', 'running', 'retrying') ORDER BY a.id DESC",
@@ -1251,7 +1554,7 @@ impl Store for SqliteStore {
 
     async fn unresolved_action(&self, address: IpAddr) -> Result<Option<ActionRecord>> {
         let address = address.to_string();
-        self.run(move |connection| {
+        self.read(move |connection| {
             Ok(many_actions(
                 connection,
                 "WHERE a.server_id IS NULL AND a.address = ?1 AND a.state NOT IN ('checked', 'cancelled', 'rejected')
@@ -1266,9 +1569,8 @@ impl Store for SqliteStore {
 
     async fn change_action_kind(&self, id: i64, generation: i64, kind: ActionKind) -> Result<ActionRecord> {
         let instance = self.instance.clone();
-        self.run(move |connection| {
-            let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
-            let current: Option<(String, i64)> = tx
+        self.write(move |connection| {
+            let current: Option<(String, i64)> = connection
                 .query_row("SELECT state, generation FROM actions WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()
                 .map_err(backend)?;
@@ -1282,15 +1584,19 @@ impl Store for SqliteStore {
             if !matches!(state, ActionState::AwaitingApproval | ActionState::Pending) {
                 return Err(StoreError::KindLocked { id, state });
             }
-            tx.execute(
-                "UPDATE actions SET kind = ?2, generation = generation + 1, updated_at = ?3 WHERE id = ?1",
-                params![id, kind.as_str(), now()],
-            )
-            .map_err(backend)?;
-            let record = one_action(&tx, id)?.ok_or_else(|| StoreError::NotFound { what: format!("action {id}") })?;
+            connection
+                .execute(
+                    "UPDATE actions SET kind = ?2, generation = generation + 1, updated_at = ?3 WHERE id = ?1",
+                    params![id, kind.as_str(), now()],
+                )
+                .map_err(backend)?;
+            let record =
+                one_action(connection, id)?.ok_or_else(|| StoreError::NotFound { what: format!("action {id}") })?;
             let detail = format!("kind now {kind} ({state})");
-            append_audit_in(&tx, &entries::state_change(&instance, "action_kind", format!("action {id}"), detail))?;
-            tx.commit().map_err(backend)?;
+            append_audit_in(
+                connection,
+                &entries::state_change(&instance, "action_kind", format!("action {id}"), detail),
+            )?;
             Ok(record)
         })
         .await
@@ -1305,11 +1611,10 @@ impl Store for SqliteStore {
         let detections = detections.to_vec();
         let instance = instance.to_string();
         let checkpoint = checkpoint.cloned();
-        self.run(move |connection| {
-            let tx = connection.transaction().map_err(backend)?;
+        self.write(move |connection| {
             let mut ids = Vec::with_capacity(detections.len());
             {
-                let mut insert = tx
+                let mut insert = connection
                     .prepare_cached(
                         "INSERT INTO detections (received_at_us, observed_at_us, source, sensor, subject, peer, src_ip, dest_ip,
                          target_ip, signature_id, signature, category, severity, raw, instance)
@@ -1337,11 +1642,11 @@ impl Store for SqliteStore {
                             instance
                         ])
                         .map_err(backend)?;
-                    ids.push(tx.last_insert_rowid());
+                    ids.push(connection.last_insert_rowid());
                 }
             }
             if let Some(cp) = checkpoint {
-                tx.execute(
+                connection.execute(
                     "INSERT INTO source_checkpoints (source, path, inode, offset, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT(source) DO UPDATE SET path = excluded.path, inode = excluded.inode, offset = excluded.offset,
                      updated_at = excluded.updated_at",
@@ -1349,7 +1654,6 @@ impl Store for SqliteStore {
                 )
                 .map_err(backend)?;
             }
-            tx.commit().map_err(backend)?;
             Ok(ids)
         })
         .await
@@ -1357,7 +1661,7 @@ impl Store for SqliteStore {
 
     async fn checkpoint(&self, source: &str) -> Result<Option<SourceCheckpoint>> {
         let source = source.to_string();
-        self.run(move |connection| {
+        self.read(move |connection| {
             connection
                 .query_row(
                     "SELECT source, path, inode, offset FROM source_checkpoints WHERE source = ?1",
@@ -1378,7 +1682,7 @@ impl Store for SqliteStore {
     }
 
     async fn unprocessed_detections(&self, limit: u32) -> Result<Vec<DetectionRecord>> {
-        self.run(move |connection| {
+        self.read(move |connection| {
             many_detections(connection, "WHERE d.decision IS NULL ORDER BY d.id LIMIT ?1", &[&limit])
         })
         .await
@@ -1392,17 +1696,16 @@ impl Store for SqliteStore {
         action_id: Option<i64>,
     ) -> Result<()> {
         let decision = decision.to_string();
-        self.run(move |connection| {
-            let tx = connection.transaction().map_err(backend)?;
-            settle_detection_in(&tx, id, &decision, server_id, action_id)?;
-            tx.commit().map_err(backend)
+        self.write(move |connection| {
+            settle_detection_in(connection, id, &decision, server_id, action_id)?;
+            Ok(())
         })
         .await
     }
 
     async fn list_detections(&self, filter: &DetectionFilter) -> Result<Vec<DetectionRecord>> {
         let filter = filter.clone();
-        self.run(move |connection| {
+        self.read(move |connection| {
             let limit = i64::from(filter.limit.unwrap_or(100));
             many_detections(
                 connection,
@@ -1415,7 +1718,7 @@ impl Store for SqliteStore {
 
     async fn servers_holding(&self, address: IpAddr, at_us: i64) -> Result<Vec<i64>> {
         let address = address.to_string();
-        self.run(move |connection| {
+        self.read(move |connection| {
             let mut statement = connection
                 .prepare_cached(
                     "SELECT DISTINCT server_id FROM address_history
@@ -1429,7 +1732,7 @@ impl Store for SqliteStore {
     }
 
     async fn operational_tenures(&self) -> Result<Option<Vec<OperationalTenure>>> {
-        self.run(move |connection| {
+        self.read(move |connection| {
             let mut statement = connection
                 .prepare_cached(
                     "SELECT ip, server_id, valid_from_us, valid_to_us FROM address_history WHERE kind = 'operational'",
@@ -1454,17 +1757,15 @@ impl Store for SqliteStore {
 
     async fn append_step(&self, step: &NewStep) -> Result<StepRecord> {
         let step = step.clone();
-        self.run(move |connection| {
-            let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
-            let record = append_step_in(&tx, step)?;
-            tx.commit().map_err(backend)?;
+        self.write(move |connection| {
+            let record = append_step_in(connection, step)?;
             Ok(record)
         })
         .await
     }
 
     async fn steps(&self, action_id: i64) -> Result<Vec<StepRecord>> {
-        self.run(move |connection| {
+        self.read(move |connection| {
             let mut statement = connection
                 .prepare_cached(
                     "SELECT seq, attempt, name, target, outcome, detail, message_number, instance, started_at, finished_at
@@ -1498,11 +1799,11 @@ impl Store for SqliteStore {
 
     async fn record_message(&self, message: &NewMessage) -> Result<MessageRecord> {
         let message = message.clone();
-        self.run(move |connection| record_message_in(connection, message)).await
+        self.write(move |connection| record_message_in(connection, message)).await
     }
 
     async fn messages_for_action(&self, action_id: i64) -> Result<Vec<MessageRecord>> {
-        self.run(move |connection| {
+        self.read(move |connection| {
             let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE action_id = ?1 ORDER BY id");
             let mut statement = connection.prepare_cached(&sql).map_err(backend)?;
             let rows = statement.query_map([action_id], message_row).map_err(backend)?;
@@ -1512,7 +1813,7 @@ impl Store for SqliteStore {
     }
 
     async fn recent_messages(&self, limit: u32) -> Result<Vec<MessageRecord>> {
-        self.run(move |connection| {
+        self.read(move |connection| {
             let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages ORDER BY id DESC LIMIT ?1");
             let mut statement = connection.prepare_cached(&sql).map_err(backend)?;
             let rows = statement.query_map([limit], message_row).map_err(backend)?;
@@ -1523,17 +1824,15 @@ impl Store for SqliteStore {
 
     async fn append_audit(&self, entry: &AuditEntry) -> Result<AuditRecord> {
         let entry = entry.clone();
-        self.run(move |connection| {
-            let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
-            let record = append_audit_in(&tx, &entry)?;
-            tx.commit().map_err(backend)?;
+        self.write(move |connection| {
+            let record = append_audit_in(connection, &entry)?;
             Ok(record)
         })
         .await
     }
 
     async fn list_audit(&self, limit: u32) -> Result<Vec<AuditRecord>> {
-        self.run(move |connection| {
+        self.read(move |connection| {
             let mut statement = connection
                 .prepare_cached(&format!("SELECT {AUDIT_COLUMNS} FROM audit ORDER BY id DESC LIMIT ?1"))
                 .map_err(backend)?;
@@ -1544,7 +1843,7 @@ impl Store for SqliteStore {
     }
 
     async fn audit_rows(&self, after_id: i64, limit: u32) -> Result<Vec<AuditRecord>> {
-        self.run(move |connection| {
+        self.read(move |connection| {
             let mut statement = connection
                 .prepare_cached(&format!("SELECT {AUDIT_COLUMNS} FROM audit WHERE id > ?1 ORDER BY id LIMIT ?2"))
                 .map_err(backend)?;
@@ -1562,7 +1861,7 @@ impl Store for SqliteStore {
         expires_at: Option<Timestamp>,
     ) -> Result<TokenRecord> {
         let (name, hash) = (name.to_string(), hash.to_string());
-        self.run(move |connection| {
+        self.write(move |connection| {
             let at = now();
             let expires = expires_at.map(time_text);
             connection
@@ -1585,7 +1884,7 @@ impl Store for SqliteStore {
 
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
         let hash = hash.to_string();
-        self.run(move |connection| {
+        self.read(move |connection| {
             connection
                 .query_row(
                     &format!(
@@ -1603,7 +1902,7 @@ impl Store for SqliteStore {
 
     async fn heartbeat(&self, instance: &str, address: &str, started_at: Timestamp) -> Result<()> {
         let (instance, address) = (instance.to_string(), address.to_string());
-        self.run(move |connection| {
+        self.write(move |connection| {
             connection
                 .execute(
                     "INSERT INTO instances (name, address, started_at, heartbeat_at) VALUES (?1, ?2, ?3, ?4)
@@ -1619,7 +1918,7 @@ impl Store for SqliteStore {
 
     async fn instances(&self) -> Result<Vec<InstanceRecord>> {
         let now = now_us();
-        self.run(move |connection| {
+        self.read(move |connection| {
             let mut statement = connection
                 .prepare_cached("SELECT name, address, started_at, heartbeat_at FROM instances ORDER BY heartbeat_at DESC, name")
                 .map_err(backend)?;
@@ -1666,7 +1965,7 @@ impl Store for SqliteStore {
     async fn acquire_lease(&self, name: &str, holder: &str, until_us: i64) -> Result<bool> {
         let (name, holder) = (name.to_string(), holder.to_string());
         let now_micros = now_us();
-        self.run(move |connection| {
+        self.write(move |connection| {
             // Taken when free, expired, or already ours; the upsert's WHERE makes it one step.
             let changed = connection
                 .execute(
@@ -1683,7 +1982,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
-        self.run(move |connection| {
+        self.read(move |connection| {
             let mut statement = connection
                 .prepare_cached(&format!("SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY id"))
                 .map_err(backend)?;
@@ -1694,7 +1993,7 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_token(&self, id: i64) -> Result<TokenRecord> {
-        self.run(move |connection| {
+        self.write(move |connection| {
             connection
                 .execute(
                     "UPDATE api_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
@@ -1712,7 +2011,7 @@ impl Store for SqliteStore {
 
     async fn create_user(&self, name: &str, role: Role, password_hash: &str) -> Result<UserRecord> {
         let (name, password_hash) = (name.to_string(), password_hash.to_string());
-        self.run(move |connection| {
+        self.write(move |connection| {
             let at = now();
             connection
                 .execute(
@@ -1735,7 +2034,7 @@ impl Store for SqliteStore {
 
     async fn user_by_name(&self, name: &str) -> Result<Option<UserRecord>> {
         let name = name.to_string();
-        self.run(move |connection| {
+        self.read(move |connection| {
             connection
                 .query_row(&format!("SELECT {USER_COLUMNS} FROM console_users WHERE name = ?1"), [name], user_row)
                 .optional()
@@ -1745,7 +2044,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_users(&self) -> Result<Vec<UserRecord>> {
-        self.run(move |connection| {
+        self.read(move |connection| {
             let mut statement = connection
                 .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM console_users ORDER BY name"))
                 .map_err(backend)?;
@@ -1757,9 +2056,8 @@ impl Store for SqliteStore {
 
     async fn set_user_password(&self, name: &str, password_hash: &str) -> Result<()> {
         let (name, password_hash) = (name.to_string(), password_hash.to_string());
-        self.run(move |connection| {
-            let tx = connection.transaction().map_err(backend)?;
-            let changed = tx
+        self.write(move |connection| {
+            let changed = connection
                 .execute(
                     "UPDATE console_users SET password_hash = ?2, updated_at = ?3 WHERE name = ?1",
                     params![name, password_hash, now()],
@@ -1769,37 +2067,38 @@ impl Store for SqliteStore {
                 return Err(StoreError::NotFound { what: format!("user {name}") });
             }
             // A new password ends every session opened with the old one.
-            tx.execute(
-                "DELETE FROM console_sessions WHERE user_id = (SELECT id FROM console_users WHERE name = ?1)",
-                [&name],
-            )
-            .map_err(backend)?;
-            tx.commit().map_err(backend)
+            connection
+                .execute(
+                    "DELETE FROM console_sessions WHERE user_id = (SELECT id FROM console_users WHERE name = ?1)",
+                    [&name],
+                )
+                .map_err(backend)?;
+            Ok(())
         })
         .await
     }
 
     async fn remove_user(&self, name: &str) -> Result<()> {
         let name = name.to_string();
-        self.run(move |connection| {
-            let tx = connection.transaction().map_err(backend)?;
-            tx.execute(
-                "DELETE FROM console_sessions WHERE user_id = (SELECT id FROM console_users WHERE name = ?1)",
-                [&name],
-            )
-            .map_err(backend)?;
-            let removed = tx.execute("DELETE FROM console_users WHERE name = ?1", [&name]).map_err(backend)?;
+        self.write(move |connection| {
+            connection
+                .execute(
+                    "DELETE FROM console_sessions WHERE user_id = (SELECT id FROM console_users WHERE name = ?1)",
+                    [&name],
+                )
+                .map_err(backend)?;
+            let removed = connection.execute("DELETE FROM console_users WHERE name = ?1", [&name]).map_err(backend)?;
             if removed == 0 {
                 return Err(StoreError::NotFound { what: format!("user {name}") });
             }
-            tx.commit().map_err(backend)
+            Ok(())
         })
         .await
     }
 
     async fn create_session(&self, session: &NewSession) -> Result<SessionRecord> {
         let session = session.clone();
-        self.run(move |connection| {
+        self.write(move |connection| {
             let at = now();
             connection
                 .execute(
@@ -1816,7 +2115,7 @@ impl Store for SqliteStore {
 
     async fn session_by_hash(&self, hash: &str) -> Result<Option<SessionRecord>> {
         let hash = hash.to_string();
-        self.run(move |connection| {
+        self.read(move |connection| {
             connection
                 .query_row(&format!("{SESSION_SELECT} WHERE s.hash = ?1"), [hash], session_row)
                 .optional()
@@ -1826,7 +2125,7 @@ impl Store for SqliteStore {
     }
 
     async fn touch_session(&self, id: i64, at: Timestamp) -> Result<()> {
-        self.run(move |connection| {
+        self.write(move |connection| {
             connection
                 .execute("UPDATE console_sessions SET last_seen_at = ?2 WHERE id = ?1", params![id, time_text(at)])
                 .map(|_| ())
@@ -1837,14 +2136,14 @@ impl Store for SqliteStore {
 
     async fn delete_session(&self, hash: &str) -> Result<()> {
         let hash = hash.to_string();
-        self.run(move |connection| {
+        self.write(move |connection| {
             connection.execute("DELETE FROM console_sessions WHERE hash = ?1", [hash]).map(|_| ()).map_err(backend)
         })
         .await
     }
 
     async fn delete_expired_sessions(&self, idle_before: Timestamp, now: Timestamp) -> Result<u64> {
-        self.run(move |connection| {
+        self.write(move |connection| {
             connection
                 .execute(
                     "DELETE FROM console_sessions WHERE last_seen_at < ?1 OR expires_at <= ?2",
@@ -1857,7 +2156,7 @@ impl Store for SqliteStore {
     }
 
     async fn count_tokens(&self) -> Result<u64> {
-        self.run(|connection| {
+        self.read(|connection| {
             connection
                 .query_row("SELECT COUNT(*) FROM api_tokens", [], |r| r.get::<_, i64>(0))
                 .map(|n| n as u64)
@@ -1877,7 +2176,7 @@ mod tests {
     async fn rows_from_before_the_chain_are_sealed_and_the_chain_goes_on() {
         let store = SqliteStore::open_in_memory().unwrap();
         store
-            .run(|connection| {
+            .write(|connection| {
                 for actor in ["a", "b"] {
                     connection
                         .execute(
@@ -1887,9 +2186,7 @@ mod tests {
                         )
                         .map_err(backend)?;
                 }
-                let tx = connection.transaction().map_err(backend)?;
-                seal_audit(&tx)?;
-                tx.commit().map_err(backend)
+                seal_audit(connection)
             })
             .await
             .unwrap();
@@ -1904,5 +2201,158 @@ mod tests {
         store.append_audit(&entry).await.unwrap();
         let verdict = crate::verify_audit(&store).await.unwrap();
         assert_eq!((verdict.verified.rows, verdict.broken), (3, None));
+    }
+
+    /// A connection as the writer thread holds it, and a batch to run on it.
+    fn writer_connection() -> Connection {
+        let mut connection = Connection::open_in_memory().unwrap();
+        prepare_writer(&mut connection).unwrap();
+        connection
+    }
+
+    type Reply = oneshot::Receiver<Result<i64>>;
+
+    fn job<F>(batch: &mut VecDeque<Box<dyn BatchJob>>, work: F) -> Reply
+    where
+        F: FnOnce(&Connection) -> Result<i64> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        batch.push_back(Box::new(WriteJob { work: Some(work), outcome: None, reply }));
+        answer
+    }
+
+    fn insert_message(connection: &Connection, text: &str) -> Result<i64> {
+        connection
+            .execute(
+                "INSERT INTO messages (number, severity, text, instance, created_at) VALUES (21001, 'INFO', ?1, 'i', ?2)",
+                params![text, now()],
+            )
+            .map_err(backend)?;
+        Ok(connection.last_insert_rowid())
+    }
+
+    fn texts(connection: &Connection) -> Vec<String> {
+        let mut statement = connection.prepare("SELECT text FROM messages ORDER BY id").unwrap();
+        statement.query_map([], |r| r.get(0)).unwrap().collect::<rusqlite::Result<_>>().unwrap()
+    }
+
+    fn outcome(mut answer: Reply) -> Result<i64> {
+        answer.try_recv().expect("every job is answered when its batch ends")
+    }
+
+    /// One batch, one commit: a job that wrote and then failed, and one that wrote and then
+    /// panicked, are rolled back to their savepoints and get their own errors; the jobs around
+    /// them are committed, and a later job sees the earlier ones' rows (as the audit chain's
+    /// append must see the row before it).
+    #[test]
+    fn a_failing_or_panicking_job_is_rolled_back_alone_and_the_batch_commits_once() {
+        let connection = writer_connection();
+        let stats = CommitStats::default();
+        let mut batch = VecDeque::new();
+        let first = job(&mut batch, |c| insert_message(c, "first"));
+        let failing = job(&mut batch, |c| {
+            insert_message(c, "failing")?;
+            Err(StoreError::Conflict { id: 7, expected: 1, found: 2 })
+        });
+        let panicking = job(&mut batch, |c| {
+            insert_message(c, "panicking")?;
+            panic!("a bug in a job");
+        });
+        let last = job(&mut batch, |c| {
+            insert_message(c, "last")?;
+            c.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0)).map_err(backend)
+        });
+        commit_batch(&connection, &mut batch, &stats);
+        assert!(batch.is_empty());
+        assert!(outcome(first).is_ok());
+        assert_eq!(outcome(failing), Err(StoreError::Conflict { id: 7, expected: 1, found: 2 }));
+        let panicked = outcome(panicking).unwrap_err();
+        assert!(panicked.to_string().contains("a bug in a job"), "{panicked}");
+        assert_eq!(outcome(last), Ok(2), "the last job sees the first one's row and no rolled-back one");
+        assert_eq!(texts(&connection), ["first", "last"]);
+        assert!(connection.is_autocommit(), "the batch's transaction is over");
+        assert_eq!((stats.jobs.load(Ordering::Relaxed), stats.commits.load(Ordering::Relaxed)), (4, 1));
+    }
+
+    /// A COMMIT that fails (here a deferred foreign key) fails every job of the batch, none of
+    /// their rows stays, and the next batch starts clean.
+    #[test]
+    fn a_failed_commit_fails_every_job_of_the_batch() {
+        let connection = writer_connection();
+        let stats = CommitStats::default();
+        let mut batch = VecDeque::new();
+        let innocent = job(&mut batch, |c| insert_message(c, "innocent"));
+        let culprit = job(&mut batch, |c| {
+            c.execute_batch("PRAGMA defer_foreign_keys = ON").map_err(backend)?;
+            c.execute(
+                "INSERT INTO messages (number, severity, text, action_id, instance, created_at) \
+                 VALUES (21001, 'INFO', 'culprit', 999, 'i', ?1)",
+                [now()],
+            )
+            .map_err(backend)?;
+            Ok(0)
+        });
+        commit_batch(&connection, &mut batch, &stats);
+        for answer in [innocent, culprit] {
+            let error = outcome(answer).unwrap_err();
+            assert!(matches!(&error, StoreError::Backend(text) if text.contains("commit failed")), "{error}");
+        }
+        assert!(texts(&connection).is_empty());
+        assert!(connection.is_autocommit(), "the failed transaction was rolled back");
+
+        let next = job(&mut batch, |c| insert_message(c, "next"));
+        commit_batch(&connection, &mut batch, &stats);
+        assert!(outcome(next).is_ok());
+        assert_eq!(texts(&connection), ["next"]);
+        assert_eq!((stats.jobs.load(Ordering::Relaxed), stats.commits.load(Ordering::Relaxed)), (3, 1));
+    }
+
+    /// A job that ends the transaction itself (as SQLite does on a full disk) loses the batch
+    /// so far: those jobs get an error; the jobs not run yet go into a new transaction.
+    #[test]
+    fn a_transaction_ended_inside_a_job_fails_the_jobs_so_far_and_the_rest_run_anew() {
+        let connection = writer_connection();
+        let stats = CommitStats::default();
+        let mut batch = VecDeque::new();
+        let earlier = job(&mut batch, |c| insert_message(c, "earlier"));
+        let ender = job(&mut batch, |c| c.execute_batch("ROLLBACK").map(|()| 0).map_err(backend));
+        let later = job(&mut batch, |c| insert_message(c, "later"));
+        commit_batch(&connection, &mut batch, &stats);
+        assert!(outcome(earlier).unwrap_err().to_string().contains("ended inside a job"));
+        assert!(outcome(ender).is_err());
+        assert_eq!(batch.len(), 1, "the job not run waits for the next transaction");
+        commit_batch(&connection, &mut batch, &stats);
+        assert!(outcome(later).is_ok());
+        assert_eq!(texts(&connection), ["later"]);
+        assert_eq!((stats.jobs.load(Ordering::Relaxed), stats.commits.load(Ordering::Relaxed)), (3, 1));
+    }
+
+    /// In memory there is no read connection: reads go to the writer thread between batches.
+    /// A read queued behind writes sees them; the writer stops when the last clone is dropped.
+    #[tokio::test]
+    async fn in_memory_reads_go_through_the_writer_and_see_acknowledged_writes() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        assert!(store.shared.readers.is_empty());
+        let message =
+            NewMessage { number: 21001, text: "m".into(), server_id: None, action_id: None, instance: "i".into() };
+        let written = store.record_message(&message).await.unwrap();
+        assert_eq!(store.recent_messages(10).await.unwrap().first().map(|m| m.id), Some(written.id));
+        let misfiled = store.read(|c| insert_message(c, "misfiled")).await.unwrap_err();
+        assert!(misfiled.to_string().contains("readonly"), "reads are query_only in memory too: {misfiled}");
+        let clone = store.clone();
+        drop(store);
+        assert_eq!(clone.recent_messages(10).await.unwrap().len(), 1);
+        clone.record_message(&message).await.unwrap();
+    }
+
+    /// A file database's reads run on `query_only` connections: a write filed as a read fails.
+    #[tokio::test]
+    async fn a_write_misfiled_as_a_read_fails_on_a_file_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("cordon.db")).unwrap();
+        assert_eq!(store.shared.readers.len(), READERS);
+        let error = store.read(|c| insert_message(c, "misfiled")).await.unwrap_err();
+        assert!(error.to_string().contains("readonly"), "{error}");
+        assert!(store.recent_messages(10).await.unwrap().is_empty());
     }
 }

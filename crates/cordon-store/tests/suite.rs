@@ -12,7 +12,22 @@ use cordon_store::*;
 async fn stores() -> Vec<(&'static str, Box<dyn Store>)> {
     let url = support::postgres::fresh_database("cpg_suite");
     let postgres = PostgresStore::connect(&url, None).await.unwrap();
-    vec![("sqlite", Box::new(SqliteStore::open_in_memory().unwrap())), ("postgres", Box::new(postgres))]
+    vec![
+        ("sqlite", Box::new(SqliteStore::open_in_memory().unwrap())),
+        ("sqlite-file", Box::new(SqliteStore::open(&sqlite_file()).unwrap())),
+        ("postgres", Box::new(postgres)),
+    ]
+}
+
+/// A new SQLite database file, so that the suite also runs the file store's separate read
+/// connections (`query_only`: a write misfiled as a read fails). It lives in the PostgreSQL
+/// server's temporary directory, which the test binary removes at exit.
+fn sqlite_file() -> std::path::PathBuf {
+    static FILES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let dir = support::postgres::server().dir.join("sqlite");
+    std::fs::create_dir_all(&dir).unwrap();
+    let n = FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    dir.join(format!("suite-{n}.db"))
 }
 
 fn ip(text: &str) -> IpAddr {
