@@ -377,6 +377,7 @@ impl SqliteStore {
                 reader
                     .execute_batch("PRAGMA query_only = ON; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
                     .map_err(backend)?;
+                reader.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
                 Ok(Mutex::new(reader))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -485,7 +486,36 @@ fn prepare_writer(connection: &mut Connection) -> Result<()> {
     connection
         .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
         .map_err(backend)?;
+    connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     migrate(connection)
+}
+
+/// Prepared statements kept per connection: more than the store's distinct hot statements.
+const STATEMENT_CACHE: usize = 256;
+
+/// `execute` and `query_row` through the connection's statement cache: an action runs the same
+/// few dozen statements, and parsing them again on every call showed in profiles of the
+/// sustained-rate bench.
+trait CachedStatements {
+    fn execute_cached<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+    fn query_row_cached<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&Row<'_>) -> rusqlite::Result<T>;
+}
+
+impl CachedStatements for Connection {
+    fn execute_cached<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+
+    fn query_row_cached<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
 }
 
 fn migrate(connection: &mut Connection) -> Result<()> {
@@ -495,7 +525,7 @@ fn migrate(connection: &mut Connection) -> Result<()> {
         )
         .map_err(backend)?;
     let current: i64 = connection
-        .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))
+        .query_row_cached("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))
         .map_err(backend)?;
     let known = MIGRATIONS.len() as i64;
     if current > known {
@@ -507,7 +537,7 @@ fn migrate(connection: &mut Connection) -> Result<()> {
         if index + 1 == AUDIT_CHAIN_MIGRATION {
             seal_audit(&tx)?;
         }
-        tx.execute(
+        tx.execute_cached(
             "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
             params![index as i64 + 1, now()],
         )
@@ -678,7 +708,7 @@ const MESSAGE_COLUMNS: &str = "id, number, text, server_id, action_id, instance,
 fn sync_inventory(connection: &Connection, inventory: &Inventory) -> rusqlite::Result<SyncReport> {
     let at = now();
     for network in &inventory.networks {
-        connection.execute(
+        connection.execute_cached(
             "INSERT INTO networks (name, role, subnet, quarantine_network, pool, bridge, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT(name) DO UPDATE SET role = excluded.role, subnet = excluded.subnet, quarantine_network = excluded.quarantine_network,
              pool = excluded.pool, bridge = excluded.bridge, updated_at = excluded.updated_at",
@@ -686,7 +716,7 @@ fn sync_inventory(connection: &Connection, inventory: &Inventory) -> rusqlite::R
         )?;
     }
     for tenant in &inventory.tenants {
-        connection.execute(
+        connection.execute_cached(
             "INSERT INTO tenants (name, admin_email, updated_at) VALUES (?1, ?2, ?3)
              ON CONFLICT(name) DO UPDATE SET admin_email = excluded.admin_email, updated_at = excluded.updated_at",
             params![tenant.name, tenant.admin_email, at],
@@ -697,7 +727,7 @@ fn sync_inventory(connection: &Connection, inventory: &Inventory) -> rusqlite::R
     for server in &inventory.servers {
         wanted.insert(server.name.clone());
         let existing: Option<ServerRow> = connection
-            .query_row(
+            .query_row_cached(
                 "SELECT id, kind, tenant, user_email, retired, hypervisor, domain FROM servers WHERE name = ?1",
                 [&server.name],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
@@ -705,7 +735,7 @@ fn sync_inventory(connection: &Connection, inventory: &Inventory) -> rusqlite::R
             .optional()?;
         let server_id = match existing {
             None => {
-                connection.execute(
+                connection.execute_cached(
                     "INSERT INTO servers (name, kind, tenant, user_email, state, retired, created_at, updated_at, hypervisor, domain)
                      VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6, ?7, ?8)",
                     params![
@@ -729,7 +759,7 @@ fn sync_inventory(connection: &Connection, inventory: &Inventory) -> rusqlite::R
                     || retired != 0
                     || hypervisor != server.hypervisor
                     || domain != server.domain;
-                connection.execute(
+                connection.execute_cached(
                     "UPDATE servers SET kind = ?2, tenant = ?3, user_email = ?4, retired = 0, updated_at = ?5, hypervisor = ?6, domain = ?7,
                      origin = 'config' WHERE id = ?1",
                     params![id, server.kind.as_str(), server.tenant, server.user_email, at, server.hypervisor, server.domain],
@@ -749,8 +779,9 @@ fn sync_inventory(connection: &Connection, inventory: &Inventory) -> rusqlite::R
         statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
     for (id, name) in live {
         if !wanted.contains(&name) {
-            connection.execute("UPDATE servers SET retired = 1, updated_at = ?2 WHERE id = ?1", params![id, at])?;
-            connection.execute(
+            connection
+                .execute_cached("UPDATE servers SET retired = 1, updated_at = ?2 WHERE id = ?1", params![id, at])?;
+            connection.execute_cached(
                 "UPDATE address_history SET valid_to_us = ?2 WHERE server_id = ?1 AND kind = 'operational' AND valid_to_us IS NULL",
                 params![id, now_us()],
             )?;
@@ -766,11 +797,12 @@ fn import_servers(connection: &Connection, servers: &[ServerSpec], origin: &str)
     let mut report = SyncReport::default();
     for server in servers {
         let exists: bool =
-            connection.query_row("SELECT COUNT(*) > 0 FROM servers WHERE name = ?1", [&server.name], |r| r.get(0))?;
+            connection
+                .query_row_cached("SELECT COUNT(*) > 0 FROM servers WHERE name = ?1", [&server.name], |r| r.get(0))?;
         if exists {
             continue;
         }
-        connection.execute(
+        connection.execute_cached(
             "INSERT INTO servers (name, kind, tenant, user_email, state, retired, created_at, updated_at, hypervisor, domain, origin)
              VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6, ?7, ?8, ?9)",
             params![
@@ -820,12 +852,14 @@ fn sync_address_history(connection: &Connection, server_id: i64, nics: &[NicSpec
     let open: Vec<(i64, String, String)> = statement
         .query_map([server_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    let first_sight: bool =
-        connection
-            .query_row("SELECT COUNT(*) = 0 FROM address_history WHERE server_id = ?1", [server_id], |r| r.get(0))?;
+    let first_sight: bool = connection.query_row_cached(
+        "SELECT COUNT(*) = 0 FROM address_history WHERE server_id = ?1",
+        [server_id],
+        |r| r.get(0),
+    )?;
     for (id, mac, ip) in &open {
         if !wanted.contains(&(mac.clone(), ip.clone())) {
-            connection.execute("UPDATE address_history SET valid_to_us = ?2 WHERE id = ?1", params![id, at])?;
+            connection.execute_cached("UPDATE address_history SET valid_to_us = ?2 WHERE id = ?1", params![id, at])?;
         }
     }
     for (mac, ip) in &wanted {
@@ -833,7 +867,7 @@ fn sync_address_history(connection: &Connection, server_id: i64, nics: &[NicSpec
             // A server's first addresses were its own before Cordon knew of it: late alerts
             // from before its first start still resolve.
             let from = if first_sight { 0 } else { at };
-            connection.execute(
+            connection.execute_cached(
                 "INSERT INTO address_history (ip, server_id, mac, kind, valid_from_us) VALUES (?1, ?2, ?3, 'operational', ?4)",
                 params![ip, server_id, mac, from],
             )?;
@@ -850,10 +884,10 @@ fn sync_nics(connection: &Connection, server_id: i64, server: &ServerSpec) -> ru
     let mut statement = connection.prepare("SELECT mac FROM nics WHERE server_id = ?1")?;
     let stored: Vec<String> = statement.query_map([server_id], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
     for mac in stored.iter().filter(|m| !macs.contains(m)) {
-        connection.execute("DELETE FROM nics WHERE server_id = ?1 AND mac = ?2", params![server_id, mac])?;
+        connection.execute_cached("DELETE FROM nics WHERE server_id = ?1 AND mac = ?2", params![server_id, mac])?;
     }
     for (position, nic) in server.nics.iter().enumerate() {
-        connection.execute(
+        connection.execute_cached(
             "INSERT INTO nics (server_id, mac, position, network, operational_ip, switch, port, current_network, current_ip)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?4, NULLIF(?5, ''))
              ON CONFLICT(server_id, mac) DO UPDATE SET position = excluded.position, network = excluded.network,
@@ -883,7 +917,7 @@ fn seal_audit(connection: &Connection) -> Result<()> {
     for (id, at, entry) in rows {
         let hash = audit_hash(&previous, id, at.timestamp_micros(), &entry);
         connection
-            .execute("UPDATE audit SET prev_hash = ?2, hash = ?3 WHERE id = ?1", params![id, previous, hash])
+            .execute_cached("UPDATE audit SET prev_hash = ?2, hash = ?3 WHERE id = ?1", params![id, previous, hash])
             .map_err(backend)?;
         previous = hash;
     }
@@ -922,7 +956,7 @@ fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
 /// write lock (IMMEDIATE) or be the only writer, so that two rows never claim one predecessor.
 fn append_audit_in(connection: &Connection, entry: &AuditEntry) -> Result<AuditRecord> {
     let last: Option<(i64, Option<String>)> = connection
-        .query_row("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row_cached("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()
         .map_err(backend)?;
     let (id, prev_hash) = match last {
@@ -933,7 +967,7 @@ fn append_audit_in(connection: &Connection, entry: &AuditEntry) -> Result<AuditR
     let at = DateTime::from_timestamp_micros(now_us()).unwrap_or_default();
     let hash = audit_hash(&prev_hash, id, at.timestamp_micros(), entry);
     connection
-        .execute(
+        .execute_cached(
             "INSERT INTO audit (id, at, actor, origin, verb, target, detail, instance, prev_hash, hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
@@ -976,7 +1010,7 @@ fn transition(
 ) -> Result<ActionRecord> {
     let Transition { id, generation, command, kind, message, not_before_us, lease } = change;
     let current: Option<(String, i64, Option<i64>)> = connection
-        .query_row("SELECT state, generation, server_id FROM actions WHERE id = ?1", [id], |r| {
+        .query_row_cached("SELECT state, generation, server_id FROM actions WHERE id = ?1", [id], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })
         .optional()
@@ -991,7 +1025,7 @@ fn transition(
     let next = state.apply(command).map_err(|source| StoreError::InvalidTransition { id, source })?;
     if let (Some(_), Some(server_id)) = (&lease, server_id) {
         let busy: bool = connection
-            .query_row(
+            .query_row_cached(
                 "SELECT COUNT(*) > 0 FROM actions WHERE server_id = ?1 AND state = 'running' AND id != ?2",
                 params![server_id, id],
                 |r| r.get(0),
@@ -1007,7 +1041,7 @@ fn transition(
         None => (None, None),
     };
     connection
-        .execute(
+        .execute_cached(
             "UPDATE actions SET state = ?3, generation = generation + 1, attempts = attempts + ?4,
          message_number = COALESCE(?5, message_number), message_text = COALESCE(?6, message_text), updated_at = ?7,
          kind = COALESCE(?8, kind), not_before_us = ?9,
@@ -1038,13 +1072,13 @@ fn transition(
 
 fn set_server_state_in(tx: &Connection, instance: &str, server_id: i64, state: ServerState) -> Result<()> {
     let before: Option<(String, String)> = tx
-        .query_row("SELECT name, state FROM servers WHERE id = ?1", [server_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row_cached("SELECT name, state FROM servers WHERE id = ?1", [server_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()
         .map_err(backend)?;
     let Some((name, before)) = before else {
         return Err(StoreError::NotFound { what: format!("server {server_id}") });
     };
-    tx.execute(
+    tx.execute_cached(
         "UPDATE servers SET state = ?2, updated_at = ?3 WHERE id = ?1",
         params![server_id, state.as_str(), now()],
     )
@@ -1059,7 +1093,7 @@ fn set_server_state_in(tx: &Connection, instance: &str, server_id: i64, state: S
 fn record_nic_position_in(tx: &Connection, instance: &str, position: &NicPosition) -> Result<()> {
     let NicPosition { server_id, mac, network, ip } = position;
     let before: Option<(String, String, Option<String>)> = tx
-        .query_row(
+        .query_row_cached(
             "SELECT s.name, n.current_network, n.current_ip FROM nics n JOIN servers s ON s.id = n.server_id
              WHERE n.server_id = ?1 AND n.mac = ?2",
             params![server_id, mac.to_string()],
@@ -1071,12 +1105,13 @@ fn record_nic_position_in(tx: &Connection, instance: &str, position: &NicPositio
         return Err(StoreError::NotFound { what: format!("NIC {mac} of server {server_id}") });
     };
     let ip_text = ip.map(|i| i.to_string());
-    tx.execute(
+    tx.execute_cached(
         "UPDATE nics SET current_network = ?3, current_ip = ?4 WHERE server_id = ?1 AND mac = ?2",
         params![server_id, mac.to_string(), network, ip_text],
     )
     .map_err(backend)?;
-    tx.execute("UPDATE servers SET updated_at = ?2 WHERE id = ?1", params![server_id, now()]).map_err(backend)?;
+    tx.execute_cached("UPDATE servers SET updated_at = ?2 WHERE id = ?1", params![server_id, now()])
+        .map_err(backend)?;
     if (before_network.as_str(), before_ip.as_deref()) != (network.as_str(), ip_text.as_deref()) {
         let before = (before_network.as_str(), before_ip.as_deref());
         let after = (network.as_str(), ip_text.as_deref());
@@ -1089,7 +1124,7 @@ fn record_nic_position_in(tx: &Connection, instance: &str, position: &NicPositio
 fn release_address_in(tx: &Connection, server_id: i64, mac: MacAddr, network: &str) -> Result<()> {
     let mac = mac.to_string();
     let leased: Option<String> = tx
-        .query_row(
+        .query_row_cached(
             "SELECT ip FROM ip_leases WHERE server_id = ?1 AND mac = ?2 AND network = ?3",
             params![server_id, mac, network],
             |r| r.get(0),
@@ -1097,12 +1132,12 @@ fn release_address_in(tx: &Connection, server_id: i64, mac: MacAddr, network: &s
         .optional()
         .map_err(backend)?;
     if let Some(ip) = leased {
-        tx.execute(
+        tx.execute_cached(
             "DELETE FROM ip_leases WHERE server_id = ?1 AND mac = ?2 AND network = ?3",
             params![server_id, mac, network],
         )
         .map_err(backend)?;
-        tx.execute(
+        tx.execute_cached(
             "UPDATE address_history SET valid_to_us = ?4
              WHERE server_id = ?1 AND mac = ?2 AND ip = ?3 AND kind = 'quarantine' AND valid_to_us IS NULL",
             params![server_id, mac, ip, now_us()],
@@ -1120,7 +1155,7 @@ fn settle_detection_in(
     action_id: Option<i64>,
 ) -> Result<()> {
     let changed = tx
-        .execute(
+        .execute_cached(
             "UPDATE detections SET decision = ?2, server_id = ?3, action_id = ?4 WHERE id = ?1 AND decision IS NULL",
             params![id, decision, server_id, action_id],
         )
@@ -1129,18 +1164,21 @@ fn settle_detection_in(
         return Err(StoreError::AlreadySettled { id });
     }
     if let Some(action_id) = action_id {
-        tx.execute("UPDATE actions SET detections = detections + 1 WHERE id = ?1", [action_id]).map_err(backend)?;
+        tx.execute_cached("UPDATE actions SET detections = detections + 1 WHERE id = ?1", [action_id])
+            .map_err(backend)?;
     }
     Ok(())
 }
 
 fn append_step_in(tx: &Connection, step: NewStep) -> Result<StepRecord> {
     let seq: i64 = tx
-        .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM action_steps WHERE action_id = ?1", [step.action_id], |r| {
-            r.get(0)
-        })
+        .query_row_cached(
+            "SELECT COALESCE(MAX(seq), 0) + 1 FROM action_steps WHERE action_id = ?1",
+            [step.action_id],
+            |r| r.get(0),
+        )
         .map_err(backend)?;
-    tx.execute(
+    tx.execute_cached(
         "INSERT INTO action_steps (action_id, seq, attempt, name, target, outcome, detail, message_number, instance, started_at, finished_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
@@ -1164,7 +1202,7 @@ fn append_step_in(tx: &Connection, step: NewStep) -> Result<StepRecord> {
 fn record_message_in(tx: &Connection, message: NewMessage) -> Result<MessageRecord> {
     let at = now();
     let severity = cordon_model::Message::find(message.number).map(|m| m.severity().as_str()).unwrap_or("ERROR");
-    tx.execute(
+    tx.execute_cached(
         "INSERT INTO messages (number, severity, text, server_id, action_id, instance, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![message.number, severity, message.text, message.server_id, message.action_id, message.instance, at],
     )
@@ -1288,7 +1326,7 @@ impl Store for SqliteStore {
             // insert cannot interleave with another writer.
             let mac_text = mac.to_string();
             let existing: Option<String> = connection
-                .query_row(
+                .query_row_cached(
                     "SELECT ip FROM ip_leases WHERE server_id = ?1 AND mac = ?2 AND network = ?3",
                     params![server_id, mac_text, network],
                     |r| r.get(0),
@@ -1308,12 +1346,12 @@ impl Store for SqliteStore {
             let Some(ip) = pool.allocate(&leased) else {
                 return Err(StoreError::PoolExhausted { network, range: pool.range().to_string() });
             };
-            connection.execute(
+            connection.execute_cached(
                 "INSERT INTO ip_leases (network, ip, server_id, mac, leased_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![network, ip.to_string(), server_id, mac_text, now()],
             )
             .map_err(backend)?;
-            connection.execute(
+            connection.execute_cached(
                 "INSERT INTO address_history (ip, server_id, mac, kind, valid_from_us) VALUES (?1, ?2, ?3, 'quarantine', ?4)",
                 params![ip.to_string(), server_id, mac_text, now_us()],
             )
@@ -1338,7 +1376,7 @@ impl Store for SqliteStore {
         self.write(move |connection| {
             let at = now();
             connection
-                .execute(
+                .execute_cached(
                     "INSERT INTO actions (kind, state, generation, server_id, address, reason, trigger, requested_by, instance, attempts, decided_by,
                      message_number, message_text, created_at, updated_at)
                      VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?10, ?11, ?12, ?9, ?9)",
@@ -1469,7 +1507,7 @@ impl Store for SqliteStore {
         let instance = instance.to_string();
         self.write(move |connection| {
             let changed = connection
-                .execute(
+                .execute_cached(
                     "UPDATE actions SET lease_until_us = ?3 WHERE id = ?1 AND lease_owner = ?2 AND state = 'running'",
                     params![id, instance, until_us],
                 )
@@ -1571,7 +1609,9 @@ impl Store for SqliteStore {
         let instance = self.instance.clone();
         self.write(move |connection| {
             let current: Option<(String, i64)> = connection
-                .query_row("SELECT state, generation FROM actions WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_row_cached("SELECT state, generation FROM actions WHERE id = ?1", [id], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
                 .optional()
                 .map_err(backend)?;
             let Some((state, found)) = current else {
@@ -1585,7 +1625,7 @@ impl Store for SqliteStore {
                 return Err(StoreError::KindLocked { id, state });
             }
             connection
-                .execute(
+                .execute_cached(
                     "UPDATE actions SET kind = ?2, generation = generation + 1, updated_at = ?3 WHERE id = ?1",
                     params![id, kind.as_str(), now()],
                 )
@@ -1646,7 +1686,7 @@ impl Store for SqliteStore {
                 }
             }
             if let Some(cp) = checkpoint {
-                connection.execute(
+                connection.execute_cached(
                     "INSERT INTO source_checkpoints (source, path, inode, offset, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT(source) DO UPDATE SET path = excluded.path, inode = excluded.inode, offset = excluded.offset,
                      updated_at = excluded.updated_at",
@@ -1663,7 +1703,7 @@ impl Store for SqliteStore {
         let source = source.to_string();
         self.read(move |connection| {
             connection
-                .query_row(
+                .query_row_cached(
                     "SELECT source, path, inode, offset FROM source_checkpoints WHERE source = ?1",
                     [source],
                     |r| {
@@ -1865,7 +1905,7 @@ impl Store for SqliteStore {
             let at = now();
             let expires = expires_at.map(time_text);
             connection
-                .execute(
+                .execute_cached(
                     "INSERT INTO api_tokens (name, role, hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![name, role.as_str(), hash, at, expires],
                 )
@@ -1886,7 +1926,7 @@ impl Store for SqliteStore {
         let hash = hash.to_string();
         self.read(move |connection| {
             connection
-                .query_row(
+                .query_row_cached(
                     &format!(
                         "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE hash = ?1 AND revoked_at IS NULL \
                          AND (expires_at IS NULL OR expires_at > ?2)"
@@ -1904,7 +1944,7 @@ impl Store for SqliteStore {
         let (instance, address) = (instance.to_string(), address.to_string());
         self.write(move |connection| {
             connection
-                .execute(
+                .execute_cached(
                     "INSERT INTO instances (name, address, started_at, heartbeat_at) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT(name) DO UPDATE SET address = excluded.address, started_at = excluded.started_at,
                      heartbeat_at = excluded.heartbeat_at",
@@ -1968,7 +2008,7 @@ impl Store for SqliteStore {
         self.write(move |connection| {
             // Taken when free, expired, or already ours; the upsert's WHERE makes it one step.
             let changed = connection
-                .execute(
+                .execute_cached(
                     "INSERT INTO leases (name, holder, until_us, acquired_at) VALUES (?1, ?2, ?3, ?5)
                      ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, until_us = excluded.until_us,
                      acquired_at = CASE WHEN leases.holder = excluded.holder THEN leases.acquired_at ELSE excluded.acquired_at END
@@ -1995,13 +2035,13 @@ impl Store for SqliteStore {
     async fn revoke_token(&self, id: i64) -> Result<TokenRecord> {
         self.write(move |connection| {
             connection
-                .execute(
+                .execute_cached(
                     "UPDATE api_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
                     params![id, now()],
                 )
                 .map_err(backend)?;
             connection
-                .query_row(&format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = ?1"), [id], token_row)
+                .query_row_cached(&format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = ?1"), [id], token_row)
                 .optional()
                 .map_err(backend)?
                 .ok_or_else(|| StoreError::NotFound { what: format!("token {id}") })
@@ -2014,7 +2054,7 @@ impl Store for SqliteStore {
         self.write(move |connection| {
             let at = now();
             connection
-                .execute(
+                .execute_cached(
                     "INSERT INTO console_users (name, role, password_hash, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
                     params![name, role.as_str(), password_hash, at],
                 )
@@ -2036,7 +2076,11 @@ impl Store for SqliteStore {
         let name = name.to_string();
         self.read(move |connection| {
             connection
-                .query_row(&format!("SELECT {USER_COLUMNS} FROM console_users WHERE name = ?1"), [name], user_row)
+                .query_row_cached(
+                    &format!("SELECT {USER_COLUMNS} FROM console_users WHERE name = ?1"),
+                    [name],
+                    user_row,
+                )
                 .optional()
                 .map_err(backend)
         })
@@ -2058,7 +2102,7 @@ impl Store for SqliteStore {
         let (name, password_hash) = (name.to_string(), password_hash.to_string());
         self.write(move |connection| {
             let changed = connection
-                .execute(
+                .execute_cached(
                     "UPDATE console_users SET password_hash = ?2, updated_at = ?3 WHERE name = ?1",
                     params![name, password_hash, now()],
                 )
@@ -2068,7 +2112,7 @@ impl Store for SqliteStore {
             }
             // A new password ends every session opened with the old one.
             connection
-                .execute(
+                .execute_cached(
                     "DELETE FROM console_sessions WHERE user_id = (SELECT id FROM console_users WHERE name = ?1)",
                     [&name],
                 )
@@ -2082,12 +2126,13 @@ impl Store for SqliteStore {
         let name = name.to_string();
         self.write(move |connection| {
             connection
-                .execute(
+                .execute_cached(
                     "DELETE FROM console_sessions WHERE user_id = (SELECT id FROM console_users WHERE name = ?1)",
                     [&name],
                 )
                 .map_err(backend)?;
-            let removed = connection.execute("DELETE FROM console_users WHERE name = ?1", [&name]).map_err(backend)?;
+            let removed =
+                connection.execute_cached("DELETE FROM console_users WHERE name = ?1", [&name]).map_err(backend)?;
             if removed == 0 {
                 return Err(StoreError::NotFound { what: format!("user {name}") });
             }
@@ -2101,14 +2146,16 @@ impl Store for SqliteStore {
         self.write(move |connection| {
             let at = now();
             connection
-                .execute(
+                .execute_cached(
                     "INSERT INTO console_sessions (hash, user_id, csrf, created_at, last_seen_at, expires_at) \
                      VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
                     params![session.hash, session.user_id, session.csrf, at, time_text(session.expires_at)],
                 )
                 .map_err(backend)?;
             let id = connection.last_insert_rowid();
-            connection.query_row(&format!("{SESSION_SELECT} WHERE s.id = ?1"), [id], session_row).map_err(backend)
+            connection
+                .query_row_cached(&format!("{SESSION_SELECT} WHERE s.id = ?1"), [id], session_row)
+                .map_err(backend)
         })
         .await
     }
@@ -2117,7 +2164,7 @@ impl Store for SqliteStore {
         let hash = hash.to_string();
         self.read(move |connection| {
             connection
-                .query_row(&format!("{SESSION_SELECT} WHERE s.hash = ?1"), [hash], session_row)
+                .query_row_cached(&format!("{SESSION_SELECT} WHERE s.hash = ?1"), [hash], session_row)
                 .optional()
                 .map_err(backend)
         })
@@ -2127,7 +2174,10 @@ impl Store for SqliteStore {
     async fn touch_session(&self, id: i64, at: Timestamp) -> Result<()> {
         self.write(move |connection| {
             connection
-                .execute("UPDATE console_sessions SET last_seen_at = ?2 WHERE id = ?1", params![id, time_text(at)])
+                .execute_cached(
+                    "UPDATE console_sessions SET last_seen_at = ?2 WHERE id = ?1",
+                    params![id, time_text(at)],
+                )
                 .map(|_| ())
                 .map_err(backend)
         })
@@ -2137,7 +2187,10 @@ impl Store for SqliteStore {
     async fn delete_session(&self, hash: &str) -> Result<()> {
         let hash = hash.to_string();
         self.write(move |connection| {
-            connection.execute("DELETE FROM console_sessions WHERE hash = ?1", [hash]).map(|_| ()).map_err(backend)
+            connection
+                .execute_cached("DELETE FROM console_sessions WHERE hash = ?1", [hash])
+                .map(|_| ())
+                .map_err(backend)
         })
         .await
     }
@@ -2145,7 +2198,7 @@ impl Store for SqliteStore {
     async fn delete_expired_sessions(&self, idle_before: Timestamp, now: Timestamp) -> Result<u64> {
         self.write(move |connection| {
             connection
-                .execute(
+                .execute_cached(
                     "DELETE FROM console_sessions WHERE last_seen_at < ?1 OR expires_at <= ?2",
                     params![time_text(idle_before), time_text(now)],
                 )
@@ -2158,7 +2211,7 @@ impl Store for SqliteStore {
     async fn count_tokens(&self) -> Result<u64> {
         self.read(|connection| {
             connection
-                .query_row("SELECT COUNT(*) FROM api_tokens", [], |r| r.get::<_, i64>(0))
+                .query_row_cached("SELECT COUNT(*) FROM api_tokens", [], |r| r.get::<_, i64>(0))
                 .map(|n| n as u64)
                 .map_err(backend)
         })
@@ -2179,7 +2232,7 @@ mod tests {
             .write(|connection| {
                 for actor in ["a", "b"] {
                     connection
-                        .execute(
+                        .execute_cached(
                             "INSERT INTO audit (at, actor, origin, verb, target, detail, instance)
                              VALUES ('2026-01-01T00:00:00.000000Z', ?1, 'o', 'v', 't', '', 'i')",
                             [actor],
@@ -2223,7 +2276,7 @@ mod tests {
 
     fn insert_message(connection: &Connection, text: &str) -> Result<i64> {
         connection
-            .execute(
+            .execute_cached(
                 "INSERT INTO messages (number, severity, text, instance, created_at) VALUES (21001, 'INFO', ?1, 'i', ?2)",
                 params![text, now()],
             )
@@ -2260,7 +2313,7 @@ mod tests {
         });
         let last = job(&mut batch, |c| {
             insert_message(c, "last")?;
-            c.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0)).map_err(backend)
+            c.query_row_cached("SELECT COUNT(*) FROM messages", [], |r| r.get(0)).map_err(backend)
         });
         commit_batch(&connection, &mut batch, &stats);
         assert!(batch.is_empty());
@@ -2284,7 +2337,7 @@ mod tests {
         let innocent = job(&mut batch, |c| insert_message(c, "innocent"));
         let culprit = job(&mut batch, |c| {
             c.execute_batch("PRAGMA defer_foreign_keys = ON").map_err(backend)?;
-            c.execute(
+            c.execute_cached(
                 "INSERT INTO messages (number, severity, text, action_id, instance, created_at) \
                  VALUES (21001, 'INFO', 'culprit', 999, 'i', ?1)",
                 [now()],
