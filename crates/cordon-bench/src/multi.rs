@@ -143,8 +143,10 @@ async fn measure(
     let mut finished = 0u64;
     for _ in 0..rounds {
         for kind in [ActionKind::Quarantine, ActionKind::Unquarantine] {
+            // The requests arrive together (many API clients at once), as detections do.
+            let mut requests = tokio::task::JoinSet::new();
             for i in 0..servers {
-                let engine = &engines[i as usize % engines.len()];
+                let engine = engines[i as usize % engines.len()].clone();
                 let request = Request {
                     kind,
                     server: Synthetic::name(i),
@@ -152,7 +154,10 @@ async fn measure(
                     trigger: "bench".into(),
                     actor: actor.clone(),
                 };
-                engine.request(request).await?;
+                requests.spawn(async move { engine.request(request).await });
+            }
+            while let Some(joined) = requests.join_next().await {
+                joined??;
             }
             finished += u64::from(servers);
             wait_for(&*stores[0], finished).await?;

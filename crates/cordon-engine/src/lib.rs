@@ -533,10 +533,9 @@ impl Engine {
         if free == 0 {
             return Ok(());
         }
-        // Actions already handed to a worker stay runnable until it claims them, and an action
-        // whose server is busy elsewhere waits: read past both.
-        let busy = self.inner.busy.lock().unwrap_or_else(|p| p.into_inner()).len();
-        let limit = u32::try_from(2 * (free + busy) + 64).unwrap_or(u32::MAX);
+        // Actions already handed to a worker stay runnable until it claims them (a moment), and
+        // an action whose server is busy waits: read a little past them.
+        let limit = u32::try_from(2 * free + 32).unwrap_or(u32::MAX);
         for action in self.inner.store.runnable_actions(limit).await? {
             let Some(server_id) = action.server_id else { continue };
             let Ok(permit) = self.inner.workers.clone().try_acquire_owned() else { break };
