@@ -39,23 +39,33 @@ impl Engine {
         );
         let instance = self.inner.settings.instance.clone();
         let lease = self.inner.settings.action_lease;
-        // The start, its message and the server's transitional state: one commit.
-        let alongside = Alongside {
+        // The start, its message, the server's transitional state and (quarantine) the NICs'
+        // quarantine addresses: one commit. An empty pool is the address step's failure to
+        // report: then the claim goes without the leases.
+        let mut alongside = Alongside {
             server_state: transitional_state(kind).map(|state| (server.id, state)),
             messages: vec![self.message_row(&started, Some(server.id), Some(action.id))],
+            leases: self.leases_for(&server, kind),
             ..Default::default()
         };
-        let action = match store
-            .claim_action_alongside(
-                action.id,
-                action.generation,
-                &instance,
-                lease_until(lease),
-                Some(started.clone()),
-                &alongside,
-            )
-            .await
-        {
+        let until = lease_until(lease);
+        let mut claimed = store
+            .claim_action_alongside(action.id, action.generation, &instance, until, Some(started.clone()), &alongside)
+            .await;
+        if matches!(claimed, Err(StoreError::PoolExhausted { .. })) {
+            alongside.leases.clear();
+            claimed = store
+                .claim_action_alongside(
+                    action.id,
+                    action.generation,
+                    &instance,
+                    until,
+                    Some(started.clone()),
+                    &alongside,
+                )
+                .await;
+        }
+        let action = match claimed {
             Ok(action) => action,
             // Another worker or instance (or an operator's cancel) moved it first, or another
             // action of the server runs on another instance: nothing to do now.
@@ -621,6 +631,28 @@ impl Engine {
             self.announce(&reference, message.server_id, message.action_id);
         }
         Ok(())
+    }
+}
+
+impl Engine {
+    /// The quarantine addresses a quarantine of `server` will lease (none when it would be
+    /// refused or cannot be planned: its steps then fail before any address is taken).
+    fn leases_for(&self, server: &ServerRecord, kind: ActionKind) -> Vec<cordon_store::LeaseRequest> {
+        if !kind.quarantines() || self.refuse_infrastructure(server, kind).is_err() {
+            return Vec::new();
+        }
+        let Ok(plans) = self.inner.topology.plan(server) else { return Vec::new() };
+        plans
+            .iter()
+            .filter_map(|plan| {
+                Some(cordon_store::LeaseRequest {
+                    server_id: server.id,
+                    mac: plan.nic.mac,
+                    network: plan.quarantine.name.clone(),
+                    pool: plan.quarantine.pool.clone()?,
+                })
+            })
+            .collect()
     }
 }
 

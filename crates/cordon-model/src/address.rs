@@ -132,7 +132,7 @@ fn from_u128(value: u128, like: IpAddr) -> IpAddr {
 ///
 /// The pool itself holds no state: the store passes the addresses already leased, inside the
 /// transaction that records the new lease, so two servers can never be given one address.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddressPool {
     range: AddressRange,
     /// Addresses inside the range that are never handed out (the gateway, say).

@@ -312,9 +312,18 @@ pub struct NicPosition {
     pub ip: Option<IpAddr>,
 }
 
+/// A NIC's address on a quarantine network, leased as [`Store::lease_address`] leases it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRequest {
+    pub server_id: i64,
+    pub mac: MacAddr,
+    pub network: String,
+    pub pool: AddressPool,
+}
+
 /// Records written in the same transaction as a change, so that what the engine records around
 /// one step costs one durable commit instead of several (and nothing less is recorded). Applied
-/// after the change itself (before its audit row), in this order: released quarantine addresses,
+/// after the change itself (before its audit row), in this order: leased and released quarantine addresses,
 /// journal rows, numbered messages, the server's state, NIC positions (the last two write their
 /// audit rows as their own calls would; last, so that PostgreSQL holds the audit chain's lock for
 /// as short a time as possible). If any of them fails, nothing of the transaction is written.
@@ -323,6 +332,9 @@ pub struct Alongside {
     /// (server, state), as [`Store::set_server_state`].
     pub server_state: Option<(i64, ServerState)>,
     pub nic_positions: Vec<NicPosition>,
+    /// Quarantine addresses to lease (kept when the NIC holds one); an empty pool fails the
+    /// whole call with [`StoreError::PoolExhausted`].
+    pub leases: Vec<LeaseRequest>,
     /// (server, NIC, quarantine network), as [`Store::release_address`].
     pub releases: Vec<(i64, MacAddr, String)>,
     pub steps: Vec<NewStep>,

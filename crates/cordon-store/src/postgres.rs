@@ -894,6 +894,55 @@ async fn record_nic_position_in(tx: &impl GenericClient, instance: &str, positio
     Ok(())
 }
 
+/// The NIC's lease on `network`, taking the lowest free address of `pool` if it has none.
+async fn lease_address_in(
+    tx: &impl GenericClient,
+    server_id: i64,
+    mac: MacAddr,
+    network: &str,
+    pool: &AddressPool,
+) -> Result<IpAddr> {
+    // The set of leased addresses is read and then extended: one leaser per network at a
+    // time, whichever instance it runs in.
+    tx.execute("SELECT pg_advisory_xact_lock(hashtextextended('cordon-lease:' || $1, 0))", &[&network])
+        .await
+        .map_err(db)?;
+    let mac_text = mac.to_string();
+    if let Some(row) = tx
+        .query_opt(
+            "SELECT ip FROM ip_leases WHERE server_id = $1 AND mac = $2 AND network = $3",
+            &[&server_id, &mac_text, &network],
+        )
+        .await
+        .map_err(db)?
+    {
+        return parse(get::<&str>(&row, 0)?);
+    }
+    let leased: BTreeSet<IpAddr> = tx
+        .query("SELECT ip FROM ip_leases WHERE network = $1", &[&network])
+        .await
+        .map_err(db)?
+        .iter()
+        .filter_map(|r| r.try_get::<_, &str>(0).ok().and_then(|t| t.parse().ok()))
+        .collect();
+    let Some(ip) = pool.allocate(&leased) else {
+        return Err(StoreError::PoolExhausted { network: network.to_string(), range: pool.range().to_string() });
+    };
+    tx.execute(
+        "INSERT INTO ip_leases (network, ip, server_id, mac, leased_at) VALUES ($1, $2, $3, $4, $5)",
+        &[&network, &ip.to_string(), &server_id, &mac_text, &Utc::now()],
+    )
+    .await
+    .map_err(db)?;
+    tx.execute(
+        "INSERT INTO address_history (ip, server_id, mac, kind, valid_from_us) VALUES ($1, $2, $3, 'quarantine', $4)",
+        &[&ip.to_string(), &server_id, &mac_text, &now_us()],
+    )
+    .await
+    .map_err(db)?;
+    Ok(ip)
+}
+
 async fn release_address_in(tx: &impl GenericClient, server_id: i64, mac: MacAddr, network: &str) -> Result<()> {
     let mac = mac.to_string();
     let released = tx
@@ -993,6 +1042,9 @@ async fn record_message_in(tx: &impl GenericClient, message: &NewMessage) -> Res
 
 /// Writes `records` inside the caller's transaction, in the order [`Alongside`] documents.
 async fn apply_alongside(tx: &impl GenericClient, instance: &str, records: &Alongside) -> Result<()> {
+    for lease in &records.leases {
+        lease_address_in(tx, lease.server_id, lease.mac, &lease.network, &lease.pool).await?;
+    }
     for (server_id, mac, network) in &records.releases {
         release_address_in(tx, *server_id, *mac, network).await?;
     }
@@ -1108,44 +1160,7 @@ impl Store for PostgresStore {
     async fn lease_address(&self, server_id: i64, mac: MacAddr, network: &str, pool: &AddressPool) -> Result<IpAddr> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        // The set of leased addresses is read and then extended: one leaser per network at a
-        // time, whichever instance it runs in.
-        tx.execute("SELECT pg_advisory_xact_lock(hashtextextended('cordon-lease:' || $1, 0))", &[&network])
-            .await
-            .map_err(db)?;
-        let mac_text = mac.to_string();
-        if let Some(row) = tx
-            .query_opt(
-                "SELECT ip FROM ip_leases WHERE server_id = $1 AND mac = $2 AND network = $3",
-                &[&server_id, &mac_text, &network],
-            )
-            .await
-            .map_err(db)?
-        {
-            return parse(get::<&str>(&row, 0)?);
-        }
-        let leased: BTreeSet<IpAddr> = tx
-            .query("SELECT ip FROM ip_leases WHERE network = $1", &[&network])
-            .await
-            .map_err(db)?
-            .iter()
-            .filter_map(|r| r.try_get::<_, &str>(0).ok().and_then(|t| t.parse().ok()))
-            .collect();
-        let Some(ip) = pool.allocate(&leased) else {
-            return Err(StoreError::PoolExhausted { network: network.to_string(), range: pool.range().to_string() });
-        };
-        tx.execute(
-            "INSERT INTO ip_leases (network, ip, server_id, mac, leased_at) VALUES ($1, $2, $3, $4, $5)",
-            &[&network, &ip.to_string(), &server_id, &mac_text, &Utc::now()],
-        )
-        .await
-        .map_err(db)?;
-        tx.execute(
-            "INSERT INTO address_history (ip, server_id, mac, kind, valid_from_us) VALUES ($1, $2, $3, 'quarantine', $4)",
-            &[&ip.to_string(), &server_id, &mac_text, &now_us()],
-        )
-        .await
-        .map_err(db)?;
+        let ip = lease_address_in(&tx, server_id, mac, network, pool).await?;
         tx.commit().await.map_err(db)?;
         Ok(ip)
     }

@@ -1121,6 +1121,57 @@ fn record_nic_position_in(tx: &Connection, instance: &str, position: &NicPositio
     Ok(())
 }
 
+fn existing_lease(connection: &Connection, server_id: i64, mac: MacAddr, network: &str) -> Result<Option<IpAddr>> {
+    let existing: Option<String> = connection
+        .query_row_cached(
+            "SELECT ip FROM ip_leases WHERE server_id = ?1 AND mac = ?2 AND network = ?3",
+            params![server_id, mac.to_string(), network],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(backend)?;
+    existing.map(|ip| ip.parse().map_err(backend)).transpose()
+}
+
+/// The NIC's lease on `network`, taking the lowest free address of `pool` if it has none. The
+/// writer holds the database's write lock, so the read of leased addresses and the insert
+/// cannot interleave with another writer.
+fn lease_address_in(
+    connection: &Connection,
+    server_id: i64,
+    mac: MacAddr,
+    network: &str,
+    pool: &AddressPool,
+) -> Result<IpAddr> {
+    if let Some(ip) = existing_lease(connection, server_id, mac, network)? {
+        return Ok(ip);
+    }
+    let mac_text = mac.to_string();
+    let mut statement = connection.prepare_cached("SELECT ip FROM ip_leases WHERE network = ?1").map_err(backend)?;
+    let leased: BTreeSet<IpAddr> = statement
+        .query_map([network], |r| r.get::<_, String>(0))
+        .map_err(backend)?
+        .filter_map(|r| r.ok().and_then(|t| t.parse().ok()))
+        .collect();
+    drop(statement);
+    let Some(ip) = pool.allocate(&leased) else {
+        return Err(StoreError::PoolExhausted { network: network.to_string(), range: pool.range().to_string() });
+    };
+    connection
+        .execute_cached(
+            "INSERT INTO ip_leases (network, ip, server_id, mac, leased_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![network, ip.to_string(), server_id, mac_text, now()],
+        )
+        .map_err(backend)?;
+    connection
+        .execute_cached(
+            "INSERT INTO address_history (ip, server_id, mac, kind, valid_from_us) VALUES (?1, ?2, ?3, 'quarantine', ?4)",
+            params![ip.to_string(), server_id, mac_text, now_us()],
+        )
+        .map_err(backend)?;
+    Ok(ip)
+}
+
 fn release_address_in(tx: &Connection, server_id: i64, mac: MacAddr, network: &str) -> Result<()> {
     let mac = mac.to_string();
     let leased: Option<String> = tx
@@ -1212,6 +1263,9 @@ fn record_message_in(tx: &Connection, message: NewMessage) -> Result<MessageReco
 
 /// Writes `records` inside the caller's transaction, in the order [`Alongside`] documents.
 fn apply_alongside(tx: &Connection, instance: &str, records: &Alongside) -> Result<()> {
+    for lease in &records.leases {
+        lease_address_in(tx, lease.server_id, lease.mac, &lease.network, &lease.pool)?;
+    }
     for (server_id, mac, network) in &records.releases {
         release_address_in(tx, *server_id, *mac, network)?;
     }
@@ -1319,46 +1373,16 @@ impl Store for SqliteStore {
     }
 
     async fn lease_address(&self, server_id: i64, mac: MacAddr, network: &str, pool: &AddressPool) -> Result<IpAddr> {
-        let network = network.to_string();
+        // A lease the NIC holds already (taken with the action's claim, or by an earlier
+        // attempt) is read without a write: only the NIC's own action, one at a time per server,
+        // takes or releases it.
+        let (key, found) = ((server_id, mac, network.to_string()), network.to_string());
+        let held = self.read(move |connection| existing_lease(connection, key.0, key.1, &key.2)).await?;
+        if let Some(ip) = held {
+            return Ok(ip);
+        }
         let pool = pool.clone();
-        self.write(move |connection| {
-            // IMMEDIATE takes the write lock first, so the read of leased addresses and the
-            // insert cannot interleave with another writer.
-            let mac_text = mac.to_string();
-            let existing: Option<String> = connection
-                .query_row_cached(
-                    "SELECT ip FROM ip_leases WHERE server_id = ?1 AND mac = ?2 AND network = ?3",
-                    params![server_id, mac_text, network],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(backend)?;
-            if let Some(ip) = existing {
-                return ip.parse().map_err(backend);
-            }
-            let mut statement = connection.prepare_cached("SELECT ip FROM ip_leases WHERE network = ?1").map_err(backend)?;
-            let leased: BTreeSet<IpAddr> = statement
-                .query_map([&network], |r| r.get::<_, String>(0))
-                .map_err(backend)?
-                .filter_map(|r| r.ok().and_then(|t| t.parse().ok()))
-                .collect();
-            drop(statement);
-            let Some(ip) = pool.allocate(&leased) else {
-                return Err(StoreError::PoolExhausted { network, range: pool.range().to_string() });
-            };
-            connection.execute_cached(
-                "INSERT INTO ip_leases (network, ip, server_id, mac, leased_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![network, ip.to_string(), server_id, mac_text, now()],
-            )
-            .map_err(backend)?;
-            connection.execute_cached(
-                "INSERT INTO address_history (ip, server_id, mac, kind, valid_from_us) VALUES (?1, ?2, ?3, 'quarantine', ?4)",
-                params![ip.to_string(), server_id, mac_text, now_us()],
-            )
-            .map_err(backend)?;
-            Ok(ip)
-        })
-        .await
+        self.write(move |connection| lease_address_in(connection, server_id, mac, &found, &pool)).await
     }
 
     async fn release_address(&self, server_id: i64, mac: MacAddr, network: &str) -> Result<()> {

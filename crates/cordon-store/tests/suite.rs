@@ -977,3 +977,47 @@ async fn runnable_actions_are_read_in_order_up_to_a_limit() {
         assert_eq!(two, ids[..2], "{backend}");
     }
 }
+
+#[tokio::test]
+async fn a_claim_can_lease_the_quarantine_addresses_or_fails_whole_on_an_empty_pool() {
+    // The suite's quarantine pool holds two addresses.
+    let pool = AddressPool::new("10.99.0.100-10.99.0.101".parse().unwrap(), []);
+    for (backend, store) in stores().await {
+        store.sync_inventory(&inventory(&[A, B, C])).await.unwrap();
+        let until = now_us() + 60_000_000;
+        let mut leased = Vec::new();
+        for (name, mac, _) in [A, B, C] {
+            let server = store.server_by_name(name).await.unwrap().unwrap();
+            let action = store.create_action(&new_action(server.id, ActionKind::Quarantine)).await.unwrap();
+            let mac: cordon_model::MacAddr = mac.parse().unwrap();
+            let lease = LeaseRequest { server_id: server.id, mac, network: "quarantine".into(), pool: pool.clone() };
+            let alongside = Alongside {
+                server_state: Some((server.id, ServerState::Quarantining)),
+                leases: vec![lease],
+                ..Default::default()
+            };
+            match store.claim_action_alongside(action.id, 1, "i1", until, None, &alongside).await {
+                Ok(claimed) => {
+                    assert_eq!(claimed.state, ActionState::Running, "{backend}");
+                    // The step's own lease call finds the address the claim took.
+                    let ip = store.lease_address(server.id, mac, "quarantine", &pool).await.unwrap();
+                    leased.push(ip);
+                }
+                Err(error) => {
+                    assert!(matches!(error, StoreError::PoolExhausted { .. }), "{backend}: {error}");
+                    assert_eq!(name, "c", "{backend}: the third NIC finds the pool empty");
+                    let unchanged = store.action(action.id).await.unwrap().unwrap();
+                    assert_eq!(unchanged.state, ActionState::Pending, "{backend}: the claim wrote nothing");
+                    let server = store.server_by_id(server.id).await.unwrap().unwrap();
+                    assert_eq!(server.state, ServerState::Operational, "{backend}: nor the state");
+                    // Without the leases it claims; the address step then reports the empty pool.
+                    let bare = Alongside { leases: vec![], ..alongside };
+                    store.claim_action_alongside(action.id, 1, "i1", until, None, &bare).await.unwrap();
+                    let empty = store.lease_address(server.id, mac, "quarantine", &pool).await.unwrap_err();
+                    assert!(matches!(empty, StoreError::PoolExhausted { .. }), "{backend}: {empty}");
+                }
+            }
+        }
+        assert_eq!(leased, vec![ip("10.99.0.100"), ip("10.99.0.101")], "{backend}: one address each, never shared");
+    }
+}
