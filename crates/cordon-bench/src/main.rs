@@ -7,6 +7,7 @@
 //!
 //! This file only dispatches: a new group is one module, one `Command` variant and one arm.
 
+mod capture;
 mod contain;
 mod ingest;
 mod inventory;
@@ -94,6 +95,10 @@ struct ContainArgs {
     /// `servers show` requests (and a tenth as many `servers list`).
     #[arg(long, default_value_t = 1000)]
     api_requests: usize,
+    /// Rounds of lab traffic captured for the realistic Suricata ratio (each host: 5 HTTP
+    /// requests, a TLS connection, 4 DNS queries; each client namespace: a 10 MiB download).
+    #[arg(long, default_value_t = 8)]
+    capture_rounds: usize,
 }
 
 impl ContainArgs {
@@ -109,6 +114,7 @@ impl ContainArgs {
             hosts: self.hosts,
             alerts: self.alerts,
             api_requests: self.api_requests,
+            capture_rounds: self.capture_rounds,
         })
     }
 }
