@@ -217,7 +217,7 @@ pub fn record(dir: &Path, traffic: &Traffic) -> anyhow::Result<Captured> {
     let tcpdump_log = work.join("tcpdump.log");
     let mut tcpdump = in_netns(SWITCH, "tcpdump");
     // -Z root: the pcap goes into a directory only root may write to.
-    tcpdump.args(["-i", "br0", "-B", "16384", "-Z", "root", "-q", "-w"]).arg(&pcap);
+    tcpdump.args(["-i", "br0", "-B", "65536", "-Z", "root", "-q", "-w"]).arg(&pcap);
     spawn("tcpdump", tcpdump)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while !std::fs::read_to_string(&tcpdump_log).unwrap_or_default().contains("listening on") {

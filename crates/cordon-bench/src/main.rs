@@ -97,7 +97,8 @@ struct ContainArgs {
     api_requests: usize,
     /// Rounds of lab traffic captured for the realistic Suricata ratio (each host: 5 HTTP
     /// requests, a TLS connection, 4 DNS queries; each client namespace: a 10 MiB download).
-    #[arg(long, default_value_t = 8)]
+    /// The default makes `suricata -r` spend a few seconds (about 2.5 s here).
+    #[arg(long, default_value_t = 12)]
     capture_rounds: usize,
 }
 
