@@ -1988,6 +1988,59 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
 
+    fn spec(name: &str, last: u8) -> ServerSpec {
+        ServerSpec {
+            name: name.into(),
+            kind: cordon_model::ServerKind::Physical,
+            tenant: Some("t".into()),
+            user_email: None,
+            hypervisor: None,
+            domain: None,
+            nics: vec![NicSpec {
+                mac: MacAddr([2, 0, 0, 0, 0, last]),
+                network: "office".into(),
+                ip: Some(IpAddr::from([10, 0, 0, last])),
+                switch: Some("tor-1".into()),
+                port: Some(format!("p-{name}")),
+            }],
+        }
+    }
+
+    /// A restart with nothing changed compares in memory and rewrites only the (few) networks
+    /// and tenants; a changed address is still written, with its history.
+    #[tokio::test]
+    async fn a_sync_with_nothing_changed_writes_no_server_row() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let mut inventory = Inventory {
+            networks: vec![NetworkSpec {
+                name: "office".into(),
+                role: cordon_model::NetworkRole::Operational,
+                subnet: "10.0.0.0/24".into(),
+                quarantine_network: None,
+                pool: None,
+                bridge: None,
+            }],
+            tenants: vec![TenantSpec { name: "t".into(), admin_email: "t@example.com".into() }],
+            servers: vec![spec("a", 1), spec("b", 2)],
+        };
+        store.sync_inventory(&inventory).await.unwrap();
+        let changes = |store: &SqliteStore| store.connection.lock().unwrap().total_changes();
+        let before = changes(&store);
+        let report = store.sync_inventory(&inventory).await.unwrap();
+        assert_eq!((report.added.len(), report.updated.len(), report.retired.len()), (0, 0, 0));
+        assert_eq!(changes(&store) - before, 2, "one network and one tenant upserted, nothing else");
+
+        inventory.servers[1].nics[0].ip = Some(IpAddr::from([10, 0, 0, 9]));
+        let before = changes(&store);
+        let report = store.sync_inventory(&inventory).await.unwrap();
+        assert_eq!(report.updated, ["b"]);
+        // The network and tenant, the old address closed, the new one opened, the NIC.
+        assert_eq!(changes(&store) - before, 5);
+        let now = now_us();
+        assert_eq!(store.servers_holding(IpAddr::from([10, 0, 0, 9]), now).await.unwrap().len(), 1);
+        assert!(store.servers_holding(IpAddr::from([10, 0, 0, 2]), now).await.unwrap().is_empty());
+    }
+
     /// Rows written before migration 7 have no hashes; the migration seals them in id order,
     /// and the chain then verifies and goes on from the last one.
     #[tokio::test]
