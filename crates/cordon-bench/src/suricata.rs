@@ -50,6 +50,18 @@ const LOCAL_HTTP_RULE: &str = "alert http any any -> any any (msg:\"CORDON BENCH
                                flow:established,to_server; http.uri; content:\"CORDON-EVIL\"; \
                                classtype:trojan-activity; priority:1; sid:9000002; rev:1;)\n";
 
+/// The local HTTP rule's signature id.
+const LOCAL_HTTP_SID: u64 = 9_000_002;
+
+/// The distinct sources of the alerts of [`LOCAL_HTTP_RULE`] in an EVE stream.
+pub fn marked_sources(eve: &str) -> std::collections::BTreeSet<String> {
+    eve.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|e| e["event_type"] == "alert" && e["alert"]["signature_id"].as_u64() == Some(LOCAL_HTTP_SID))
+        .filter_map(|e| e["src_ip"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// Where Debian's Suricata package puts its configuration and rules.
 const DEBIAN_CONFIG: &str = "/etc/suricata/suricata.yaml";
 const DEBIAN_RULES: &str = "/etc/suricata/rules";
