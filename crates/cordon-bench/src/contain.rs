@@ -282,6 +282,7 @@ pub fn run(options: &Options) -> anyhow::Result<BenchResult> {
             "suricata_cpu_seconds": replay.cpu.as_secs_f64(),
             "cordon_cpu_seconds": measured.cpu.as_secs_f64(),
             "cordon_seconds_until_done": measured.wall.as_secs_f64(),
+            "cordon_idle_cpu_seconds_per_second_before": measured.idle.as_secs_f64(),
             "cordon_cpu_us_per_eve_line": 1e6 * measured.cpu.as_secs_f64() / replay.eve_lines.max(1) as f64,
             "suricata_cpu_us_per_eve_line": 1e6 * replay.cpu.as_secs_f64() / replay.eve_lines.max(1) as f64,
         }),
@@ -307,6 +308,7 @@ pub fn run(options: &Options) -> anyhow::Result<BenchResult> {
             "eve_lines": replay.eve_lines,
             "alerts": replay.alerts,
             "hosts": fresh.len(),
+            "cordon_idle_cpu_seconds_per_second_before": measured.idle.as_secs_f64(),
             "suricata_cpu_seconds": replay.cpu.as_secs_f64(),
             "cordon_cpu_seconds": measured.cpu.as_secs_f64(),
             "cordon_seconds_until_done": measured.wall.as_secs_f64(),
@@ -394,6 +396,24 @@ fn internal_latencies(database: &rusqlite::Connection) -> anyhow::Result<(Latenc
 struct Measured {
     cpu: Duration,
     wall: Duration,
+    /// The manager's CPU time per second just before the stream (its background work, e.g.
+    /// after an outbreak), when the bench stopped waiting for it to settle.
+    idle: Duration,
+}
+
+/// Waits (at most 60 s) until the manager spends at most one 10 ms tick of CPU in a second,
+/// so that work left over from the figure before (an outbreak's last actions) is not counted
+/// as the stream's; returns the CPU time of the last second.
+fn settle(serve: &Serve) -> Duration {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let before = serve.cpu_time();
+        std::thread::sleep(Duration::from_secs(1));
+        let used = serve.cpu_time().saturating_sub(before);
+        if used <= Duration::from_millis(10) || Instant::now() > deadline {
+            return used;
+        }
+    }
 }
 
 /// Appends `replay`'s EVE to the followed file and measures the manager's CPU time until every
@@ -411,6 +431,7 @@ fn cordon_cpu_on(
     contained: usize,
     done: &mut usize,
 ) -> anyhow::Result<Measured> {
+    let idle = settle(serve);
     let detections_before: i64 = database.query_row("SELECT COUNT(*) FROM detections", [], |r| r.get(0))?;
     let profile = Profile::start(serve, name)?;
     let cpu_before = serve.cpu_time();
@@ -430,7 +451,7 @@ fn cordon_cpu_on(
             database.query_row("SELECT COUNT(*) FROM actions WHERE state = 'succeeded'", [], |r| r.get(0))?;
         Ok(processed >= expected && succeeded >= ended && offset >= size)
     })?;
-    let measured = Measured { cpu: serve.cpu_time() - cpu_before, wall: begun.elapsed() };
+    let measured = Measured { cpu: serve.cpu_time() - cpu_before, wall: begun.elapsed(), idle };
     drop(profile);
     Ok(measured)
 }
