@@ -232,7 +232,7 @@ pub fn record(dir: &Path, traffic: &Traffic) -> anyhow::Result<Captured> {
     // The clients, one script per client namespace, all at once.
     let begun = Instant::now();
     let alerting: Vec<String> = traffic.alerting.iter().map(Ipv4Addr::to_string).collect();
-    let mut clients = Vec::new();
+    // Kept in the lab's processes: killed by PID if the bench fails before they end.
     for (k, chunk) in traffic.hosts.chunks(traffic.hosts.len().div_ceil(CLIENTS)).enumerate() {
         let mut command = in_netns(&format!("cbr-h{k}"), "sh");
         command
@@ -245,12 +245,14 @@ pub fn record(dir: &Path, traffic: &Traffic) -> anyhow::Result<Captured> {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log(&format!("client-{k}"))?);
-        clients.push(command.spawn().context("starting a client")?);
+        lab.processes.push(("client", command.spawn().context("starting a client")?));
     }
-    for mut client in clients {
-        let status = client.wait()?;
-        if !status.success() {
-            bail!("a capture client failed ({status}); see {}", work.display());
+    for (name, child) in &mut lab.processes {
+        if *name == "client" {
+            let status = child.wait()?;
+            if !status.success() {
+                bail!("a capture client failed ({status}); see {}", work.display());
+            }
         }
     }
     let seconds = begun.elapsed().as_secs_f64();
