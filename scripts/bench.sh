@@ -38,10 +38,11 @@ fi
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
 cd "$ROOT"
 
-# Every namespace of the bench is named cbn-*: remove them whatever happens.
+# Every namespace of the bench is named cbn-* (the contain lab) or cbr-* (the Suricata ratio's
+# capture lab): remove them whatever happens.
 cleanup() {
     local ns
-    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^cbn-' || true); do
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^cb[nr]-' || true); do
         ip netns del "$ns" 2>/dev/null || true
     done
 }

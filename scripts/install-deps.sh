@@ -19,6 +19,8 @@ PACKAGES=(
     clamav-daemon    # clamd: its VirusEvent runs `cordon report`
     clamdscan        # clamdscan: asks that clamd to scan a file
     openssl          # s_server/s_client: TLS traffic in the Suricata corpus test
+    tcpdump          # captures the lab traffic that the Suricata ratio bench replays (suricata -r)
+    ethtool          # turns checksum offload off on the capture lab's veths (valid checksums in the pcap)
     python3          # http.server and a tiny DNS responder in the lab's namespaces
     python3-venv     # the Redfish driver's tests install sushy-tools (BMC emulator) in a venv
     python3-aiosmtpd # a real SMTP server on loopback for the notification tests (/usr/bin/python3)

@@ -290,6 +290,11 @@ impl Serve {
         Ok(connection)
     }
 
+    /// The manager's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The CPU time (user + system) the manager process has used so far.
     pub fn cpu_time(&self) -> Duration {
         cpu_time_of(self.child.id())

@@ -7,6 +7,7 @@
 //!
 //! This file only dispatches: a new group is one module, one `Command` variant and one arm.
 
+mod capture;
 mod contain;
 mod ingest;
 mod inventory;
@@ -99,6 +100,11 @@ struct ContainArgs {
     /// `servers show` requests (and a tenth as many `servers list`).
     #[arg(long, default_value_t = 1000)]
     api_requests: usize,
+    /// Rounds of lab traffic captured for the realistic Suricata ratio (each host: 5 HTTP
+    /// requests, a TLS connection, 4 DNS queries; each client namespace: a 10 MiB download).
+    /// The default makes `suricata -r` spend a few seconds (about 2.5 s here).
+    #[arg(long, default_value_t = 12)]
+    capture_rounds: usize,
 }
 
 impl ContainArgs {
@@ -114,6 +120,7 @@ impl ContainArgs {
             hosts: self.hosts,
             alerts: self.alerts,
             api_requests: self.api_requests,
+            capture_rounds: self.capture_rounds,
         })
     }
 }

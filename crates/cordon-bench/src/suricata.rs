@@ -1,8 +1,15 @@
-//! The Suricata CPU ratio: a pcap written here (UDP traffic from the lab's servers, 1 packet in
-//! `1/alert_every` carrying a signature that a local rule matches), replayed by `suricata -r`
-//! with its CPU time measured (getrusage of the child), then the EVE file it wrote appended to
-//! the file a running `cordon serve` follows, and the CPU Cordon spends until every detection
-//! of it is processed.
+//! The Suricata CPU ratio: a pcap replayed by `suricata -r` with its CPU time measured
+//! (getrusage of the child), then the EVE file it wrote appended to the file a running
+//! `cordon serve` follows, and the CPU Cordon spends until every detection of it is processed.
+//!
+//! Two inputs, two figures:
+//! - **realistic**: real lab traffic captured by [`crate::capture`], replayed with Debian's
+//!   Suricata configuration (`/etc/suricata/suricata.yaml`: EVE with alert, anomaly, http, dns,
+//!   tls, files, flow, stats, ...) and the rules Debian ships (`/etc/suricata/rules/*.rules`)
+//!   plus one local rule on an HTTP URI marker ([`Rules::Debian`]);
+//! - **alert-heavy**: a pcap written here ([`write_pcap`]: UDP from the lab's servers, 1 packet in
+//!   `alert_every` carrying a signature), replayed with only a local rule ([`Rules::LocalOnly`]):
+//!   an outbreak on purpose, where Cordon's cost per alert dominates.
 
 use std::io::Write as _;
 use std::net::Ipv4Addr;
@@ -20,10 +27,44 @@ pub struct Replay {
     pub eve_lines: usize,
     pub alerts: usize,
     pub cpu: Duration,
+    /// Lines of Suricata's own log that are errors (a rule it could not load, ...).
+    pub errors: Vec<String>,
 }
 
-const RULES: &str = "alert udp any any -> any any (msg:\"CORDON BENCH EVIL\"; content:\"CORDON-EVIL\"; \
+/// Which configuration and rules `suricata -r` runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rules {
+    /// Suricata's built-in defaults and [`LOCAL_UDP_RULE`] only.
+    LocalOnly,
+    /// Debian's `suricata.yaml`, every rules file Debian ships, and [`LOCAL_HTTP_RULE`].
+    Debian,
+}
+
+/// The alert-heavy pcap's rule: a UDP payload marker.
+const LOCAL_UDP_RULE: &str = "alert udp any any -> any any (msg:\"CORDON BENCH EVIL\"; content:\"CORDON-EVIL\"; \
                      classtype:trojan-activity; priority:1; sid:9000001; rev:1;)\n";
+
+/// The realistic capture's rule: the marker in an HTTP URI, from a client (the alerting host is
+/// the source of the request).
+const LOCAL_HTTP_RULE: &str = "alert http any any -> any any (msg:\"CORDON BENCH beacon to a known C2 path\"; \
+                               flow:established,to_server; http.uri; content:\"CORDON-EVIL\"; \
+                               classtype:trojan-activity; priority:1; sid:9000002; rev:1;)\n";
+
+/// The local HTTP rule's signature id.
+const LOCAL_HTTP_SID: u64 = 9_000_002;
+
+/// The distinct sources of the alerts of [`LOCAL_HTTP_RULE`] in an EVE stream.
+pub fn marked_sources(eve: &str) -> std::collections::BTreeSet<String> {
+    eve.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|e| e["event_type"] == "alert" && e["alert"]["signature_id"].as_u64() == Some(LOCAL_HTTP_SID))
+        .filter_map(|e| e["src_ip"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Where Debian's Suricata package puts its configuration and rules.
+const DEBIAN_CONFIG: &str = "/etc/suricata/suricata.yaml";
+const DEBIAN_RULES: &str = "/etc/suricata/rules";
 
 /// Writes a classic pcap (Ethernet) of `packets` UDP packets from `sources`, one flow per
 /// source and destination port, every `alert_every`-th packet carrying the signature.
@@ -88,18 +129,50 @@ fn checksum(header: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-/// Runs `suricata -r pcap` with the local rule; returns its EVE output and its CPU time.
-pub fn replay(dir: &Path, pcap: &Path, packets: usize) -> anyhow::Result<Replay> {
-    let rules = dir.join("local.rules");
-    std::fs::write(&rules, RULES)?;
-    let log_dir = dir.join("suricata");
+/// The rules file for `rules` (one file: `-S` loads exactly one and nothing else).
+fn rules_file(rules: Rules) -> anyhow::Result<String> {
+    match rules {
+        Rules::LocalOnly => Ok(LOCAL_UDP_RULE.to_owned()),
+        Rules::Debian => {
+            let mut files: Vec<_> = std::fs::read_dir(DEBIAN_RULES)
+                .with_context(|| format!("{DEBIAN_RULES} (the suricata package ships it)"))?
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "rules"))
+                .collect();
+            files.sort();
+            let mut text = String::new();
+            for file in files {
+                text.push_str(&std::fs::read_to_string(&file)?);
+                text.push('\n');
+            }
+            text.push_str(LOCAL_HTTP_RULE);
+            Ok(text)
+        }
+    }
+}
+
+/// Runs `suricata -r pcap` in `dir/name`; returns its EVE output and its CPU time.
+pub fn replay(dir: &Path, name: &str, pcap: &Path, packets: usize, rules: Rules) -> anyhow::Result<Replay> {
+    let log_dir = dir.join(name);
     std::fs::create_dir_all(&log_dir)?;
+    let rules_path = log_dir.join("bench.rules");
+    std::fs::write(&rules_path, rules_file(rules)?)?;
+    let mut command = Command::new("suricata");
+    if rules == Rules::Debian {
+        // Debian's configuration leaves the Modbus, DNP3 and ENIP parsers off, but ships their
+        // event rules: turned on so that every shipped rule loads.
+        command.arg("-c").arg(DEBIAN_CONFIG);
+        for protocol in ["modbus", "dnp3", "enip"] {
+            command.arg("--set").arg(format!("app-layer.protocols.{protocol}.enabled=yes"));
+        }
+    }
     let before = children_cpu();
-    let out = Command::new("suricata")
+    let out = command
         .arg("-r")
         .arg(pcap)
         .arg("-S")
-        .arg(&rules)
+        .arg(&rules_path)
         .arg("-l")
         .arg(&log_dir)
         .args(["-k", "none", "--runmode", "single"])
@@ -112,7 +185,9 @@ pub fn replay(dir: &Path, pcap: &Path, packets: usize) -> anyhow::Result<Replay>
     let eve = std::fs::read_to_string(log_dir.join("eve.json"))?;
     let eve_lines = eve.lines().count();
     let alerts = eve.lines().filter(|l| l.contains("\"event_type\":\"alert\"")).count();
-    Ok(Replay { packets, eve, eve_lines, alerts, cpu })
+    let console = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let errors = console.lines().filter(|l| l.starts_with("E:")).map(str::to_owned).collect();
+    Ok(Replay { packets, eve, eve_lines, alerts, cpu, errors })
 }
 
 /// User + system CPU time of every waited-for child of this process so far.

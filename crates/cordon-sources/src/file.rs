@@ -28,8 +28,12 @@ use crate::core::{Core, Delivered, is_shutdown, limited_warn, now_us, shutdown_r
 use crate::lines::{Line, LineBuffer, MAX_LINE};
 use crate::{Checkpoint, DetectionSink, Parser, SourceCounters, SourceError};
 
-/// Bytes read at once.
+/// Bytes read at once, at least (a line or a few appended) ...
 const READ_CHUNK: usize = 64 * 1024;
+/// ... and at most, when more is waiting: each read is a hop to the blocking pool and back
+/// (thread wake-ups that cost more CPU than reading), and a sensor writes EVE in bursts of
+/// megabytes (flows and stats at the end of a capture, a backlog after a restart).
+const MAX_READ_CHUNK: usize = 1024 * 1024;
 /// The safety re-check, when inotify is there.
 const RECHECK_EVERY: Duration = Duration::from_secs(2);
 /// The poll, when inotify is not.
@@ -487,9 +491,12 @@ impl Follower {
     }
 }
 
-/// Reads up to [`READ_CHUNK`] bytes at `pos` (empty at the end of the file).
+/// Reads what the file holds past `pos`, [`READ_CHUNK`] to [`MAX_READ_CHUNK`] bytes (empty at
+/// the end of the file).
 fn read_at(file: &File, pos: u64) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; READ_CHUNK];
+    let waiting = file.metadata().map_or(0, |m| m.len().saturating_sub(pos));
+    let chunk = usize::try_from(waiting).unwrap_or(MAX_READ_CHUNK).clamp(READ_CHUNK, MAX_READ_CHUNK);
+    let mut buf = vec![0u8; chunk];
     loop {
         match file.read_at(&mut buf, pos) {
             Ok(n) => {

@@ -42,7 +42,7 @@ impl LineBuffer {
     /// Appends bytes read.
     pub(crate) fn push(&mut self, mut data: &[u8]) {
         if self.discarding {
-            match data.iter().position(|&b| b == b'\n') {
+            match memchr::memchr(b'\n', data) {
                 Some(nl) => {
                     self.consumed += self.discarded + nl as u64 + 1;
                     self.discarded = 0;
@@ -68,7 +68,7 @@ impl LineBuffer {
             return None;
         }
         let rest = &self.buf[self.pos..];
-        match rest.iter().position(|&b| b == b'\n') {
+        match memchr::memchr(b'\n', rest) {
             Some(nl) => {
                 let start = self.pos;
                 self.pos += nl + 1;

@@ -515,47 +515,159 @@ async fn many_detections(
     client.query(&sql, params).await.map_err(db)?.iter().map(detection_row).collect()
 }
 
-/// (mac, network, operational ip, switch, port) of a NIC, as text, for comparing with the config.
-type NicRow = (String, String, String, Option<String>, Option<String>);
+/// A stored server as the sync compares it with the configuration (as in SQLite).
+#[derive(Debug, Clone)]
+struct StoredServer {
+    id: i64,
+    kind: String,
+    tenant: Option<String>,
+    user_email: Option<String>,
+    retired: bool,
+    hypervisor: Option<String>,
+    domain: Option<String>,
+    origin: String,
+}
 
+/// A stored NIC, every column the sync writes or reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StoredNic {
+    mac: String,
+    position: i64,
+    network: String,
+    operational_ip: String,
+    switch: Option<String>,
+    port: Option<String>,
+    current_network: String,
+    current_ip: Option<String>,
+}
+
+/// One server's stored NICs (in position order) and open `operational` addresses (id, mac, ip).
+#[derive(Debug, Clone, Default)]
+struct StoredNics {
+    nics: Vec<StoredNic>,
+    open: Vec<(i64, String, String)>,
+}
+
+/// The stored NICs and open operational addresses of one server, or of all (`None`).
+async fn load_stored_nics(
+    tx: &impl GenericClient,
+    server_id: Option<i64>,
+) -> Result<std::collections::HashMap<i64, StoredNics>> {
+    let mut stored: std::collections::HashMap<i64, StoredNics> = std::collections::HashMap::new();
+    // Two texts, not `$1 IS NULL OR ...`: a cached generic plan would scan for one server.
+    let filter = if server_id.is_some() { "server_id = $1" } else { "$1::BIGINT IS NULL" };
+    let statement = tx
+        .prepare_cached(&format!(
+            "SELECT server_id, mac, position, network, operational_ip, switch, port, current_network, current_ip
+             FROM nics WHERE {filter} ORDER BY server_id, position"
+        ))
+        .await
+        .map_err(db)?;
+    for r in tx.query(&statement, &[&server_id]).await.map_err(db)? {
+        stored.entry(get(&r, 0)?).or_default().nics.push(StoredNic {
+            mac: get(&r, 1)?,
+            position: get(&r, 2)?,
+            network: get(&r, 3)?,
+            operational_ip: get(&r, 4)?,
+            switch: get(&r, 5)?,
+            port: get(&r, 6)?,
+            current_network: get(&r, 7)?,
+            current_ip: get(&r, 8)?,
+        });
+    }
+    let statement = tx
+        .prepare_cached(&format!(
+            "SELECT server_id, id, mac, ip FROM address_history
+             WHERE {filter} AND kind = 'operational' AND valid_to_us IS NULL ORDER BY server_id, id"
+        ))
+        .await
+        .map_err(db)?;
+    for r in tx.query(&statement, &[&server_id]).await.map_err(db)? {
+        stored.entry(get(&r, 0)?).or_default().open.push((get(&r, 1)?, get(&r, 2)?, get(&r, 3)?));
+    }
+    Ok(stored)
+}
+
+/// As in SQLite: the stored inventory is read once and compared in memory; only differences
+/// are written.
 async fn sync_inventory(tx: &impl GenericClient, inventory: &Inventory) -> Result<SyncReport> {
     let at = Utc::now();
     for network in &inventory.networks {
+        let statement = tx
+            .prepare_cached(
+                "INSERT INTO networks (name, role, subnet, quarantine_network, pool, bridge, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT(name) DO UPDATE SET role = excluded.role, subnet = excluded.subnet, quarantine_network = excluded.quarantine_network,
+                 pool = excluded.pool, bridge = excluded.bridge, updated_at = excluded.updated_at",
+            )
+            .await
+            .map_err(db)?;
         tx.execute(
-            "INSERT INTO networks (name, role, subnet, quarantine_network, pool, bridge, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT(name) DO UPDATE SET role = excluded.role, subnet = excluded.subnet, quarantine_network = excluded.quarantine_network,
-             pool = excluded.pool, bridge = excluded.bridge, updated_at = excluded.updated_at",
-            &[&network.name, &network.role.as_str(), &network.subnet, &network.quarantine_network, &network.pool, &network.bridge, &at],
+            &statement,
+            &[
+                &network.name,
+                &network.role.as_str(),
+                &network.subnet,
+                &network.quarantine_network,
+                &network.pool,
+                &network.bridge,
+                &at,
+            ],
         )
         .await
         .map_err(db)?;
     }
     for tenant in &inventory.tenants {
-        tx.execute(
-            "INSERT INTO tenants (name, admin_email, updated_at) VALUES ($1, $2, $3)
-             ON CONFLICT(name) DO UPDATE SET admin_email = excluded.admin_email, updated_at = excluded.updated_at",
-            &[&tenant.name, &tenant.admin_email, &at],
+        let statement = tx
+            .prepare_cached(
+                "INSERT INTO tenants (name, admin_email, updated_at) VALUES ($1, $2, $3)
+                 ON CONFLICT(name) DO UPDATE SET admin_email = excluded.admin_email, updated_at = excluded.updated_at",
+            )
+            .await
+            .map_err(db)?;
+        tx.execute(&statement, &[&tenant.name, &tenant.admin_email, &at]).await.map_err(db)?;
+    }
+
+    let mut order: Vec<String> = Vec::new();
+    let mut servers: std::collections::HashMap<String, StoredServer> = std::collections::HashMap::new();
+    let statement = tx
+        .prepare_cached(
+            "SELECT id, name, kind, tenant, user_email, retired, hypervisor, domain, origin FROM servers ORDER BY id",
         )
         .await
         .map_err(db)?;
+    for r in tx.query(&statement, &[]).await.map_err(db)? {
+        let name: String = get(&r, 1)?;
+        let server = StoredServer {
+            id: get(&r, 0)?,
+            kind: get(&r, 2)?,
+            tenant: get(&r, 3)?,
+            user_email: get(&r, 4)?,
+            retired: get(&r, 5)?,
+            hypervisor: get(&r, 6)?,
+            domain: get(&r, 7)?,
+            origin: get(&r, 8)?,
+        };
+        order.push(name.clone());
+        servers.insert(name, server);
     }
+    let mut nics = load_stored_nics(tx, None).await?;
+
     let mut report = SyncReport::default();
     let mut wanted = BTreeSet::new();
     for server in &inventory.servers {
         wanted.insert(server.name.clone());
-        let existing = tx
-            .query_opt(
-                "SELECT id, kind, tenant, user_email, retired, hypervisor, domain FROM servers WHERE name = $1",
-                &[&server.name],
-            )
-            .await
-            .map_err(db)?;
-        let server_id: i64 = match existing {
+        match servers.get_mut(&server.name) {
             None => {
-                let row = tx
-                    .query_one(
+                let statement = tx
+                    .prepare_cached(
                         "INSERT INTO servers (name, kind, tenant, user_email, state, retired, created_at, updated_at, hypervisor, domain)
                          VALUES ($1, $2, $3, $4, $5, FALSE, $6, $6, $7, $8) RETURNING id",
+                    )
+                    .await
+                    .map_err(db)?;
+                let row = tx
+                    .query_one(
+                        &statement,
                         &[
                             &server.name,
                             &server.kind.as_str(),
@@ -570,49 +682,89 @@ async fn sync_inventory(tx: &impl GenericClient, inventory: &Inventory) -> Resul
                     .await
                     .map_err(db)?;
                 report.added.push(server.name.clone());
-                get(&row, 0)?
-            }
-            Some(row) => {
                 let id: i64 = get(&row, 0)?;
-                let changed_fields = get::<&str>(&row, 1)? != server.kind.as_str()
-                    || get::<Option<String>>(&row, 2)? != server.tenant
-                    || get::<Option<String>>(&row, 3)? != server.user_email
-                    || get::<bool>(&row, 4)?
-                    || get::<Option<String>>(&row, 5)? != server.hypervisor
-                    || get::<Option<String>>(&row, 6)? != server.domain;
-                tx.execute(
-                    "UPDATE servers SET kind = $2, tenant = $3, user_email = $4, retired = FALSE, updated_at = $5, hypervisor = $6,
-                     domain = $7, origin = 'config' WHERE id = $1",
-                    &[&id, &server.kind.as_str(), &server.tenant, &server.user_email, &at, &server.hypervisor, &server.domain],
-                )
-                .await
-                .map_err(db)?;
-                let nics_changed = sync_nics_changed(tx, id, server).await?;
-                if changed_fields || nics_changed {
+                // Kept current, so that a name given twice is found the second time.
+                servers.insert(
+                    server.name.clone(),
+                    StoredServer {
+                        id,
+                        kind: server.kind.as_str().to_owned(),
+                        tenant: server.tenant.clone(),
+                        user_email: server.user_email.clone(),
+                        retired: false,
+                        hypervisor: server.hypervisor.clone(),
+                        domain: server.domain.clone(),
+                        origin: "config".to_owned(),
+                    },
+                );
+                order.push(server.name.clone());
+                sync_nics_with(tx, id, server, nics.entry(id).or_default()).await?;
+            }
+            Some(stored) => {
+                let changed_fields = stored.kind != server.kind.as_str()
+                    || stored.tenant != server.tenant
+                    || stored.user_email != server.user_email
+                    || stored.retired
+                    || stored.hypervisor != server.hypervisor
+                    || stored.domain != server.domain;
+                // An imported server named in the configuration becomes the configuration's.
+                if changed_fields || stored.origin != "config" {
+                    let statement = tx
+                        .prepare_cached(
+                            "UPDATE servers SET kind = $2, tenant = $3, user_email = $4, retired = FALSE, updated_at = $5, hypervisor = $6,
+                             domain = $7, origin = 'config' WHERE id = $1",
+                        )
+                        .await
+                        .map_err(db)?;
+                    tx.execute(
+                        &statement,
+                        &[
+                            &stored.id,
+                            &server.kind.as_str(),
+                            &server.tenant,
+                            &server.user_email,
+                            &at,
+                            &server.hypervisor,
+                            &server.domain,
+                        ],
+                    )
+                    .await
+                    .map_err(db)?;
+                    stored.kind = server.kind.as_str().to_owned();
+                    stored.tenant.clone_from(&server.tenant);
+                    stored.user_email.clone_from(&server.user_email);
+                    stored.retired = false;
+                    stored.hypervisor.clone_from(&server.hypervisor);
+                    stored.domain.clone_from(&server.domain);
+                    stored.origin = "config".to_owned();
+                }
+                let id = stored.id;
+                let stored_nics = nics.entry(id).or_default();
+                if changed_fields || nics_differ(&stored_nics.nics, server) {
                     report.updated.push(server.name.clone());
                 }
-                id
+                sync_nics_with(tx, id, server, stored_nics).await?;
             }
-        };
-        sync_nics(tx, server_id, server).await?;
+        }
     }
     // Imported servers are not in the configuration by design: they are never retired by it.
-    let live =
-        tx.query("SELECT id, name FROM servers WHERE NOT retired AND origin = 'config'", &[]).await.map_err(db)?;
-    for row in live {
-        let (id, name): (i64, String) = (get(&row, 0)?, get(&row, 1)?);
-        if !wanted.contains(&name) {
-            tx.execute("UPDATE servers SET retired = TRUE, updated_at = $2 WHERE id = $1", &[&id, &at])
-                .await
-                .map_err(db)?;
-            tx.execute(
+    let closed_at_us = now_us();
+    for name in &order {
+        let Some(stored) = servers.get(name) else { continue };
+        if stored.retired || stored.origin != "config" || wanted.contains(name) {
+            continue;
+        }
+        let statement =
+            tx.prepare_cached("UPDATE servers SET retired = TRUE, updated_at = $2 WHERE id = $1").await.map_err(db)?;
+        tx.execute(&statement, &[&stored.id, &at]).await.map_err(db)?;
+        let statement = tx
+            .prepare_cached(
                 "UPDATE address_history SET valid_to_us = $2 WHERE server_id = $1 AND kind = 'operational' AND valid_to_us IS NULL",
-                &[&id, &now_us()],
             )
             .await
             .map_err(db)?;
-            report.retired.push(name);
-        }
+        tx.execute(&statement, &[&stored.id, &closed_at_us]).await.map_err(db)?;
+        report.retired.push(name.clone());
     }
     Ok(report)
 }
@@ -650,90 +802,150 @@ async fn import_servers(tx: &impl GenericClient, servers: &[ServerSpec], origin:
     Ok(report)
 }
 
-async fn sync_nics_changed(tx: &impl GenericClient, server_id: i64, server: &ServerSpec) -> Result<bool> {
-    let rows = tx
-        .query(
-            "SELECT mac, network, operational_ip, switch, port FROM nics WHERE server_id = $1 ORDER BY position",
-            &[&server_id],
-        )
-        .await
-        .map_err(db)?;
-    let stored: Vec<NicRow> =
-        rows.iter().map(|r| Ok((get(r, 0)?, get(r, 1)?, get(r, 2)?, get(r, 3)?, get(r, 4)?))).collect::<Result<_>>()?;
-    let configured: Vec<NicRow> = server
-        .nics
-        .iter()
-        .map(|n| (n.mac.to_string(), n.network.clone(), address_text(n.ip), n.switch.clone(), n.port.clone()))
-        .collect();
-    Ok(stored != configured)
+/// Whether the configured NICs differ from the stored ones (before `sync_nics_with` rewrites them).
+fn nics_differ(stored: &[StoredNic], server: &ServerSpec) -> bool {
+    stored.len() != server.nics.len()
+        || stored.iter().zip(&server.nics).any(|(s, n)| {
+            s.mac != n.mac.to_string()
+                || s.network != n.network
+                || s.operational_ip != address_text(n.ip)
+                || s.switch != n.switch
+                || s.port != n.port
+        })
 }
 
-/// As in SQLite: one open `operational` history row per configured (NIC, address).
-async fn sync_address_history(tx: &impl GenericClient, server_id: i64, nics: &[NicSpec]) -> Result<()> {
-    let at = now_us();
+/// As in SQLite: one open `operational` history row per configured (NIC, address); `open` is
+/// the server's open rows, kept current.
+async fn sync_address_history(
+    tx: &impl GenericClient,
+    server_id: i64,
+    nics: &[NicSpec],
+    open: &mut Vec<(i64, String, String)>,
+) -> Result<()> {
     let wanted: Vec<(String, String)> =
         nics.iter().filter_map(|n| n.ip.map(|ip| (n.mac.to_string(), ip.to_string()))).collect();
-    let open: Vec<(i64, String, String)> = tx
-        .query(
-            "SELECT id, mac, ip FROM address_history WHERE server_id = $1 AND kind = 'operational' AND valid_to_us IS NULL",
-            &[&server_id],
-        )
-        .await
-        .map_err(db)?
-        .iter()
-        .map(|r| Ok((get(r, 0)?, get(r, 1)?, get(r, 2)?)))
-        .collect::<Result<_>>()?;
-    let first_sight: bool = tx
-        .query_one("SELECT COUNT(*) = 0 FROM address_history WHERE server_id = $1", &[&server_id])
-        .await
-        .map_err(db)?
-        .get(0);
-    for (id, mac, ip) in &open {
-        if !wanted.contains(&(mac.clone(), ip.clone())) {
-            tx.execute("UPDATE address_history SET valid_to_us = $2 WHERE id = $1", &[id, &at]).await.map_err(db)?;
+    let unchanged =
+        open.len() == wanted.len() && wanted.iter().all(|(mac, ip)| open.iter().any(|(_, m, i)| m == mac && i == ip));
+    if unchanged {
+        return Ok(());
+    }
+    let at = now_us();
+    let statement =
+        tx.prepare_cached("SELECT COUNT(*) = 0 FROM address_history WHERE server_id = $1").await.map_err(db)?;
+    let first_sight: bool = tx.query_one(&statement, &[&server_id]).await.map_err(db)?.get(0);
+    let mut kept = Vec::with_capacity(wanted.len());
+    for (id, mac, ip) in std::mem::take(open) {
+        if wanted.iter().any(|(m, i)| *m == mac && *i == ip) {
+            kept.push((id, mac, ip));
+        } else {
+            let statement =
+                tx.prepare_cached("UPDATE address_history SET valid_to_us = $2 WHERE id = $1").await.map_err(db)?;
+            tx.execute(&statement, &[&id, &at]).await.map_err(db)?;
         }
     }
-    for (mac, ip) in &wanted {
-        if !open.iter().any(|(_, m, i)| m == mac && i == ip) {
+    for (mac, ip) in wanted {
+        if !kept.iter().any(|(_, m, i)| *m == mac && *i == ip) {
             let from: i64 = if first_sight { 0 } else { at };
-            tx.execute(
-                "INSERT INTO address_history (ip, server_id, mac, kind, valid_from_us) VALUES ($1, $2, $3, 'operational', $4)",
-                &[ip, &server_id, mac, &from],
-            )
-            .await
-            .map_err(db)?;
+            let statement = tx
+                .prepare_cached(
+                    "INSERT INTO address_history (ip, server_id, mac, kind, valid_from_us)
+                     VALUES ($1, $2, $3, 'operational', $4) RETURNING id",
+                )
+                .await
+                .map_err(db)?;
+            let row = tx.query_one(&statement, &[&ip, &server_id, &mac, &from]).await.map_err(db)?;
+            kept.push((get(&row, 0)?, mac, ip));
         }
     }
+    *open = kept;
     Ok(())
 }
 
+/// One server's NICs as the configuration gives them, for an import (one server at a time).
 async fn sync_nics(tx: &impl GenericClient, server_id: i64, server: &ServerSpec) -> Result<()> {
-    sync_address_history(tx, server_id, &server.nics).await?;
+    let mut stored = load_stored_nics(tx, Some(server_id)).await?.remove(&server_id).unwrap_or_default();
+    sync_nics_with(tx, server_id, server, &mut stored).await
+}
+
+/// As in SQLite: brings one server's NICs and open addresses to the configuration's, writing
+/// only rows that differ from `stored` (kept current).
+async fn sync_nics_with(
+    tx: &impl GenericClient,
+    server_id: i64,
+    server: &ServerSpec,
+    stored: &mut StoredNics,
+) -> Result<()> {
+    sync_address_history(tx, server_id, &server.nics, &mut stored.open).await?;
     let macs: Vec<String> = server.nics.iter().map(|n| n.mac.to_string()).collect();
-    tx.execute("DELETE FROM nics WHERE server_id = $1 AND NOT (mac = ANY($2))", &[&server_id, &macs])
-        .await
-        .map_err(db)?;
-    for (position, nic) in server.nics.iter().enumerate() {
+    let mut kept = Vec::with_capacity(macs.len());
+    for nic in std::mem::take(&mut stored.nics) {
+        if macs.contains(&nic.mac) {
+            kept.push(nic);
+        } else {
+            let statement =
+                tx.prepare_cached("DELETE FROM nics WHERE server_id = $1 AND mac = $2").await.map_err(db)?;
+            tx.execute(&statement, &[&server_id, &nic.mac]).await.map_err(db)?;
+        }
+    }
+    let mut now_stored = Vec::with_capacity(server.nics.len());
+    for ((position, nic), mac) in server.nics.iter().enumerate().zip(macs) {
+        let operational_ip = address_text(nic.ip);
+        let current_ip_if_home = (!operational_ip.is_empty()).then(|| operational_ip.clone());
+        // What the upsert below makes of the row (see `sqlite::sync_nics_with`).
+        let next = match kept.iter().position(|s| s.mac == mac) {
+            None => StoredNic {
+                mac,
+                position: position as i64,
+                network: nic.network.clone(),
+                operational_ip,
+                switch: nic.switch.clone(),
+                port: nic.port.clone(),
+                current_network: nic.network.clone(),
+                current_ip: current_ip_if_home,
+            },
+            Some(i) => {
+                let old = kept.swap_remove(i);
+                let current_ip =
+                    if old.current_network == nic.network { current_ip_if_home } else { old.current_ip.clone() };
+                let current_network =
+                    if old.current_network == old.network { nic.network.clone() } else { old.current_network.clone() };
+                let next = StoredNic {
+                    mac,
+                    position: position as i64,
+                    network: nic.network.clone(),
+                    operational_ip,
+                    switch: nic.switch.clone(),
+                    port: nic.port.clone(),
+                    current_network,
+                    current_ip,
+                };
+                if next == old {
+                    now_stored.push(next);
+                    continue;
+                }
+                next
+            }
+        };
+        let statement = tx
+            .prepare_cached(
+                "INSERT INTO nics (server_id, mac, position, network, operational_ip, switch, port, current_network, current_ip)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $4, NULLIF($5, ''))
+                 ON CONFLICT(server_id, mac) DO UPDATE SET position = excluded.position, network = excluded.network,
+                 operational_ip = excluded.operational_ip, switch = excluded.switch, port = excluded.port,
+                 current_ip = CASE WHEN nics.current_network = excluded.network THEN NULLIF(excluded.operational_ip, '') ELSE nics.current_ip END,
+                 current_network = CASE WHEN nics.current_network = nics.network THEN excluded.network ELSE nics.current_network END",
+            )
+            .await
+            .map_err(db)?;
         tx.execute(
-            "INSERT INTO nics (server_id, mac, position, network, operational_ip, switch, port, current_network, current_ip)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $4, NULLIF($5, ''))
-             ON CONFLICT(server_id, mac) DO UPDATE SET position = excluded.position, network = excluded.network,
-             operational_ip = excluded.operational_ip, switch = excluded.switch, port = excluded.port,
-             current_ip = CASE WHEN nics.current_network = excluded.network THEN NULLIF(excluded.operational_ip, '') ELSE nics.current_ip END,
-             current_network = CASE WHEN nics.current_network = nics.network THEN excluded.network ELSE nics.current_network END",
-            &[
-                &server_id,
-                &nic.mac.to_string(),
-                &(position as i64),
-                &nic.network,
-                &address_text(nic.ip),
-                &nic.switch,
-                &nic.port,
-            ],
+            &statement,
+            &[&server_id, &next.mac, &next.position, &next.network, &next.operational_ip, &next.switch, &next.port],
         )
         .await
         .map_err(db)?;
+        now_stored.push(next);
     }
+    stored.nics = now_stored;
     Ok(())
 }
 

@@ -547,11 +547,6 @@ fn migrate(connection: &mut Connection) -> Result<()> {
     Ok(())
 }
 
-/// (mac, network, operational ip, switch, port) of a NIC, as text, for comparing with the config.
-type NicRow = (String, String, String, Option<String>, Option<String>);
-/// (id, kind, tenant, user e-mail, retired, hypervisor, domain) of a stored server.
-type ServerRow = (i64, String, Option<String>, Option<String>, i64, Option<String>, Option<String>);
-
 const SERVER_COLUMNS: &str = "id, name, kind, tenant, user_email, state, retired, updated_at, hypervisor, domain";
 
 fn server_row(row: &Row<'_>) -> rusqlite::Result<ServerRecord> {
@@ -705,88 +700,217 @@ fn many_detections(
 
 const MESSAGE_COLUMNS: &str = "id, number, text, server_id, action_id, instance, created_at";
 
-fn sync_inventory(connection: &Connection, inventory: &Inventory) -> rusqlite::Result<SyncReport> {
+/// A stored server as the sync compares it with the configuration.
+#[derive(Debug, Clone)]
+struct StoredServer {
+    id: i64,
+    kind: String,
+    tenant: Option<String>,
+    user_email: Option<String>,
+    retired: bool,
+    hypervisor: Option<String>,
+    domain: Option<String>,
+    origin: String,
+}
+
+/// A stored NIC, every column the sync writes or reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StoredNic {
+    mac: String,
+    position: i64,
+    network: String,
+    operational_ip: String,
+    switch: Option<String>,
+    port: Option<String>,
+    current_network: String,
+    current_ip: Option<String>,
+}
+
+/// One server's stored NICs (in position order) and its open `operational` address rows
+/// (id, mac, ip).
+#[derive(Debug, Clone, Default)]
+struct StoredNics {
+    nics: Vec<StoredNic>,
+    open: Vec<(i64, String, String)>,
+}
+
+/// Reads the stored NICs and open operational addresses of one server, or of all (`None`),
+/// keyed by server id.
+fn load_stored_nics(
+    tx: &Connection,
+    server_id: Option<i64>,
+) -> rusqlite::Result<std::collections::HashMap<i64, StoredNics>> {
+    let mut stored: std::collections::HashMap<i64, StoredNics> = std::collections::HashMap::new();
+    let filter = if server_id.is_some() { "WHERE server_id = ?1" } else { "WHERE ?1 IS NULL" };
+    let mut statement = tx.prepare_cached(&format!(
+        "SELECT server_id, mac, position, network, operational_ip, switch, port, current_network, current_ip
+         FROM nics {filter} ORDER BY server_id, position"
+    ))?;
+    let mut rows = statement.query([server_id])?;
+    while let Some(r) = rows.next()? {
+        stored.entry(r.get(0)?).or_default().nics.push(StoredNic {
+            mac: r.get(1)?,
+            position: r.get(2)?,
+            network: r.get(3)?,
+            operational_ip: r.get(4)?,
+            switch: r.get(5)?,
+            port: r.get(6)?,
+            current_network: r.get(7)?,
+            current_ip: r.get(8)?,
+        });
+    }
+    let mut statement = tx.prepare_cached(&format!(
+        "SELECT server_id, id, mac, ip FROM address_history {filter} AND kind = 'operational' AND valid_to_us IS NULL
+         ORDER BY server_id, id"
+    ))?;
+    let mut rows = statement.query([server_id])?;
+    while let Some(r) = rows.next()? {
+        stored.entry(r.get(0)?).or_default().open.push((r.get(1)?, r.get(2)?, r.get(3)?));
+    }
+    Ok(stored)
+}
+
+/// Brings the stored inventory to the configuration's, in one transaction. The stored servers,
+/// NICs and open addresses are read once and compared in memory: only differences are written,
+/// so a restart with nothing changed reads three tables and writes (almost) nothing.
+fn sync_inventory(tx: &Connection, inventory: &Inventory) -> rusqlite::Result<SyncReport> {
     let at = now();
     for network in &inventory.networks {
-        connection.execute_cached(
+        tx.prepare_cached(
             "INSERT INTO networks (name, role, subnet, quarantine_network, pool, bridge, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT(name) DO UPDATE SET role = excluded.role, subnet = excluded.subnet, quarantine_network = excluded.quarantine_network,
              pool = excluded.pool, bridge = excluded.bridge, updated_at = excluded.updated_at",
-            params![network.name, network.role.as_str(), network.subnet, network.quarantine_network, network.pool, network.bridge, at],
-        )?;
+        )?
+        .execute(params![network.name, network.role.as_str(), network.subnet, network.quarantine_network, network.pool, network.bridge, at])?;
     }
     for tenant in &inventory.tenants {
-        connection.execute_cached(
+        tx.prepare_cached(
             "INSERT INTO tenants (name, admin_email, updated_at) VALUES (?1, ?2, ?3)
              ON CONFLICT(name) DO UPDATE SET admin_email = excluded.admin_email, updated_at = excluded.updated_at",
-            params![tenant.name, tenant.admin_email, at],
-        )?;
+        )?
+        .execute(params![tenant.name, tenant.admin_email, at])?;
     }
+
+    // The stored inventory, once: servers in id order, NICs and open addresses by server.
+    let mut order: Vec<String> = Vec::new();
+    let mut servers: std::collections::HashMap<String, StoredServer> = std::collections::HashMap::new();
+    {
+        let mut statement = tx.prepare_cached(
+            "SELECT id, name, kind, tenant, user_email, retired, hypervisor, domain, origin FROM servers ORDER BY id",
+        )?;
+        let mut rows = statement.query([])?;
+        while let Some(r) = rows.next()? {
+            let name: String = r.get(1)?;
+            let server = StoredServer {
+                id: r.get(0)?,
+                kind: r.get(2)?,
+                tenant: r.get(3)?,
+                user_email: r.get(4)?,
+                retired: r.get::<_, i64>(5)? != 0,
+                hypervisor: r.get(6)?,
+                domain: r.get(7)?,
+                origin: r.get(8)?,
+            };
+            order.push(name.clone());
+            servers.insert(name, server);
+        }
+    }
+    let mut nics = load_stored_nics(tx, None)?;
+
     let mut report = SyncReport::default();
     let mut wanted = BTreeSet::new();
     for server in &inventory.servers {
         wanted.insert(server.name.clone());
-        let existing: Option<ServerRow> = connection
-            .query_row_cached(
-                "SELECT id, kind, tenant, user_email, retired, hypervisor, domain FROM servers WHERE name = ?1",
-                [&server.name],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
-            )
-            .optional()?;
-        let server_id = match existing {
+        match servers.get_mut(&server.name) {
             None => {
-                connection.execute_cached(
+                tx.prepare_cached(
                     "INSERT INTO servers (name, kind, tenant, user_email, state, retired, created_at, updated_at, hypervisor, domain)
                      VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6, ?7, ?8)",
-                    params![
-                        server.name,
+                )?
+                .execute(params![
+                    server.name,
+                    server.kind.as_str(),
+                    server.tenant,
+                    server.user_email,
+                    ServerState::Operational.as_str(),
+                    at,
+                    server.hypervisor,
+                    server.domain
+                ])?;
+                report.added.push(server.name.clone());
+                let id = tx.last_insert_rowid();
+                // Kept current, so that a name given twice is found the second time.
+                servers.insert(
+                    server.name.clone(),
+                    StoredServer {
+                        id,
+                        kind: server.kind.as_str().to_owned(),
+                        tenant: server.tenant.clone(),
+                        user_email: server.user_email.clone(),
+                        retired: false,
+                        hypervisor: server.hypervisor.clone(),
+                        domain: server.domain.clone(),
+                        origin: "config".to_owned(),
+                    },
+                );
+                order.push(server.name.clone());
+                let stored = nics.entry(id).or_default();
+                sync_nics_with(tx, id, server, stored)?;
+            }
+            Some(stored) => {
+                let changed_fields = stored.kind != server.kind.as_str()
+                    || stored.tenant != server.tenant
+                    || stored.user_email != server.user_email
+                    || stored.retired
+                    || stored.hypervisor != server.hypervisor
+                    || stored.domain != server.domain;
+                // An imported server named in the configuration becomes the configuration's.
+                if changed_fields || stored.origin != "config" {
+                    tx.prepare_cached(
+                        "UPDATE servers SET kind = ?2, tenant = ?3, user_email = ?4, retired = 0, updated_at = ?5, hypervisor = ?6,
+                         domain = ?7, origin = 'config' WHERE id = ?1",
+                    )?
+                    .execute(params![
+                        stored.id,
                         server.kind.as_str(),
                         server.tenant,
                         server.user_email,
-                        ServerState::Operational.as_str(),
                         at,
                         server.hypervisor,
                         server.domain
-                    ],
-                )?;
-                report.added.push(server.name.clone());
-                connection.last_insert_rowid()
-            }
-            Some((id, kind, tenant, user_email, retired, hypervisor, domain)) => {
-                let changed_fields = kind != server.kind.as_str()
-                    || tenant != server.tenant
-                    || user_email != server.user_email
-                    || retired != 0
-                    || hypervisor != server.hypervisor
-                    || domain != server.domain;
-                connection.execute_cached(
-                    "UPDATE servers SET kind = ?2, tenant = ?3, user_email = ?4, retired = 0, updated_at = ?5, hypervisor = ?6, domain = ?7,
-                     origin = 'config' WHERE id = ?1",
-                    params![id, server.kind.as_str(), server.tenant, server.user_email, at, server.hypervisor, server.domain],
-                )?;
-                let nics_changed = sync_nics_changed(connection, id, server)?;
+                    ])?;
+                    stored.kind = server.kind.as_str().to_owned();
+                    stored.tenant.clone_from(&server.tenant);
+                    stored.user_email.clone_from(&server.user_email);
+                    stored.retired = false;
+                    stored.hypervisor.clone_from(&server.hypervisor);
+                    stored.domain.clone_from(&server.domain);
+                    stored.origin = "config".to_owned();
+                }
+                let id = stored.id;
+                let stored_nics = nics.entry(id).or_default();
+                let nics_changed = nics_differ(&stored_nics.nics, server);
                 if changed_fields || nics_changed {
                     report.updated.push(server.name.clone());
                 }
-                id
+                sync_nics_with(tx, id, server, stored_nics)?;
             }
-        };
-        sync_nics(connection, server_id, server)?;
+        }
     }
     // Imported servers are not in the configuration by design: they are never retired by it.
-    let mut statement = connection.prepare("SELECT id, name FROM servers WHERE retired = 0 AND origin = 'config'")?;
-    let live: Vec<(i64, String)> =
-        statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
-    for (id, name) in live {
-        if !wanted.contains(&name) {
-            connection
-                .execute_cached("UPDATE servers SET retired = 1, updated_at = ?2 WHERE id = ?1", params![id, at])?;
-            connection.execute_cached(
-                "UPDATE address_history SET valid_to_us = ?2 WHERE server_id = ?1 AND kind = 'operational' AND valid_to_us IS NULL",
-                params![id, now_us()],
-            )?;
-            report.retired.push(name);
+    let closed_at_us = now_us();
+    for name in &order {
+        let Some(stored) = servers.get(name) else { continue };
+        if stored.retired || stored.origin != "config" || wanted.contains(name) {
+            continue;
         }
+        tx.prepare_cached("UPDATE servers SET retired = 1, updated_at = ?2 WHERE id = ?1")?
+            .execute(params![stored.id, at])?;
+        tx.prepare_cached(
+            "UPDATE address_history SET valid_to_us = ?2 WHERE server_id = ?1 AND kind = 'operational' AND valid_to_us IS NULL",
+        )?
+        .execute(params![stored.id, closed_at_us])?;
+        report.retired.push(name.clone());
     }
     Ok(report)
 }
@@ -824,79 +948,142 @@ fn import_servers(connection: &Connection, servers: &[ServerSpec], origin: &str)
     Ok(report)
 }
 
-/// Whether the configured NICs differ from the stored ones (before `sync_nics` rewrites them).
-fn sync_nics_changed(connection: &Connection, server_id: i64, server: &ServerSpec) -> rusqlite::Result<bool> {
-    let mut statement = connection.prepare(
-        "SELECT mac, network, operational_ip, switch, port FROM nics WHERE server_id = ?1 ORDER BY position",
-    )?;
-    let stored: Vec<NicRow> = statement
-        .query_map([server_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    let configured: Vec<NicRow> = server
-        .nics
-        .iter()
-        .map(|n| (n.mac.to_string(), n.network.clone(), address_text(n.ip), n.switch.clone(), n.port.clone()))
-        .collect();
-    Ok(stored != configured)
+/// Whether the configured NICs differ from the stored ones (before `sync_nics_with` rewrites
+/// them): MAC, network, address, switch and port, in position order.
+fn nics_differ(stored: &[StoredNic], server: &ServerSpec) -> bool {
+    stored.len() != server.nics.len()
+        || stored.iter().zip(&server.nics).any(|(s, n)| {
+            s.mac != n.mac.to_string()
+                || s.network != n.network
+                || s.operational_ip != address_text(n.ip)
+                || s.switch != n.switch
+                || s.port != n.port
+        })
 }
 
 /// Keeps one open `operational` history row per configured (NIC, address) of the server and
-/// closes the rows of addresses the configuration no longer gives it.
-fn sync_address_history(connection: &Connection, server_id: i64, nics: &[NicSpec]) -> rusqlite::Result<()> {
-    let at = now_us();
+/// closes the rows of addresses the configuration no longer gives it. `open` is the server's
+/// open rows (id, mac, ip), kept current.
+fn sync_address_history(
+    tx: &Connection,
+    server_id: i64,
+    nics: &[NicSpec],
+    open: &mut Vec<(i64, String, String)>,
+) -> rusqlite::Result<()> {
     let wanted: Vec<(String, String)> =
         nics.iter().filter_map(|n| n.ip.map(|ip| (n.mac.to_string(), ip.to_string()))).collect();
-    let mut statement = connection.prepare(
-        "SELECT id, mac, ip FROM address_history WHERE server_id = ?1 AND kind = 'operational' AND valid_to_us IS NULL",
-    )?;
-    let open: Vec<(i64, String, String)> = statement
-        .query_map([server_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    let first_sight: bool = connection.query_row_cached(
-        "SELECT COUNT(*) = 0 FROM address_history WHERE server_id = ?1",
-        [server_id],
-        |r| r.get(0),
-    )?;
-    for (id, mac, ip) in &open {
-        if !wanted.contains(&(mac.clone(), ip.clone())) {
-            connection.execute_cached("UPDATE address_history SET valid_to_us = ?2 WHERE id = ?1", params![id, at])?;
+    let unchanged =
+        open.len() == wanted.len() && wanted.iter().all(|(mac, ip)| open.iter().any(|(_, m, i)| m == mac && i == ip));
+    if unchanged {
+        return Ok(());
+    }
+    let at = now_us();
+    // A server's first addresses were its own before Cordon knew of it: late alerts from
+    // before its first start still resolve.
+    let first_sight: bool = tx
+        .prepare_cached("SELECT COUNT(*) = 0 FROM address_history WHERE server_id = ?1")?
+        .query_row([server_id], |r| r.get(0))?;
+    let mut kept = Vec::with_capacity(wanted.len());
+    for (id, mac, ip) in open.drain(..) {
+        if wanted.iter().any(|(m, i)| *m == mac && *i == ip) {
+            kept.push((id, mac, ip));
+        } else {
+            tx.prepare_cached("UPDATE address_history SET valid_to_us = ?2 WHERE id = ?1")?.execute(params![id, at])?;
         }
     }
-    for (mac, ip) in &wanted {
-        if !open.iter().any(|(_, m, i)| m == mac && i == ip) {
-            // A server's first addresses were its own before Cordon knew of it: late alerts
-            // from before its first start still resolve.
+    for (mac, ip) in wanted {
+        if !kept.iter().any(|(_, m, i)| *m == mac && *i == ip) {
             let from = if first_sight { 0 } else { at };
-            connection.execute_cached(
+            tx.prepare_cached(
                 "INSERT INTO address_history (ip, server_id, mac, kind, valid_from_us) VALUES (?1, ?2, ?3, 'operational', ?4)",
-                params![ip, server_id, mac, from],
-            )?;
+            )?
+            .execute(params![ip, server_id, mac, from])?;
+            kept.push((tx.last_insert_rowid(), mac, ip));
         }
     }
+    *open = kept;
     Ok(())
 }
 
-fn sync_nics(connection: &Connection, server_id: i64, server: &ServerSpec) -> rusqlite::Result<()> {
-    sync_address_history(connection, server_id, &server.nics)?;
-    let macs: Vec<String> = server.nics.iter().map(|n| n.mac.to_string()).collect();
+/// One server's NICs as the configuration gives them, for an import (one server at a time).
+fn sync_nics(tx: &Connection, server_id: i64, server: &ServerSpec) -> rusqlite::Result<()> {
+    let mut stored = load_stored_nics(tx, Some(server_id))?.remove(&server_id).unwrap_or_default();
+    sync_nics_with(tx, server_id, server, &mut stored)
+}
+
+/// Brings one server's NICs and open addresses to the configuration's, writing only rows that
+/// differ from `stored` (which is kept current).
+fn sync_nics_with(
+    tx: &Connection,
+    server_id: i64,
+    server: &ServerSpec,
+    stored: &mut StoredNics,
+) -> rusqlite::Result<()> {
+    sync_address_history(tx, server_id, &server.nics, &mut stored.open)?;
     // NICs that left the configuration go; their leases (if any) stay until an unquarantine
     // would release them, so no address is handed out twice meanwhile.
-    let mut statement = connection.prepare("SELECT mac FROM nics WHERE server_id = ?1")?;
-    let stored: Vec<String> = statement.query_map([server_id], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
-    for mac in stored.iter().filter(|m| !macs.contains(m)) {
-        connection.execute_cached("DELETE FROM nics WHERE server_id = ?1 AND mac = ?2", params![server_id, mac])?;
+    let macs: Vec<String> = server.nics.iter().map(|n| n.mac.to_string()).collect();
+    let mut kept = Vec::with_capacity(macs.len());
+    for nic in stored.nics.drain(..) {
+        if macs.contains(&nic.mac) {
+            kept.push(nic);
+        } else {
+            tx.prepare_cached("DELETE FROM nics WHERE server_id = ?1 AND mac = ?2")?
+                .execute(params![server_id, nic.mac])?;
+        }
     }
-    for (position, nic) in server.nics.iter().enumerate() {
-        connection.execute_cached(
+    let mut now_stored = Vec::with_capacity(server.nics.len());
+    for ((position, nic), mac) in server.nics.iter().enumerate().zip(macs) {
+        let operational_ip = address_text(nic.ip);
+        let current_ip_if_home = (!operational_ip.is_empty()).then(|| operational_ip.clone());
+        // What the upsert below makes of the row: a NIC at home (in its operational network)
+        // follows the configuration; one elsewhere (quarantined) keeps where Cordon put it.
+        let next = match kept.iter().position(|s| s.mac == mac) {
+            None => StoredNic {
+                mac,
+                position: position as i64,
+                network: nic.network.clone(),
+                operational_ip,
+                switch: nic.switch.clone(),
+                port: nic.port.clone(),
+                current_network: nic.network.clone(),
+                current_ip: current_ip_if_home,
+            },
+            Some(i) => {
+                let old = kept.swap_remove(i);
+                let current_ip =
+                    if old.current_network == nic.network { current_ip_if_home } else { old.current_ip.clone() };
+                let current_network =
+                    if old.current_network == old.network { nic.network.clone() } else { old.current_network.clone() };
+                let next = StoredNic {
+                    mac,
+                    position: position as i64,
+                    network: nic.network.clone(),
+                    operational_ip,
+                    switch: nic.switch.clone(),
+                    port: nic.port.clone(),
+                    current_network,
+                    current_ip,
+                };
+                if next == old {
+                    now_stored.push(next);
+                    continue;
+                }
+                next
+            }
+        };
+        tx.prepare_cached(
             "INSERT INTO nics (server_id, mac, position, network, operational_ip, switch, port, current_network, current_ip)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?4, NULLIF(?5, ''))
              ON CONFLICT(server_id, mac) DO UPDATE SET position = excluded.position, network = excluded.network,
              operational_ip = excluded.operational_ip, switch = excluded.switch, port = excluded.port,
              current_ip = CASE WHEN nics.current_network = excluded.network THEN NULLIF(excluded.operational_ip, '') ELSE nics.current_ip END,
              current_network = CASE WHEN nics.current_network = nics.network THEN excluded.network ELSE nics.current_network END",
-            params![server_id, nic.mac.to_string(), position as i64, nic.network, address_text(nic.ip), nic.switch, nic.port],
-        )?;
+        )?
+        .execute(params![server_id, next.mac, next.position, next.network, next.operational_ip, next.switch, next.port])?;
+        now_stored.push(next);
     }
+    stored.nics = now_stored;
     Ok(())
 }
 
@@ -2246,6 +2433,62 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn spec(name: &str, last: u8) -> ServerSpec {
+        ServerSpec {
+            name: name.into(),
+            kind: cordon_model::ServerKind::Physical,
+            tenant: Some("t".into()),
+            user_email: None,
+            hypervisor: None,
+            domain: None,
+            nics: vec![NicSpec {
+                mac: MacAddr([2, 0, 0, 0, 0, last]),
+                network: "office".into(),
+                ip: Some(IpAddr::from([10, 0, 0, last])),
+                switch: Some("tor-1".into()),
+                port: Some(format!("p-{name}")),
+            }],
+        }
+    }
+
+    /// A restart with nothing changed compares in memory and rewrites only the (few) networks
+    /// and tenants; a changed address is still written, with its history.
+    #[tokio::test]
+    async fn a_sync_with_nothing_changed_writes_no_server_row() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let mut inventory = Inventory {
+            networks: vec![NetworkSpec {
+                name: "office".into(),
+                role: cordon_model::NetworkRole::Operational,
+                subnet: "10.0.0.0/24".into(),
+                quarantine_network: None,
+                pool: None,
+                bridge: None,
+            }],
+            tenants: vec![TenantSpec { name: "t".into(), admin_email: "t@example.com".into() }],
+            servers: vec![spec("a", 1), spec("b", 2)],
+        };
+        store.sync_inventory(&inventory).await.unwrap();
+        // An in-memory store reads on the writer's connection: its count of changed rows.
+        async fn changes(store: &SqliteStore) -> u64 {
+            store.read(|connection| Ok(connection.total_changes())).await.unwrap()
+        }
+        let before = changes(&store).await;
+        let report = store.sync_inventory(&inventory).await.unwrap();
+        assert_eq!((report.added.len(), report.updated.len(), report.retired.len()), (0, 0, 0));
+        assert_eq!(changes(&store).await - before, 2, "one network and one tenant upserted, nothing else");
+
+        inventory.servers[1].nics[0].ip = Some(IpAddr::from([10, 0, 0, 9]));
+        let before = changes(&store).await;
+        let report = store.sync_inventory(&inventory).await.unwrap();
+        assert_eq!(report.updated, ["b"]);
+        // The network and tenant, the old address closed, the new one opened, the NIC.
+        assert_eq!(changes(&store).await - before, 5);
+        let now = now_us();
+        assert_eq!(store.servers_holding(IpAddr::from([10, 0, 0, 9]), now).await.unwrap().len(), 1);
+        assert!(store.servers_holding(IpAddr::from([10, 0, 0, 2]), now).await.unwrap().is_empty());
+    }
 
     /// Rows written before migration 7 have no hashes; the migration seals them in id order,
     /// and the chain then verifies and goes on from the last one.
