@@ -1427,12 +1427,15 @@ impl Store for PostgresStore {
     async fn list_actions(&self, filter: &ActionFilter) -> Result<Vec<ActionRecord>> {
         let state = filter.state.map(|s| s.as_str().to_string());
         let limit = i64::from(filter.limit.unwrap_or(500));
-        many_actions(
-            &self.client().await?,
-            "WHERE ($1::text IS NULL OR a.state = $1) AND ($2::bigint IS NULL OR a.server_id = $2) ORDER BY a.id DESC LIMIT $3",
-            &[&state, &filter.server_id, &limit],
-        )
-        .await
+        // A statement per filter, so that the plan can use an index.
+        let clause = match (&state, filter.server_id) {
+            (None, None) => "WHERE $1::text IS NULL AND $2::bigint IS NULL",
+            (Some(_), None) => "WHERE a.state = $1 AND $2::bigint IS NULL",
+            (None, Some(_)) => "WHERE $1::text IS NULL AND a.server_id = $2",
+            (Some(_), Some(_)) => "WHERE a.state = $1 AND a.server_id = $2",
+        };
+        let sql = format!("{clause} ORDER BY a.id DESC LIMIT $3");
+        many_actions(&self.client().await?, &sql, &[&state, &filter.server_id, &limit]).await
     }
 
     async fn count_actions(&self) -> Result<Vec<(ActionKind, ActionState, u64)>> {
@@ -1701,12 +1704,14 @@ impl Store for PostgresStore {
 
     async fn list_detections(&self, filter: &DetectionFilter) -> Result<Vec<DetectionRecord>> {
         let limit = i64::from(filter.limit.unwrap_or(100));
-        many_detections(
-            &self.client().await?,
-            "WHERE ($1::text IS NULL OR d.source = $1) AND ($2::bigint IS NULL OR d.action_id = $2) ORDER BY d.id DESC LIMIT $3",
-            &[&filter.source, &filter.action_id, &limit],
-        )
-        .await
+        let clause = match (&filter.source, filter.action_id) {
+            (None, None) => "WHERE $1::text IS NULL AND $2::bigint IS NULL",
+            (Some(_), None) => "WHERE d.source = $1 AND $2::bigint IS NULL",
+            (None, Some(_)) => "WHERE $1::text IS NULL AND d.action_id = $2",
+            (Some(_), Some(_)) => "WHERE d.source = $1 AND d.action_id = $2",
+        };
+        let sql = format!("{clause} ORDER BY d.id DESC LIMIT $3");
+        many_detections(&self.client().await?, &sql, &[&filter.source, &filter.action_id, &limit]).await
     }
 
     async fn servers_holding(&self, address: IpAddr, at_us: i64) -> Result<Vec<i64>> {

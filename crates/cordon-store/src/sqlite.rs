@@ -1627,9 +1627,17 @@ impl Store for SqliteStore {
         self.read(move |connection| {
             let state = filter.state.map(|s| s.as_str().to_string());
             let limit = i64::from(filter.limit.unwrap_or(500));
+            // A statement per filter, so that SQLite can use `actions_by_server` or
+            // `actions_by_state` (an `?1 IS NULL OR` form makes it scan the table backwards).
+            let clause = match (&state, filter.server_id) {
+                (None, None) => "WHERE ?1 IS NULL AND ?2 IS NULL",
+                (Some(_), None) => "WHERE a.state = ?1 AND ?2 IS NULL",
+                (None, Some(_)) => "WHERE ?1 IS NULL AND a.server_id = ?2",
+                (Some(_), Some(_)) => "WHERE a.state = ?1 AND a.server_id = ?2",
+            };
             many_actions(
                 connection,
-                "WHERE (?1 IS NULL OR a.state = ?1) AND (?2 IS NULL OR a.server_id = ?2) ORDER BY a.id DESC LIMIT ?3",
+                &format!("{clause} ORDER BY a.id DESC LIMIT ?3"),
                 &[&state, &filter.server_id, &limit],
             )
         })
@@ -1958,11 +1966,15 @@ impl Store for SqliteStore {
         let filter = filter.clone();
         self.read(move |connection| {
             let limit = i64::from(filter.limit.unwrap_or(100));
-            many_detections(
-                connection,
-                "WHERE (?1 IS NULL OR d.source = ?1) AND (?2 IS NULL OR d.action_id = ?2) ORDER BY d.id DESC LIMIT ?3",
-                &[&filter.source, &filter.action_id, &limit],
-            )
+            // A statement per filter, so that SQLite can use an index (see `list_actions`).
+            let clause = match (&filter.source, filter.action_id) {
+                (None, None) => "WHERE ?1 IS NULL AND ?2 IS NULL",
+                (Some(_), None) => "WHERE d.source = ?1 AND ?2 IS NULL",
+                (None, Some(_)) => "WHERE ?1 IS NULL AND d.action_id = ?2",
+                (Some(_), Some(_)) => "WHERE d.source = ?1 AND d.action_id = ?2",
+            };
+            let sql = format!("{clause} ORDER BY d.id DESC LIMIT ?3");
+            many_detections(connection, &sql, &[&filter.source, &filter.action_id, &limit])
         })
         .await
     }
