@@ -337,6 +337,37 @@ fn floor(lab: &Lab, dir: &Path, runs: usize, result: &mut BenchResult) -> anyhow
         moves.push(begun.elapsed());
         switch.ensure_port(&server.port, &format!("br-o{}", server.network), false)?;
     }
+    // The kernel's own ceiling for the sustained rate: as many threads as cores, each with its
+    // own netlink socket, moving disjoint ports back and forth (every call a move + read-back,
+    // as a quarantine's), with nothing of Cordon around them. Bridge changes take the kernel's
+    // RTNL lock, so they do not run in parallel whatever the number of threads.
+    let threads = std::thread::available_parallelism().map_or(2, usize::from);
+    let window = Duration::from_secs(2);
+    let moved: usize = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || -> anyhow::Result<usize> {
+                    let switch = LinuxBridgeSwitch::new("tor-1", Some(lab::SWITCH_NETNS.to_string()));
+                    let mine: Vec<_> = lab.servers.iter().skip(t).step_by(threads).take(200).collect();
+                    let begun = Instant::now();
+                    let mut calls = 0;
+                    while begun.elapsed() < window {
+                        for server in &mine {
+                            switch.ensure_port(&server.port, &format!("br-q{}", server.network), true)?;
+                        }
+                        for server in &mine {
+                            switch.ensure_port(&server.port, &format!("br-o{}", server.network), false)?;
+                        }
+                        calls += 2 * mine.len();
+                    }
+                    Ok(calls)
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().expect("a mover thread panicked")).sum::<anyhow::Result<usize>>()
+    })?;
+    let ceiling = moved as f64 / window.as_secs_f64();
+    result.figure(format!("kernel ceiling: port moves/s, {threads} threads, no Cordon"), ceiling, "1/s", None);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("floor.db"))?);
     let mut commits = Latencies::with_capacity(runs);
@@ -364,6 +395,8 @@ fn floor(lab: &Lab, dir: &Path, runs: usize, result: &mut BenchResult) -> anyhow
             "move_and_read_back": moves.summary(),
             "durable_commit": commits.summary(),
             "floor_p50_ms": floor / 1e3,
+            "kernel_ceiling_moves_per_second": ceiling,
+            "kernel_ceiling_threads": threads,
         }),
     );
     Ok(())
