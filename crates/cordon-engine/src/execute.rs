@@ -23,10 +23,16 @@ pub(crate) fn lease_until(lease: std::time::Duration) -> i64 {
 
 impl Engine {
     /// Runs one runnable action to its end (succeeded or failed).
-    pub(crate) async fn execute(&self, action: ActionRecord) -> Result<(), EngineError> {
+    pub(crate) async fn execute(&self, action: ActionRecord, server: Option<ServerRecord>) -> Result<(), EngineError> {
         let store = &self.inner.store;
         let Some(server_id) = action.server_id else { return Ok(()) };
-        let Some(server) = store.server_by_id(server_id).await? else { return Ok(()) };
+        let server = match server {
+            Some(server) if server.id == server_id => server,
+            _ => match store.server_by_id(server_id).await? {
+                Some(server) => server,
+                None => return Ok(()),
+            },
+        };
         let kind = action.kind;
         let started_message = match kind {
             ActionKind::Quarantine | ActionKind::QuarantineReboot => &messages::QUARANTINE_STARTED,

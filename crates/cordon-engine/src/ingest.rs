@@ -412,7 +412,10 @@ impl Engine {
             )
             .await?;
         if state == ActionState::Pending {
-            self.inner.wake.notify_one();
+            // Straight to a worker when one is free; the dispatcher otherwise.
+            if self.start_worker(action.clone(), Some(server.clone())) != crate::Started::Yes {
+                self.inner.wake.notify_one();
+            }
         }
         self.inner.metrics.action_created(kind);
         if let Some(message) = &awaiting {

@@ -118,6 +118,15 @@ impl EngineSettings {
     }
 }
 
+/// Whether [`Engine::start_worker`] started one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Started {
+    Yes,
+    /// The server has a worker already (or the action none to run on).
+    Not,
+    NoWorkerFree,
+}
+
 #[derive(Debug, Clone)]
 pub struct Engine {
     inner: Arc<Inner>,
@@ -537,24 +546,35 @@ impl Engine {
         // an action whose server is busy waits: read a little past them.
         let limit = u32::try_from(2 * free + 32).unwrap_or(u32::MAX);
         for action in self.inner.store.runnable_actions(limit).await? {
-            let Some(server_id) = action.server_id else { continue };
-            let Ok(permit) = self.inner.workers.clone().try_acquire_owned() else { break };
-            let claimed = self.inner.busy.lock().unwrap_or_else(|p| p.into_inner()).insert(server_id);
-            if !claimed {
-                continue;
+            if self.start_worker(action, None) == Started::NoWorkerFree {
+                break;
             }
-            let engine = self.clone();
-            tokio::spawn(async move {
-                let id = action.id;
-                if let Err(error) = engine.execute(action).await {
-                    tracing::error!(action = id, %error, "action execution stopped on an internal error");
-                }
-                engine.inner.busy.lock().unwrap_or_else(|p| p.into_inner()).remove(&server_id);
-                drop(permit);
-                engine.inner.wake.notify_one();
-            });
         }
         Ok(())
+    }
+
+    /// Starts a worker for a runnable action when a worker is free and its server has none.
+    /// `server` is the server's record when the caller has just read it (the detection
+    /// processor hands a new action straight to a worker this way, without waiting for the
+    /// dispatcher); the worker reads it otherwise.
+    pub(crate) fn start_worker(&self, action: ActionRecord, server: Option<ServerRecord>) -> Started {
+        let Some(server_id) = action.server_id else { return Started::Not };
+        let Ok(permit) = self.inner.workers.clone().try_acquire_owned() else { return Started::NoWorkerFree };
+        let claimed = self.inner.busy.lock().unwrap_or_else(|p| p.into_inner()).insert(server_id);
+        if !claimed {
+            return Started::Not;
+        }
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let id = action.id;
+            if let Err(error) = engine.execute(action, server).await {
+                tracing::error!(action = id, %error, "action execution stopped on an internal error");
+            }
+            engine.inner.busy.lock().unwrap_or_else(|p| p.into_inner()).remove(&server_id);
+            drop(permit);
+            engine.inner.wake.notify_one();
+        });
+        Started::Yes
     }
 
     /// Records a numbered message that belongs to no action (start-up, reload, ...); a failure
