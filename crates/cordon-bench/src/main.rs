@@ -93,8 +93,9 @@ struct ContainArgs {
     /// Outbreak: hosts (the 10,000: ten bridges of 1,000 ports).
     #[arg(long, default_value_t = 10_000)]
     hosts: usize,
-    /// Outbreak: alerts per host, interleaved (the 100 takes over an hour here: each
-    /// detection is settled in its own durable commit; see docs/performance.md).
+    /// Outbreak: alerts per host, interleaved (the 100, a million detections, takes
+    /// about 18 minutes on a 2-core machine, longer than the whole suite should; see
+    /// docs/performance.md).
     #[arg(long, default_value_t = 3)]
     alerts: usize,
     /// `servers show` requests (and a tenth as many `servers list`).
