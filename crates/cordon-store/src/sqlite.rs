@@ -587,7 +587,7 @@ fn load_nics(connection: &Connection, server: &mut ServerRecord) -> rusqlite::Re
 
 fn one_server(connection: &Connection, clause: &str, param: &dyn rusqlite::ToSql) -> Result<Option<ServerRecord>> {
     let sql = format!("SELECT {SERVER_COLUMNS} FROM servers WHERE {clause}");
-    let server = connection.query_row(&sql, [param], server_row).optional().map_err(backend)?;
+    let server = connection.query_row_cached(&sql, [param], server_row).optional().map_err(backend)?;
     match server {
         Some(mut server) => {
             load_nics(connection, &mut server).map_err(backend)?;
@@ -628,7 +628,7 @@ fn action_row(row: &Row<'_>) -> rusqlite::Result<ActionRecord> {
 fn one_action(connection: &Connection, id: i64) -> Result<Option<ActionRecord>> {
     let sql =
         format!("SELECT {ACTION_COLUMNS} FROM actions a LEFT JOIN servers s ON s.id = a.server_id WHERE a.id = ?1");
-    connection.query_row(&sql, [id], action_row).optional().map_err(backend)
+    connection.query_row_cached(&sql, [id], action_row).optional().map_err(backend)
 }
 
 fn many_actions(connection: &Connection, clause: &str, params: &[&dyn rusqlite::ToSql]) -> Result<Vec<ActionRecord>> {
