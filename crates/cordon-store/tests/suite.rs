@@ -649,22 +649,7 @@ async fn named_leases_have_one_holder_until_they_expire() {
 #[tokio::test]
 async fn a_detection_is_settled_once() {
     for (backend, store) in stores().await {
-        let detection = cordon_model::Detection {
-            received_at_us: now_us(),
-            observed_at_us: None,
-            source: "eve".into(),
-            sensor: None,
-            subject: ip("10.10.0.11"),
-            peer: None,
-            src_ip: Some(ip("10.10.0.11")),
-            dest_ip: None,
-            target_ip: None,
-            signature_id: None,
-            signature: "test".into(),
-            category: None,
-            severity: cordon_model::ThreatSeverity::High,
-            raw: "{}".into(),
-        };
+        let detection = detection_on("10.10.0.11");
         let ids = store.record_detections(&[detection], "i1", None).await.unwrap();
         store.settle_detection(ids[0], "ignored", None, None).await.unwrap();
         let twice = store.settle_detection(ids[0], "ignored", None, None).await.unwrap_err();
