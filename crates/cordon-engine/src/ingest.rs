@@ -3,7 +3,7 @@
 //! Detections are committed first (with the checkpoint of the file they came from), then
 //! processed here, oldest first, by a single processor (one per database: a named lease). It
 //! decides the detections of a batch in waves: a detection goes into the wave after the last one
-//! that holds a detection touching any of the same servers (or unresolved addresses), and the
+//! that holds a detection touching any of the same servers (or the same unresolved subject), and the
 //! detections of one wave are decided concurrently. So the detections of one server are decided
 //! one at a time, in arrival order, and two detections can never race each other into two
 //! actions for one server. A detection not yet processed when Cordon stops is processed at the
@@ -37,7 +37,7 @@ type Decided = (i64, String, Result<&'static str, EngineError>);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Lane {
     Server(i64),
-    /// An address no server held (its unresolved action).
+    /// A subject no server held (its unresolved action).
     Address(IpAddr),
 }
 
@@ -212,7 +212,11 @@ impl Engine {
     }
 
     /// What a detection's decision may touch: every server that one of its addresses resolves
-    /// to, and each address that resolves to none (the unresolved path keys on the address).
+    /// to, and its subject when that resolves to none (the unresolved path keys on the
+    /// address). Other unresolved addresses (the external side: one C2 server that a whole
+    /// outbreak talks to) are not lanes, or an outbreak would be decided one at a time; a rule
+    /// that makes such an address the subject may then, at worst, record its unresolved action
+    /// (67198) twice, never act on a server twice.
     async fn lanes(&self, record: &DetectionRecord) -> Result<Vec<Lane>, EngineError> {
         let detection = &record.detection;
         let at = detection.observed_at_us.unwrap_or(detection.received_at_us);
@@ -223,7 +227,7 @@ impl Engine {
                 .flatten()
         {
             let ids = self.holders(address, at).await?;
-            if ids.is_empty() {
+            if ids.is_empty() && address == detection.subject {
                 lanes.push(Lane::Address(address));
             }
             lanes.extend(ids.into_iter().map(Lane::Server));
