@@ -94,7 +94,7 @@ struct ContainArgs {
     #[arg(long, default_value_t = 10_000)]
     hosts: usize,
     /// Outbreak: alerts per host, interleaved (the 100, a million detections, takes
-    /// about 18 minutes on a 2-core machine, longer than the whole suite should; see
+    /// about 13 minutes on a 2-core machine, longer than the whole suite should; see
     /// docs/performance.md).
     #[arg(long, default_value_t = 3)]
     alerts: usize,
