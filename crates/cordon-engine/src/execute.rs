@@ -55,12 +55,8 @@ impl Engine {
             ..Default::default()
         };
         let until = lease_until(lease);
-        let mut claimed = store
-            .claim_action_alongside(action.id, action.generation, &instance, until, Some(started.clone()), &alongside)
-            .await;
-        if matches!(claimed, Err(StoreError::PoolExhausted { .. })) {
-            alongside.leases.clear();
-            claimed = store
+        let claimed = loop {
+            let claimed = store
                 .claim_action_alongside(
                     action.id,
                     action.generation,
@@ -70,7 +66,12 @@ impl Engine {
                     &alongside,
                 )
                 .await;
-        }
+            if matches!(claimed, Err(StoreError::PoolExhausted { .. })) && !alongside.leases.is_empty() {
+                alongside.leases.clear();
+                continue;
+            }
+            break claimed;
+        };
         let action = match claimed {
             Ok(action) => action,
             // Another worker or instance (or an operator's cancel) moved it first, or another
@@ -128,18 +129,17 @@ impl Engine {
         let clock = Instant::now();
 
         // The network part (quarantine or unquarantine), then the power part (reboot).
-        let moves = match kind {
-            ActionKind::Quarantine | ActionKind::QuarantineReboot => {
-                Some((ServerState::Quarantining, ServerState::Quarantined))
-            }
-            ActionKind::Unquarantine => Some((ServerState::Unquarantining, ServerState::Operational)),
+        // The state the network part leaves the server in (its transitional state was recorded
+        // with the claim, see `transitional_state`).
+        let reached = match kind {
+            ActionKind::Quarantine | ActionKind::QuarantineReboot => Some(ServerState::Quarantined),
+            ActionKind::Unquarantine => Some(ServerState::Operational),
             ActionKind::Reboot | ActionKind::Notify => None,
         };
         let mut outcome = Ok(String::new());
         // The state an action that only moves NICs reached, recorded with its end (one commit).
         let mut reached_at_end = None;
-        if let Some((_, reached)) = moves {
-            // The transitional state was recorded with the claim.
+        if let Some(reached) = reached {
             let plan = self.refuse_infrastructure(&server, kind).and_then(|()| self.inner.topology.plan(&server));
             outcome = match plan {
                 Ok(plans) => self.run_steps(&action, &server.name, &plans).await?,

@@ -1563,13 +1563,13 @@ impl Store for SqliteStore {
         // A lease the NIC holds already (taken with the action's claim, or by an earlier
         // attempt) is read without a write: only the NIC's own action, one at a time per server,
         // takes or releases it.
-        let (key, found) = ((server_id, mac, network.to_string()), network.to_string());
-        let held = self.read(move |connection| existing_lease(connection, key.0, key.1, &key.2)).await?;
-        if let Some(ip) = held {
+        let network = network.to_string();
+        let lookup = network.clone();
+        if let Some(ip) = self.read(move |connection| existing_lease(connection, server_id, mac, &lookup)).await? {
             return Ok(ip);
         }
         let pool = pool.clone();
-        self.write(move |connection| lease_address_in(connection, server_id, mac, &found, &pool)).await
+        self.write(move |connection| lease_address_in(connection, server_id, mac, &network, &pool)).await
     }
 
     async fn release_address(&self, server_id: i64, mac: MacAddr, network: &str) -> Result<()> {
